@@ -1,0 +1,71 @@
+//! Small HTTP helpers shared by the routes: JSON responses with security headers, bounded body
+//! reading, bearer-token extraction.
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use worker::{Request, Response};
+
+use crate::error::{ApiError, ApiResult};
+
+/// Largest request body any route reads.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// A JSON response with the headers every API response carries.
+pub fn json<T: Serialize>(status: u16, body: &T) -> Response {
+    let text = serde_json::to_string(body).unwrap_or_else(|_| r#"{"detail":"unserialisable"}"#.into());
+    let mut response = Response::ok(text)
+        .expect("a string body always makes a response")
+        .with_status(status);
+    let headers = response.headers_mut();
+    let _ = headers.set("Content-Type", "application/json");
+    let _ = headers.set("X-Content-Type-Options", "nosniff");
+    let _ = headers.set("Referrer-Policy", "no-referrer");
+    response
+}
+
+/// Reads the whole body, refusing (413) anything over `MAX_BODY_BYTES` without buffering it.
+pub async fn read_body(req: &mut Request) -> ApiResult<Vec<u8>> {
+    let too_large = || ApiError::new(413, "request body too large (limit 16384 bytes)");
+    if let Some(len) = req.headers().get("Content-Length")? {
+        if len.trim().parse::<usize>().map_or(true, |n| n > MAX_BODY_BYTES) {
+            return Err(too_large());
+        }
+    }
+    let mut body = Vec::new();
+    let Ok(mut stream) = req.stream() else {
+        return Ok(body); // no body at all
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("could not read request body"))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Checks that the request declares the media type a route reads (parameters ignored).
+pub fn require_content_type(req: &Request, expected: &str) -> ApiResult<()> {
+    let declared = req.headers().get("Content-Type")?.unwrap_or_default();
+    let media = declared.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(ApiError::new(415, format!("Content-Type must be {expected}")))
+    }
+}
+
+/// The token from `Authorization: Bearer <token>`, if any.
+pub fn bearer_token(req: &Request) -> ApiResult<Option<String>> {
+    let Some(value) = req.headers().get("Authorization")? else {
+        return Ok(None);
+    };
+    let mut parts = value.splitn(2, ' ');
+    match (parts.next(), parts.next()) {
+        (Some(scheme), Some(token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Ok(Some(token.trim().to_owned()))
+        }
+        _ => Ok(None),
+    }
+}

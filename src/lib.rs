@@ -1,0 +1,23 @@
+//! Clubhouse: secure real-time chat on Cloudflare Workers.
+//!
+//! Entry points only. The request path is: `api` (router and handlers) → `auth` (badges,
+//! passwords) → `store` (D1) or `room` (one Durable Object per room) → `protocol` (wire format).
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod log;
+pub mod protocol;
+pub mod room;
+pub mod store;
+
+pub use room::ChatRoom;
+
+use worker::{event, Context, Env, Request, Response, Result};
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    Ok(api::handle(req, env).await)
+}

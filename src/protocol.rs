@@ -1,0 +1,322 @@
+//! The wire format: validated input types and every frame in and out.
+//!
+//! Pure Rust, no `worker` types, so it is unit-tested natively. Values are parsed once at the
+//! edge into newtypes (`Username`, `RoomId`, …) so the rest of the code cannot hold an invalid one.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Largest WebSocket text frame the room reads; bigger ones are refused, never broadcast.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Largest message `content`, in characters (Unicode scalar values).
+pub const MAX_CONTENT_CHARS: usize = 4000;
+pub const USERNAME_CHARS: std::ops::RangeInclusive<usize> = 3..=32;
+pub const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=128;
+pub const ROOM_ID_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
+
+/// A client mistake in a value, with a message fit to show the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub Cow<'static, str>);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn invalid(msg: impl Into<Cow<'static, str>>) -> Invalid {
+    Invalid(msg.into())
+}
+
+/// 3–32 characters of `[A-Za-z0-9_.-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let ok_chars = raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !USERNAME_CHARS.contains(&raw.len()) || !ok_chars {
+            return Err(invalid(
+                "username must be 3-32 characters of letters, digits, '_', '.' or '-'",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// 8–128 characters. Never printed: `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Checks the signup policy. `username` is given so that a password equal to it is refused.
+    pub fn parse_new(raw: &str, username: &Username) -> Result<Self, Invalid> {
+        let chars = raw.chars().count();
+        if !PASSWORD_CHARS.contains(&chars) {
+            return Err(invalid("password must be 8-128 characters"));
+        }
+        if raw.eq_ignore_ascii_case(username.as_str()) {
+            return Err(invalid("password must not be the username"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// 1–64 characters of `[A-Za-z0-9_-]`: safe in a URL path, a SQL value and a log line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RoomId(String);
+
+impl RoomId {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let ok_chars = raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+        if !ROOM_ID_CHARS.contains(&raw.len()) || !ok_chars {
+            return Err(invalid(
+                "room_id must be 1-64 characters of letters, digits, '_' or '-'",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A text frame from a client. Unknown fields (a client-sent `username`, say) are ignored:
+/// identity comes from the badge only. `content` borrows from the frame when it has no escapes.
+#[derive(Debug, Deserialize)]
+struct RawClientMessage<'a> {
+    // A direct `Cow` field (not `Option<Cow>`) is what lets serde borrow instead of copying.
+    #[serde(borrow)]
+    content: Cow<'a, str>,
+    #[serde(borrow, default)]
+    room_id: Option<Cow<'a, str>>,
+}
+
+/// A validated chat message from a client, ready to store and broadcast.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClientMessage<'a> {
+    pub content: Cow<'a, str>,
+}
+
+/// Parses and validates one text frame for the room `room`.
+pub fn parse_client_message<'a>(frame: &'a str, room: &str) -> Result<ClientMessage<'a>, Invalid> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Err(invalid("frame too large (limit 65536 bytes)"));
+    }
+    let raw: RawClientMessage<'a> = serde_json::from_str(frame).map_err(|e| {
+        invalid(format!(
+            "invalid message: expected {{\"content\": string, \"room_id\"?: string}} ({e})"
+        ))
+    })?;
+    let content = raw.content;
+    if content.trim().is_empty() {
+        return Err(invalid("content must not be empty"));
+    }
+    if content.chars().count() > MAX_CONTENT_CHARS {
+        return Err(invalid("content too long (limit 4000 characters)"));
+    }
+    if let Some(claimed) = raw.room_id {
+        if claimed != room {
+            return Err(invalid("room_id does not match this connection's room"));
+        }
+    }
+    Ok(ClientMessage { content })
+}
+
+/// A stored chat message as it goes out: in a live `message` frame, in `history`, and over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub id: i64,
+    pub room_id: String,
+    pub username: String,
+    pub content: String,
+    pub ts: i64,
+}
+
+/// Frames the server sends. Each broadcast is serialised once and the same text goes to every
+/// recipient.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    Message {
+        id: i64,
+        room_id: &'a str,
+        username: &'a str,
+        content: &'a str,
+        ts: i64,
+    },
+    History {
+        messages: &'a [ChatMessage],
+        truncated: bool,
+    },
+    Presence {
+        users: &'a [String],
+    },
+    Join {
+        username: &'a str,
+    },
+    Leave {
+        username: &'a str,
+    },
+    Error {
+        detail: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+}
+
+impl ServerFrame<'_> {
+    pub fn to_json(&self) -> String {
+        // Serialising these plain structs cannot fail.
+        serde_json::to_string(self).expect("server frames always serialise")
+    }
+}
+
+pub fn error_frame(detail: &str) -> String {
+    ServerFrame::Error {
+        detail,
+        retry_after_ms: None,
+    }
+    .to_json()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert!(Username::parse("bob").is_ok());
+        assert!(Username::parse("a.b-c_D9").is_ok());
+        assert!(Username::parse(&"x".repeat(32)).is_ok());
+        for bad in ["", "ab", "has space", "émile", "a/b", "<script>", &"x".repeat(33)] {
+            assert!(Username::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn passwords() {
+        let bob = Username::parse("bobby").unwrap();
+        assert!(Password::parse_new("correct horse", &bob).is_ok());
+        assert!(Password::parse_new("short", &bob).is_err());
+        assert!(Password::parse_new(&"p".repeat(129), &bob).is_err());
+        assert!(Password::parse_new(&"é".repeat(128), &bob).is_ok(), "counts chars, not bytes");
+        let long_name = Username::parse("longusername").unwrap();
+        assert!(Password::parse_new("LongUserName", &long_name).is_err());
+        assert_eq!(
+            format!("{:?}", Password::parse_new("secret-pass", &bob).unwrap()),
+            "Password(<redacted>)"
+        );
+    }
+
+    #[test]
+    fn room_ids() {
+        assert!(RoomId::parse("general").is_ok());
+        assert!(RoomId::parse("a").is_ok());
+        assert!(RoomId::parse(&"r".repeat(64)).is_ok());
+        for bad in ["", "a.b", "a b", "a/b", "%2e", &"r".repeat(65)] {
+            assert!(RoomId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn valid_message_borrows_content() {
+        let m = parse_client_message(r#"{"content":"hi","room_id":"lobby"}"#, "lobby").unwrap();
+        assert_eq!(m.content, "hi");
+        assert!(matches!(m.content, Cow::Borrowed(_)));
+        let m = parse_client_message(r#"{"content":"a\"b"}"#, "lobby").unwrap();
+        assert_eq!(m.content, "a\"b");
+    }
+
+    #[test]
+    fn client_username_is_ignored() {
+        let m = parse_client_message(r#"{"content":"hi","username":"admin"}"#, "r").unwrap();
+        assert_eq!(m, ClientMessage { content: "hi".into() });
+    }
+
+    #[test]
+    fn invalid_messages() {
+        let cases = [
+            ("not json", "invalid message"),
+            ("[]", "invalid message"),
+            ("{}", "missing field"),
+            (r#"{"content":5}"#, "invalid message"),
+            (r#"{"content":""}"#, "empty"),
+            (r#"{"content":"   "}"#, "empty"),
+            (r#"{"content":"hi","room_id":"other"}"#, "does not match"),
+            (r#"{"content":"hi","room_id":7}"#, "invalid message"),
+        ];
+        for (frame, want) in cases {
+            let err = parse_client_message(frame, "lobby").unwrap_err();
+            assert!(err.0.contains(want), "{frame}: {err}");
+        }
+    }
+
+    #[test]
+    fn content_limit_counts_characters() {
+        let ok = format!(r#"{{"content":"{}"}}"#, "é".repeat(MAX_CONTENT_CHARS));
+        assert!(parse_client_message(&ok, "r").is_ok());
+        let long = format!(r#"{{"content":"{}"}}"#, "a".repeat(MAX_CONTENT_CHARS + 1));
+        assert!(parse_client_message(&long, "r").unwrap_err().0.contains("too long"));
+    }
+
+    #[test]
+    fn oversized_frame_refused_before_parsing() {
+        let frame = format!(r#"{{"content":"{}"}}"#, "a".repeat(MAX_FRAME_BYTES));
+        assert!(parse_client_message(&frame, "r").unwrap_err().0.contains("frame too large"));
+    }
+
+    #[test]
+    fn frames_serialise_to_the_documented_shape() {
+        let f = ServerFrame::Message {
+            id: 7,
+            room_id: "lobby",
+            username: "bob",
+            content: "<b>\"hi\"</b>",
+            ts: 1700000000000,
+        };
+        let v: serde_json::Value = serde_json::from_str(&f.to_json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"message","id":7,"room_id":"lobby","username":"bob",
+                "content":"<b>\"hi\"</b>","ts":1700000000000i64})
+        );
+        let e: serde_json::Value = serde_json::from_str(&error_frame("nope")).unwrap();
+        assert_eq!(e, serde_json::json!({"type":"error","detail":"nope"}));
+        let users = vec!["a".to_string()];
+        let p = ServerFrame::Presence { users: &users }.to_json();
+        assert_eq!(p, r#"{"type":"presence","users":["a"]}"#);
+    }
+}
