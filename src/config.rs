@@ -10,6 +10,19 @@ pub struct Config {
     pub token_ttl_secs: i64,
     /// argon2id cost for new hashes (`ARGON2_M_KIB`, `ARGON2_T`, `ARGON2_P`; default OWASP's).
     pub hash_cost: HashCost,
+    /// Failed logins per username per window (`LOGIN_MAX_FAILURES_PER_USER`, default 10).
+    pub login_failures_per_user: i64,
+    /// Failed logins per client IP per window (`LOGIN_MAX_FAILURES_PER_IP`, default 50).
+    pub login_failures_per_ip: i64,
+    /// The login window (`LOGIN_WINDOW_SECS`, default 900 = 15 minutes).
+    pub login_window_secs: i64,
+    /// Signups per client IP per window (`SIGNUP_MAX_PER_IP`, default 20).
+    pub signups_per_ip: i64,
+    /// The signup window (`SIGNUP_WINDOW_SECS`, default 3600).
+    pub signup_window_secs: i64,
+    /// Browser origins allowed to open WebSockets besides the service's own
+    /// (`ALLOWED_ORIGINS`, comma-separated exact origins such as `https://chat.example.com`).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Settings of one room Durable Object.
@@ -17,6 +30,14 @@ pub struct Config {
 pub struct RoomConfig {
     /// Messages kept per room (`HISTORY_CAP`, default 10,000); the oldest go first.
     pub history_cap: i64,
+    /// Messages a connection may send per second on average (`RATE_LIMIT_PER_SEC`, default 10).
+    pub rate_per_sec: f64,
+    /// Messages a connection may send at once after being quiet (`RATE_LIMIT_BURST`, default 20).
+    pub rate_burst: f64,
+    /// Open sockets one user may hold in one room (`MAX_SOCKETS_PER_USER`, default 5).
+    pub max_sockets_per_user: usize,
+    /// Open sockets one room holds (`MAX_SOCKETS_PER_ROOM`, default 10,000).
+    pub max_sockets_per_room: usize,
 }
 
 /// Reads an integer setting within `range`; a missing value gives `default`, an invalid one is
@@ -50,12 +71,74 @@ impl Config {
         let mut problems = Vec::new();
         let d = HashCost::default();
         let config = Config {
-            token_ttl_secs: int_setting(lookup, "TOKEN_TTL_SECS", 3600, 60..=86_400 * 30, &mut problems),
+            token_ttl_secs: int_setting(
+                lookup,
+                "TOKEN_TTL_SECS",
+                3600,
+                60..=86_400 * 30,
+                &mut problems,
+            ),
             hash_cost: HashCost {
-                memory_kib: int_setting(lookup, "ARGON2_M_KIB", d.memory_kib as i64, 8..=262_144, &mut problems) as u32,
-                iterations: int_setting(lookup, "ARGON2_T", d.iterations as i64, 1..=10, &mut problems) as u32,
-                parallelism: int_setting(lookup, "ARGON2_P", d.parallelism as i64, 1..=8, &mut problems) as u32,
+                memory_kib: int_setting(
+                    lookup,
+                    "ARGON2_M_KIB",
+                    d.memory_kib as i64,
+                    8..=262_144,
+                    &mut problems,
+                ) as u32,
+                iterations: int_setting(
+                    lookup,
+                    "ARGON2_T",
+                    d.iterations as i64,
+                    1..=10,
+                    &mut problems,
+                ) as u32,
+                parallelism: int_setting(
+                    lookup,
+                    "ARGON2_P",
+                    d.parallelism as i64,
+                    1..=8,
+                    &mut problems,
+                ) as u32,
             },
+            login_failures_per_user: int_setting(
+                lookup,
+                "LOGIN_MAX_FAILURES_PER_USER",
+                10,
+                1..=1_000_000,
+                &mut problems,
+            ),
+            login_failures_per_ip: int_setting(
+                lookup,
+                "LOGIN_MAX_FAILURES_PER_IP",
+                50,
+                1..=1_000_000,
+                &mut problems,
+            ),
+            login_window_secs: int_setting(
+                lookup,
+                "LOGIN_WINDOW_SECS",
+                900,
+                1..=86_400,
+                &mut problems,
+            ),
+            signups_per_ip: int_setting(
+                lookup,
+                "SIGNUP_MAX_PER_IP",
+                20,
+                1..=1_000_000,
+                &mut problems,
+            ),
+            signup_window_secs: int_setting(
+                lookup,
+                "SIGNUP_WINDOW_SECS",
+                3600,
+                1..=86_400,
+                &mut problems,
+            ),
+            allowed_origins: lookup("ALLOWED_ORIGINS")
+                .map(|v| parse_origins(&v))
+                .unwrap_or_default(),
         };
         (config, problems)
     }
@@ -63,7 +146,10 @@ impl Config {
     pub fn from_env(env: &worker::Env) -> Self {
         let (config, problems) = Self::from_lookup(&|name| env_string(env, name));
         for p in problems {
-            worker::console_warn!("{}", crate::log::line("warn", "config_invalid", &[("problem", &p)]));
+            worker::console_warn!(
+                "{}",
+                crate::log::line("warn", "config_invalid", &[("problem", &p)])
+            );
         }
         config
     }
@@ -73,7 +159,31 @@ impl RoomConfig {
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> (Self, Vec<String>) {
         let mut problems = Vec::new();
         let config = RoomConfig {
-            history_cap: int_setting(lookup, "HISTORY_CAP", 10_000, 100..=10_000_000, &mut problems),
+            history_cap: int_setting(
+                lookup,
+                "HISTORY_CAP",
+                10_000,
+                100..=10_000_000,
+                &mut problems,
+            ),
+            rate_per_sec: int_setting(lookup, "RATE_LIMIT_PER_SEC", 10, 1..=100_000, &mut problems)
+                as f64,
+            rate_burst: int_setting(lookup, "RATE_LIMIT_BURST", 20, 1..=100_000, &mut problems)
+                as f64,
+            max_sockets_per_user: int_setting(
+                lookup,
+                "MAX_SOCKETS_PER_USER",
+                5,
+                1..=1000,
+                &mut problems,
+            ) as usize,
+            max_sockets_per_room: int_setting(
+                lookup,
+                "MAX_SOCKETS_PER_ROOM",
+                10_000,
+                1..=32_768,
+                &mut problems,
+            ) as usize,
         };
         (config, problems)
     }
@@ -81,15 +191,29 @@ impl RoomConfig {
     pub fn from_env(env: &worker::Env) -> Self {
         let (config, problems) = Self::from_lookup(&|name| env_string(env, name));
         for p in problems {
-            worker::console_warn!("{}", crate::log::line("warn", "config_invalid", &[("problem", &p)]));
+            worker::console_warn!(
+                "{}",
+                crate::log::line("warn", "config_invalid", &[("problem", &p)])
+            );
         }
         config
     }
 }
 
+/// `https://a.example, http://localhost:3000/` → exact origins without a trailing slash.
+pub fn parse_origins(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+        .filter(|o| !o.is_empty())
+        .collect()
+}
+
 /// A var or secret as a string, if set.
 pub fn env_string(env: &worker::Env, name: &str) -> Option<String> {
-    env.var(name).ok().map(|v| v.to_string()).or_else(|| env.secret(name).ok().map(|s| s.to_string()))
+    env.var(name)
+        .ok()
+        .map(|v| v.to_string())
+        .or_else(|| env.secret(name).ok().map(|s| s.to_string()))
 }
 
 /// The badge keys from the `JWT_SECRET` (and optional `JWT_SECRET_PREVIOUS`) secrets.
@@ -105,8 +229,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -127,7 +253,27 @@ mod tests {
             ("ARGON2_T", "0"),
         ]));
         assert_eq!(c.token_ttl_secs, 600);
-        assert_eq!(c.hash_cost, HashCost::default(), "invalid values fall back to defaults");
+        assert_eq!(
+            c.hash_cost,
+            HashCost::default(),
+            "invalid values fall back to defaults"
+        );
         assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn origins() {
+        let (c, _) = Config::from_lookup(&lookup(&[(
+            "ALLOWED_ORIGINS",
+            " https://A.example/ ,,http://localhost:3000",
+        )]));
+        assert_eq!(
+            c.allowed_origins,
+            vec!["https://a.example", "http://localhost:3000"]
+        );
+        assert!(Config::from_lookup(&lookup(&[]))
+            .0
+            .allowed_origins
+            .is_empty());
     }
 }

@@ -12,7 +12,8 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// A JSON response with the headers every API response carries.
 pub fn json<T: Serialize>(status: u16, body: &T) -> Response {
-    let text = serde_json::to_string(body).unwrap_or_else(|_| r#"{"detail":"unserialisable"}"#.into());
+    let text =
+        serde_json::to_string(body).unwrap_or_else(|_| r#"{"detail":"unserialisable"}"#.into());
     let mut response = Response::ok(text)
         .expect("a string body always makes a response")
         .with_status(status);
@@ -27,7 +28,11 @@ pub fn json<T: Serialize>(status: u16, body: &T) -> Response {
 pub async fn read_body(req: &mut Request) -> ApiResult<Vec<u8>> {
     let too_large = || ApiError::new(413, "request body too large (limit 16384 bytes)");
     if let Some(len) = req.headers().get("Content-Length")? {
-        if len.trim().parse::<usize>().map_or(true, |n| n > MAX_BODY_BYTES) {
+        if len
+            .trim()
+            .parse::<usize>()
+            .map_or(true, |n| n > MAX_BODY_BYTES)
+        {
             return Err(too_large());
         }
     }
@@ -52,7 +57,10 @@ pub fn require_content_type(req: &Request, expected: &str) -> ApiResult<()> {
     if media.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {
-        Err(ApiError::new(415, format!("Content-Type must be {expected}")))
+        Err(ApiError::new(
+            415,
+            format!("Content-Type must be {expected}"),
+        ))
     }
 }
 

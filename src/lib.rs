@@ -8,16 +8,19 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limiter;
 pub mod log;
 pub mod protocol;
+pub mod ratelimit;
 pub mod room;
 pub mod store;
 
+pub use limiter::Limiter;
 pub use room::ChatRoom;
 
 use worker::{event, Context, Env, Request, Response, Result};
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    Ok(api::handle(req, env).await)
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    Ok(api::handle(req, env, ctx).await)
 }

@@ -12,6 +12,20 @@ pub fn line(level: &str, event: &str, fields: &[(&str, &str)]) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
+/// Writes one structured log line to the Worker's console, stamped with the time.
+pub fn event(level: &str, event: &str, fields: &[(&str, &str)]) {
+    let ts = worker::Date::now().to_string();
+    let mut all = Vec::with_capacity(fields.len() + 1);
+    all.push(("ts", ts.as_str()));
+    all.extend_from_slice(fields);
+    let text = line(level, event, &all);
+    match level {
+        "error" => worker::console_error!("{text}"),
+        "warn" => worker::console_warn!("{text}"),
+        _ => worker::console_log!("{text}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -221,7 +221,15 @@ mod tests {
         assert!(Username::parse("bob").is_ok());
         assert!(Username::parse("a.b-c_D9").is_ok());
         assert!(Username::parse(&"x".repeat(32)).is_ok());
-        for bad in ["", "ab", "has space", "émile", "a/b", "<script>", &"x".repeat(33)] {
+        for bad in [
+            "",
+            "ab",
+            "has space",
+            "émile",
+            "a/b",
+            "<script>",
+            &"x".repeat(33),
+        ] {
             assert!(Username::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -232,7 +240,10 @@ mod tests {
         assert!(Password::parse_new("correct horse", &bob).is_ok());
         assert!(Password::parse_new("short", &bob).is_err());
         assert!(Password::parse_new(&"p".repeat(129), &bob).is_err());
-        assert!(Password::parse_new(&"é".repeat(128), &bob).is_ok(), "counts chars, not bytes");
+        assert!(
+            Password::parse_new(&"é".repeat(128), &bob).is_ok(),
+            "counts chars, not bytes"
+        );
         let long_name = Username::parse("longusername").unwrap();
         assert!(Password::parse_new("LongUserName", &long_name).is_err());
         assert_eq!(
@@ -263,7 +274,12 @@ mod tests {
     #[test]
     fn client_username_is_ignored() {
         let m = parse_client_message(r#"{"content":"hi","username":"admin"}"#, "r").unwrap();
-        assert_eq!(m, ClientMessage { content: "hi".into() });
+        assert_eq!(
+            m,
+            ClientMessage {
+                content: "hi".into()
+            }
+        );
     }
 
     #[test]
@@ -289,13 +305,19 @@ mod tests {
         let ok = format!(r#"{{"content":"{}"}}"#, "é".repeat(MAX_CONTENT_CHARS));
         assert!(parse_client_message(&ok, "r").is_ok());
         let long = format!(r#"{{"content":"{}"}}"#, "a".repeat(MAX_CONTENT_CHARS + 1));
-        assert!(parse_client_message(&long, "r").unwrap_err().0.contains("too long"));
+        assert!(parse_client_message(&long, "r")
+            .unwrap_err()
+            .0
+            .contains("too long"));
     }
 
     #[test]
     fn oversized_frame_refused_before_parsing() {
         let frame = format!(r#"{{"content":"{}"}}"#, "a".repeat(MAX_FRAME_BYTES));
-        assert!(parse_client_message(&frame, "r").unwrap_err().0.contains("frame too large"));
+        assert!(parse_client_message(&frame, "r")
+            .unwrap_err()
+            .0
+            .contains("frame too large"));
     }
 
     #[test]

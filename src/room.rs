@@ -2,19 +2,29 @@
 //!
 //! Sockets are accepted with the Hibernation API, so an idle room costs nothing while its
 //! members stay connected: the runtime evicts the object from memory and wakes it for the next
-//! frame. Anything that must survive that lives in SQLite storage (messages) or in the socket's
-//! attachment (who it belongs to), never only in struct fields.
+//! frame. Anything that must survive that lives in SQLite storage (messages, room metadata) or
+//! in the socket's attachment and tags (who it belongs to), never only in struct fields. The
+//! in-memory fields here are caches that are rebuilt, or are harmless to lose (rate buckets
+//! refill within seconds, and hibernation only follows seconds of silence).
+//!
+//! Only the Worker talks to this object: it verifies the badge and room access first and passes
+//! the identity in headers it sets itself. Paths here are internal.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+use worker::js_sys::JsString;
 use worker::{
-    durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State,
-    WebSocket, WebSocketIncomingMessage, WebSocketPair,
+    durable_object, DurableObject, Env, Method, Request, Response, Result, SqlStorage,
+    SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
 use crate::config::RoomConfig;
-use crate::protocol::{self, error_frame, ServerFrame};
+use crate::http;
+use crate::protocol::{self, error_frame, ChatMessage, ServerFrame};
+use crate::ratelimit::{ConnectionLimiter, Verdict};
 
 /// The Durable Object binding in wrangler.toml.
 pub const BINDING: &str = "ROOMS";
@@ -24,32 +34,79 @@ pub const IDENTITY_HEADER_PREFIX: &str = "x-clubhouse-";
 pub const USER_HEADER: &str = "x-clubhouse-user";
 pub const ROOM_HEADER: &str = "x-clubhouse-room";
 pub const JTI_HEADER: &str = "x-clubhouse-jti";
+/// `member` when the Worker checked membership of a private room, `public` otherwise.
+pub const ACCESS_HEADER: &str = "x-clubhouse-access";
+/// Set to `bearer` when the client sent its badge as a WebSocket subprotocol.
+pub const SUBPROTOCOL_HEADER: &str = "x-clubhouse-subprotocol";
 
-/// Who a socket belongs to; stored as its hibernation attachment (well under the 16 KB cap).
+/// Messages sent on connect without `since`.
+pub const RECENT_HISTORY: i64 = 50;
+/// Most messages sent on connect with `since`; beyond that the history frame says `truncated`.
+pub const MAX_CATCH_UP: i64 = 1000;
+/// Largest page of `GET /rooms/{id}/messages`.
+pub const MAX_PAGE: i64 = 100;
+
+/// WebSocket close code for policy violations: removed, revoked, flooding.
+pub const CLOSE_POLICY: u16 = 1008;
+
+/// Who a socket belongs to; stored as its hibernation attachment (about 100 bytes of the 16 KB).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Member {
     user: String,
     room: String,
     jti: String,
+    /// Connection id: keys the in-memory rate bucket.
+    conn: u32,
+}
+
+fn user_tag(user: &str) -> String {
+    format!("u:{user}")
+}
+fn jti_tag(jti: &str) -> String {
+    format!("j:{jti}")
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// The runtime's WebSocket, viewed only for `send(string)`: it takes a JS string we already
+    /// hold, so a broadcast converts the frame from Rust to JS once instead of per recipient.
+    type RawSocket;
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send_js_string(this: &RawSocket, data: &JsString) -> std::result::Result<(), JsValue>;
 }
 
 #[durable_object(websocket)]
 pub struct ChatRoom {
     state: State,
+    /// The room's name (`id_from_name`), known to the runtime even after hibernation.
+    name: String,
     config: RoomConfig,
-    /// Id of the newest stored message. Reloaded from storage on every wake-up.
+    /// Id of the newest stored message; reloaded from storage on every wake-up.
     last_id: Cell<i64>,
+    /// Usernames online, built from the live sockets on first use after a wake-up.
+    online: RefCell<Option<BTreeSet<String>>>,
+    /// Per-connection rate buckets.
+    limiters: RefCell<HashMap<u32, ConnectionLimiter>>,
+}
+
+#[derive(Deserialize)]
+struct MessageRow {
+    id: i64,
+    username: String,
+    content: String,
+    ts: i64,
 }
 
 impl DurableObject for ChatRoom {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        sql.exec(
+        for ddl in [
             "CREATE TABLE IF NOT EXISTS messages (
                 id INTEGER PRIMARY KEY, username TEXT NOT NULL, content TEXT NOT NULL, ts INTEGER NOT NULL)",
-            None,
-        )
-        .expect("creating the messages table");
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ] {
+            sql.exec(ddl, None).expect("creating the room's tables");
+        }
         #[derive(Deserialize)]
         struct MaxId {
             last: i64,
@@ -59,48 +116,114 @@ impl DurableObject for ChatRoom {
             .and_then(|c| c.one::<MaxId>())
             .map(|r| r.last)
             .expect("reading the last message id");
+        // Answer heartbeats without waking the object (and without billing a wake-up).
+        if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
+            state.set_websocket_auto_response(&pair);
+        }
         Self {
+            name: state.id().name().unwrap_or_default(),
             state,
             config: RoomConfig::from_env(&env),
             last_id: Cell::new(last),
+            online: RefCell::new(None),
+            limiters: RefCell::new(HashMap::new()),
         }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        let header = |name: &str| req.headers().get(name).ok().flatten().unwrap_or_default();
-        let member = Member {
-            user: header(USER_HEADER),
-            room: header(ROOM_HEADER),
-            jti: header(JTI_HEADER),
+        let url = req.url()?;
+        let query = |name: &str| {
+            url.query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
         };
-        if member.user.is_empty() || member.room.is_empty() {
-            // Only the Worker talks to this object, and it always sets these.
-            return Response::error("missing identity", 400);
+        match (req.method(), url.path()) {
+            (Method::Get, "/connect") => self.connect(&req, query("since")),
+            (Method::Post, "/claim") => Ok(self.claim(query("owner").unwrap_or_default())),
+            (Method::Get, "/info") => Ok(http::json(200, &self.info())),
+            (Method::Get, "/messages" | "/members") if self.private_and_not_member(&req) => {
+                refuse(403, "this room is private")
+            }
+            (Method::Get, "/messages") => Ok(self.page(query("before"), query("limit"))),
+            (Method::Get, "/members") => Ok(http::json(
+                200,
+                &serde_json::json!({ "room_id": self.name, "users": self.online_users() }),
+            )),
+            (Method::Post, "/kick") => {
+                let user = query("user").unwrap_or_default();
+                let closed = self.close_tagged(&user_tag(&user), "removed from room");
+                Ok(http::json(200, &serde_json::json!({ "closed": closed })))
+            }
+            (Method::Post, "/revoke") => {
+                let closed = match (query("jti"), query("user")) {
+                    (Some(jti), _) => self.close_tagged(&jti_tag(&jti), "token revoked"),
+                    (None, Some(user)) => self.close_tagged(&user_tag(&user), "token revoked"),
+                    _ => 0,
+                };
+                Ok(http::json(200, &serde_json::json!({ "closed": closed })))
+            }
+            (Method::Get, "/stats") => Ok(http::json(200, &self.stats())),
+            _ => Ok(http::json(
+                404,
+                &serde_json::json!({ "detail": "Not Found" }),
+            )),
         }
-        let pair = WebSocketPair::new()?;
-        let user_tag = format!("u:{}", member.user);
-        self.state.accept_websocket_with_tags(&pair.server, &[&user_tag]);
-        pair.server.serialize_attachment(&member)?;
-        Response::from_websocket(pair.client)
     }
 
-    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
         let text = match message {
             WebSocketIncomingMessage::String(text) => text,
             WebSocketIncomingMessage::Binary(_) => {
-                return send_quietly(&ws, &error_frame("binary frames are not supported; send JSON text"));
+                send_quietly(
+                    &ws,
+                    &error_frame("binary frames are not supported; send JSON text"),
+                );
+                return Ok(());
             }
         };
         if text == "ping" {
-            // Normally answered by the auto-response without waking us; answer here too.
-            return send_quietly(&ws, "pong");
+            // Normally the auto-response answers; this covers a frame that reached us anyway.
+            send_quietly(&ws, "pong");
+            return Ok(());
         }
         let Some(member) = ws.deserialize_attachment::<Member>()? else {
-            return send_quietly(&ws, &error_frame("connection has no identity"));
+            send_quietly(&ws, &error_frame("connection has no identity"));
+            return Ok(());
         };
+        match self.rate_check(member.conn) {
+            Verdict::Allow => {}
+            Verdict::Refuse { retry_after_ms } => {
+                let frame = ServerFrame::Error {
+                    detail: "rate limited",
+                    retry_after_ms: Some(retry_after_ms),
+                };
+                send_quietly(&ws, &frame.to_json());
+                return Ok(());
+            }
+            Verdict::Disconnect => {
+                crate::log::event(
+                    "warn",
+                    "rate_limited",
+                    &[
+                        ("username", &member.user),
+                        ("room", &member.room),
+                        ("action", "closed"),
+                    ],
+                );
+                let _ = ws.close(Some(CLOSE_POLICY), Some("rate limit exceeded"));
+                return Ok(());
+            }
+        }
         let message = match protocol::parse_client_message(&text, &member.room) {
             Ok(m) => m,
-            Err(invalid) => return send_quietly(&ws, &error_frame(&invalid.0)),
+            Err(invalid) => {
+                send_quietly(&ws, &error_frame(&invalid.0));
+                return Ok(());
+            }
         };
         let id = self.last_id.get() + 1;
         let ts = worker::Date::now().as_millis() as i64;
@@ -112,30 +235,47 @@ impl DurableObject for ChatRoom {
             username: &member.user,
             content: &message.content,
             ts,
-        }
-        .to_json();
-        self.broadcast(&frame);
+        };
+        self.broadcast_except(&frame.to_json(), &[]);
         Ok(())
     }
 
-    async fn websocket_close(&self, ws: WebSocket, code: usize, _reason: String, _was_clean: bool) -> Result<()> {
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
         // Complete the closing handshake. 1005/1006 are reserved and cannot be sent back.
         let code = match code {
             1005 | 1006 => 1000,
             c => c as u16,
         };
         let _ = ws.close(Some(code), Some("closing"));
+        self.forget(std::slice::from_ref(&ws), code);
         Ok(())
     }
 
     async fn websocket_error(&self, ws: WebSocket, error: worker::Error) -> Result<()> {
-        worker::console_warn!(
-            "{}",
-            crate::log::line("warn", "ws_error", &[("error", &error.to_string())])
-        );
+        crate::log::event("warn", "ws_error", &[("error", &error.to_string())]);
         let _ = ws.close(Some(1011), Some("socket error"));
+        self.forget(std::slice::from_ref(&ws), 1011);
         Ok(())
     }
+}
+
+fn header(req: &Request, name: &str) -> String {
+    req.headers().get(name).ok().flatten().unwrap_or_default()
+}
+
+fn refuse(status: u16, detail: &str) -> Result<Response> {
+    Ok(http::json(status, &serde_json::json!({ "detail": detail })))
+}
+
+/// Sends to one socket, ignoring a socket that is already closing.
+fn send_quietly(ws: &WebSocket, text: &str) {
+    let _ = ws.send_with_str(text);
 }
 
 impl ChatRoom {
@@ -143,38 +283,386 @@ impl ChatRoom {
         self.state.storage().sql()
     }
 
+    fn meta(&self, key: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Row {
+            value: String,
+        }
+        self.sql()
+            .exec("SELECT value FROM meta WHERE key = ?", vec![key.into()])
+            .and_then(|c| c.to_array::<Row>())
+            .ok()
+            .and_then(|rows| rows.into_iter().next())
+            .map(|r| r.value)
+    }
+
+    /// The object is the authority on privacy: a room claimed private after the Worker looked
+    /// it up still refuses a request that was only checked as public.
+    fn private_and_not_member(&self, req: &Request) -> bool {
+        self.meta("private").as_deref() == Some("1") && header(req, ACCESS_HEADER) != "member"
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.sql().exec(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            vec![key.into(), value.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Accepts a WebSocket for a member the Worker has already authenticated. Everything from
+    /// the accept to the return runs without an `await`, so no message can slip in between
+    /// the history we send and the live frames that follow: nothing lost, nothing twice.
+    fn connect(&self, req: &Request, since: Option<String>) -> Result<Response> {
+        let (user, room, jti) = (
+            header(req, USER_HEADER),
+            header(req, ROOM_HEADER),
+            header(req, JTI_HEADER),
+        );
+        if user.is_empty() || room.is_empty() {
+            return refuse(400, "missing identity");
+        }
+        if self.private_and_not_member(req) {
+            return refuse(403, "this room is private");
+        }
+        let since = match since.map(|s| s.parse::<i64>()) {
+            None => None,
+            Some(Ok(n)) if n >= 0 => Some(n),
+            Some(_) => return refuse(422, "since must be a non-negative integer"),
+        };
+        let room_sockets = self.state.get_websockets().len();
+        if room_sockets >= self.config.max_sockets_per_room {
+            crate::log::event(
+                "warn",
+                "ws_refused",
+                &[("reason", "room_full"), ("room", &room)],
+            );
+            return refuse(503, "room is full");
+        }
+        let user_sockets = self.state.get_websockets_with_tag(&user_tag(&user));
+        if user_sockets.len() >= self.config.max_sockets_per_user {
+            crate::log::event(
+                "warn",
+                "ws_refused",
+                &[
+                    ("reason", "too_many_sockets"),
+                    ("username", &user),
+                    ("room", &room),
+                ],
+            );
+            return refuse(429, "too many connections to this room for this user");
+        }
+        let was_online = !user_sockets.is_empty();
+        if self.meta("used").is_none() {
+            self.set_meta("used", "1")?;
+        }
+
+        let pair = WebSocketPair::new()?;
+        let mut conn_bytes = [0u8; 4];
+        getrandom::getrandom(&mut conn_bytes)
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let member = Member {
+            user: user.clone(),
+            room: room.clone(),
+            jti: jti.clone(),
+            conn: u32::from_le_bytes(conn_bytes),
+        };
+        self.state
+            .accept_websocket_with_tags(&pair.server, &[&user_tag(&user), &jti_tag(&jti)]);
+        pair.server.serialize_attachment(&member)?;
+
+        let (messages, truncated) = self.history(since)?;
+        send_quietly(
+            &pair.server,
+            &ServerFrame::History {
+                messages: &messages,
+                truncated,
+            }
+            .to_json(),
+        );
+        let users = {
+            let mut online = self.online_set();
+            online.insert(user.clone());
+            online.iter().cloned().collect::<Vec<_>>()
+        };
+        send_quietly(
+            &pair.server,
+            &ServerFrame::Presence { users: &users }.to_json(),
+        );
+        if !was_online {
+            self.broadcast_except(
+                &ServerFrame::Join { username: &user }.to_json(),
+                std::slice::from_ref(&pair.server),
+            );
+        }
+        crate::log::event(
+            "info",
+            "ws_connect",
+            &[("username", &user), ("room", &room)],
+        );
+
+        let mut response = Response::from_websocket(pair.client)?;
+        if header(req, SUBPROTOCOL_HEADER) == "bearer" {
+            response
+                .headers_mut()
+                .set("Sec-WebSocket-Protocol", "bearer")?;
+        }
+        Ok(response)
+    }
+
+    /// History sent on connect: the last 50 messages, or every message after `since` (the
+    /// newest 1000 if more were missed, with `truncated` so the client can page back).
+    fn history(&self, since: Option<i64>) -> Result<(Vec<ChatMessage>, bool)> {
+        let (after, limit) = match since {
+            Some(s) => (s, MAX_CATCH_UP),
+            None => (0, RECENT_HISTORY),
+        };
+        let mut rows = self.query_messages(
+            "id > ? ORDER BY id DESC LIMIT ?",
+            vec![after.into(), (limit + 1).into()],
+        )?;
+        let truncated = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        rows.reverse();
+        Ok((rows, truncated))
+    }
+
+    fn query_messages(
+        &self,
+        condition: &str,
+        bindings: Vec<SqlStorageValue>,
+    ) -> Result<Vec<ChatMessage>> {
+        let rows = self
+            .sql()
+            .exec(
+                &format!("SELECT id, username, content, ts FROM messages WHERE {condition}"),
+                bindings,
+            )?
+            .to_array::<MessageRow>()?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ChatMessage {
+                id: r.id,
+                room_id: self.name.clone(),
+                username: r.username,
+                content: r.content,
+                ts: r.ts,
+            })
+            .collect())
+    }
+
+    /// `GET /rooms/{id}/messages?before=&limit=`: a page of history, oldest first.
+    fn page(&self, before: Option<String>, limit: Option<String>) -> Response {
+        let before = match before.map(|b| b.parse::<i64>()) {
+            None => i64::MAX,
+            Some(Ok(b)) if b >= 0 => b,
+            Some(_) => {
+                return http::json(
+                    422,
+                    &serde_json::json!({ "detail": "before must be a non-negative integer" }),
+                )
+            }
+        };
+        let limit = match limit.map(|l| l.parse::<i64>()) {
+            None => RECENT_HISTORY,
+            Some(Ok(l)) if (1..=MAX_PAGE).contains(&l) => l,
+            Some(_) => {
+                return http::json(
+                    422,
+                    &serde_json::json!({ "detail": "limit must be an integer from 1 to 100" }),
+                )
+            }
+        };
+        match self.query_messages(
+            "id < ? ORDER BY id DESC LIMIT ?",
+            vec![before.into(), (limit + 1).into()],
+        ) {
+            Ok(mut rows) => {
+                let has_more = rows.len() as i64 > limit;
+                rows.truncate(limit as usize);
+                rows.reverse();
+                http::json(
+                    200,
+                    &serde_json::json!({ "room_id": self.name, "messages": rows, "has_more": has_more }),
+                )
+            }
+            Err(e) => {
+                crate::log::event("error", "error", &[("cause", &e.to_string())]);
+                http::json(
+                    500,
+                    &serde_json::json!({ "detail": "could not read history" }),
+                )
+            }
+        }
+    }
+
+    /// Makes an unused room private to `owner`. Refused once anyone has used or claimed it.
+    fn claim(&self, owner: String) -> Response {
+        if owner.is_empty() {
+            return http::json(400, &serde_json::json!({ "detail": "missing owner" }));
+        }
+        if self.meta("used").is_some() || self.meta("owner").is_some() {
+            return http::json(409, &serde_json::json!({ "detail": "room already exists" }));
+        }
+        let stored = self
+            .set_meta("owner", &owner)
+            .and_then(|_| self.set_meta("private", "1"))
+            .and_then(|_| self.set_meta("used", "1"));
+        match stored {
+            Ok(()) => http::json(201, &serde_json::json!({ "owner": owner })),
+            Err(e) => {
+                crate::log::event("error", "error", &[("cause", &e.to_string())]);
+                http::json(
+                    500,
+                    &serde_json::json!({ "detail": "could not create room" }),
+                )
+            }
+        }
+    }
+
+    fn info(&self) -> serde_json::Value {
+        serde_json::json!({
+            "private": self.meta("private").as_deref() == Some("1"),
+            "owner": self.meta("owner"),
+        })
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        #[derive(Deserialize)]
+        struct Counts {
+            stored: i64,
+            oldest: Option<i64>,
+            newest: Option<i64>,
+            last_ts: Option<i64>,
+        }
+        let counts = self
+            .sql()
+            .exec(
+                "SELECT COUNT(*) AS stored, MIN(id) AS oldest, MAX(id) AS newest, MAX(ts) AS last_ts FROM messages",
+                None,
+            )
+            .and_then(|c| c.one::<Counts>())
+            .ok();
+        serde_json::json!({
+            "room_id": self.name,
+            "open_sockets": self.state.get_websockets().len(),
+            "users_online": self.online_users().len(),
+            "messages_stored": counts.as_ref().map_or(0, |c| c.stored),
+            "oldest_id": counts.as_ref().and_then(|c| c.oldest),
+            "newest_id": counts.as_ref().and_then(|c| c.newest),
+            "last_message_ts": counts.as_ref().and_then(|c| c.last_ts),
+            "storage_bytes": self.sql().database_size(),
+        })
+    }
+
     /// Stores one message and drops the oldest beyond the history cap. SQLite calls on the
     /// object's own storage are synchronous, so ids are assigned and stored in arrival order.
     fn store_message(&self, id: i64, username: &str, content: &str, ts: i64) -> Result<()> {
         let sql = self.sql();
-        sql.exec(
+        sql.exec_raw(
             "INSERT INTO messages (id, username, content, ts) VALUES (?, ?, ?, ?)",
             vec![
-                SqlStorageValue::Integer(id),
-                SqlStorageValue::String(username.to_owned()),
-                SqlStorageValue::String(content.to_owned()),
-                SqlStorageValue::Integer(ts),
+                JsValue::from_f64(id as f64),
+                JsValue::from_str(username),
+                JsValue::from_str(content),
+                JsValue::from_f64(ts as f64),
             ],
         )?;
-        // Trim in batches of 1% rather than one row per insert.
+        // Trim in batches of 1% of the cap rather than one row per insert.
         let cap = self.config.history_cap;
         if id > cap && id % (cap / 100).max(1) == 0 {
-            sql.exec("DELETE FROM messages WHERE id <= ?", vec![SqlStorageValue::Integer(id - cap)])?;
+            sql.exec(
+                "DELETE FROM messages WHERE id <= ?",
+                vec![(id - cap).into()],
+            )?;
         }
         Ok(())
     }
 
-    /// Sends one serialised frame to every socket in the room.
-    fn broadcast(&self, frame: &str) {
+    /// Sends one serialised frame to every socket in the room (but `except`). The frame becomes
+    /// a JS string once; each send then hands the runtime the same string.
+    fn broadcast_except(&self, frame: &str, except: &[WebSocket]) {
+        let js_frame = JsString::from(frame);
         for socket in self.state.get_websockets() {
+            if except.contains(&socket) {
+                continue;
+            }
             // A socket that is closing may refuse; the others must still get the frame.
-            let _ = socket.send_with_str(frame);
+            let raw: &RawSocket = socket.as_ref().unchecked_ref();
+            let _ = raw.send_js_string(&js_frame);
         }
     }
-}
 
-/// Sends to one socket, ignoring a socket that is already closing.
-fn send_quietly(ws: &WebSocket, text: &str) -> Result<()> {
-    let _ = ws.send_with_str(text);
-    Ok(())
+    fn rate_check(&self, conn: u32) -> Verdict {
+        let now = worker::Date::now().as_millis() as f64;
+        let mut limiters = self.limiters.borrow_mut();
+        limiters
+            .entry(conn)
+            .or_insert_with(|| {
+                ConnectionLimiter::new(self.config.rate_per_sec, self.config.rate_burst, now)
+            })
+            .check(now)
+    }
+
+    /// The set of usernames online, rebuilt from the sockets' tags after a wake-up.
+    fn online_set(&self) -> std::cell::RefMut<'_, BTreeSet<String>> {
+        let mut online = self.online.borrow_mut();
+        if online.is_none() {
+            let users = self
+                .state
+                .get_websockets()
+                .iter()
+                .flat_map(|ws| self.state.get_tags(ws))
+                .filter_map(|tag| tag.strip_prefix("u:").map(str::to_owned))
+                .collect();
+            *online = Some(users);
+        }
+        std::cell::RefMut::map(online, |o| o.as_mut().expect("filled above"))
+    }
+
+    fn online_users(&self) -> Vec<String> {
+        self.online_set().iter().cloned().collect()
+    }
+
+    /// Bookkeeping when sockets go: their rate buckets, and a `leave` for each user who has no
+    /// socket left. Sockets being closed may still be listed by the runtime, hence `closing`.
+    fn forget(&self, closing: &[WebSocket], code: u16) {
+        let members: Vec<Member> = closing
+            .iter()
+            .filter_map(|ws| ws.deserialize_attachment::<Member>().ok().flatten())
+            .collect();
+        for member in &members {
+            self.limiters.borrow_mut().remove(&member.conn);
+            crate::log::event(
+                "info",
+                "ws_close",
+                &[
+                    ("username", &member.user),
+                    ("room", &member.room),
+                    ("code", &code.to_string()),
+                ],
+            );
+        }
+        let users: BTreeSet<&str> = members.iter().map(|m| m.user.as_str()).collect();
+        for user in users {
+            let still_online = self
+                .state
+                .get_websockets_with_tag(&user_tag(user))
+                .iter()
+                .any(|other| !closing.contains(other));
+            if !still_online && self.online_set().remove(user) {
+                self.broadcast_except(&ServerFrame::Leave { username: user }.to_json(), closing);
+            }
+        }
+    }
+
+    /// Closes every socket with `tag` (1008), e.g. a removed member's or a revoked badge's.
+    fn close_tagged(&self, tag: &str, reason: &str) -> usize {
+        let sockets = self.state.get_websockets_with_tag(tag);
+        for ws in &sockets {
+            let _ = ws.close(Some(CLOSE_POLICY), Some(reason));
+        }
+        self.forget(&sockets, CLOSE_POLICY);
+        sockets.len()
+    }
 }

@@ -25,14 +25,23 @@ impl Store {
 
     /// Creates an account; `false` when the name is taken. The UNIQUE constraint decides, so two
     /// concurrent signups for one name cannot both succeed.
-    pub async fn create_user(&self, username: &Username, password_hash: &str, now_ms: f64) -> ApiResult<bool> {
+    pub async fn create_user(
+        &self,
+        username: &Username,
+        password_hash: &str,
+        now_ms: f64,
+    ) -> ApiResult<bool> {
         let result = self
             .db
             .prepare(
                 "INSERT INTO users (username, password_hash, created_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT(username) DO NOTHING",
             )
-            .bind(&[username.as_str().into(), password_hash.into(), JsValue::from_f64(now_ms)])?
+            .bind(&[
+                username.as_str().into(),
+                password_hash.into(),
+                JsValue::from_f64(now_ms),
+            ])?
             .run()
             .await?;
         let changes = result.meta()?.and_then(|m| m.changes).unwrap_or(0);
@@ -55,6 +64,237 @@ impl Store {
             .bind(&[password_hash.into(), username.into()])?
             .run()
             .await?;
+        Ok(())
+    }
+}
+
+/// What a user may do in a room, from D1's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomAccess {
+    /// No private room of that name: any valid badge may enter.
+    Public,
+    /// A private room the user owns or is a member of.
+    Member { owner: String },
+    /// A private room the user is not in.
+    Denied,
+}
+
+impl Store {
+    pub async fn room_access(&self, room: &str, username: &str) -> ApiResult<RoomAccess> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            owner: String,
+            member: Option<i64>,
+        }
+        let row = self
+            .db
+            .prepare(
+                "SELECT r.owner AS owner, \
+                 (SELECT 1 FROM room_members m WHERE m.room_id = r.room_id AND m.username = ?2) AS member \
+                 FROM rooms r WHERE r.room_id = ?1 AND r.private = 1",
+            )
+            .bind(&[room.into(), username.into()])?
+            .first::<Row>(None)
+            .await?;
+        Ok(match row {
+            None => RoomAccess::Public,
+            Some(r) if r.member.is_some() || r.owner.eq_ignore_ascii_case(username) => {
+                RoomAccess::Member { owner: r.owner }
+            }
+            Some(_) => RoomAccess::Denied,
+        })
+    }
+
+    /// Records a private room and its owner as its first member.
+    pub async fn create_room(&self, room: &str, owner: &str, now_ms: f64) -> ApiResult<()> {
+        let now = JsValue::from_f64(now_ms);
+        self.db
+            .batch(vec![
+                self.db
+                    .prepare("INSERT INTO rooms (room_id, owner, private, created_at) VALUES (?1, ?2, 1, ?3)")
+                    .bind(&[room.into(), owner.into(), now.clone()])?,
+                self.db
+                    .prepare("INSERT OR IGNORE INTO room_members (room_id, username, added_at) VALUES (?1, ?2, ?3)")
+                    .bind(&[room.into(), owner.into(), now])?,
+            ])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn room_members(&self, room: &str) -> ApiResult<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            username: String,
+        }
+        let rows = self
+            .db
+            .prepare("SELECT username FROM room_members WHERE room_id = ?1 ORDER BY username")
+            .bind(&[room.into()])?
+            .all()
+            .await?
+            .results::<Row>()?;
+        Ok(rows.into_iter().map(|r| r.username).collect())
+    }
+
+    /// The registered spelling of a username, if it exists.
+    pub async fn canonical_username(&self, username: &Username) -> ApiResult<Option<String>> {
+        Ok(self.find_user(username).await?.map(|r| r.username))
+    }
+
+    pub async fn add_member(&self, room: &str, username: &str, now_ms: f64) -> ApiResult<()> {
+        self.db
+            .prepare("INSERT OR IGNORE INTO room_members (room_id, username, added_at) VALUES (?1, ?2, ?3)")
+            .bind(&[room.into(), username.into(), JsValue::from_f64(now_ms)])?
+            .run()
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a member; `false` if they were not one.
+    pub async fn remove_member(&self, room: &str, username: &str) -> ApiResult<bool> {
+        let result = self
+            .db
+            .prepare("DELETE FROM room_members WHERE room_id = ?1 AND username = ?2")
+            .bind(&[room.into(), username.into()])?
+            .run()
+            .await?;
+        Ok(result.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0)
+    }
+
+    /// Notes that a badge has a socket in a room, so logging out can close it.
+    pub async fn record_ws_session(
+        &self,
+        jti: &str,
+        room: &str,
+        username: &str,
+        exp: i64,
+    ) -> ApiResult<()> {
+        self.db
+            .prepare("INSERT OR IGNORE INTO ws_sessions (jti, room_id, username, exp) VALUES (?1, ?2, ?3, ?4)")
+            .bind(&[jti.into(), room.into(), username.into(), JsValue::from_f64(exp as f64)])?
+            .run()
+            .await?;
+        Ok(())
+    }
+
+    /// Rooms where a badge (`jti`), or with `jti = None` any of the user's badges, has sockets.
+    /// The matching rows are deleted: once closed, those sockets need no record.
+    pub async fn take_ws_sessions(
+        &self,
+        username: &str,
+        jti: Option<&str>,
+        now_secs: i64,
+    ) -> ApiResult<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            room_id: String,
+        }
+        let (filter, binds): (&str, Vec<JsValue>) = match jti {
+            Some(j) => (
+                "username = ?1 AND jti = ?2",
+                vec![username.into(), j.into()],
+            ),
+            None => ("username = ?1", vec![username.into()]),
+        };
+        let rows = self
+            .db
+            .prepare(format!(
+                "SELECT DISTINCT room_id FROM ws_sessions WHERE {filter}"
+            ))
+            .bind(&binds)?
+            .all()
+            .await?
+            .results::<Row>()?;
+        self.db
+            .batch(vec![
+                self.db
+                    .prepare(format!("DELETE FROM ws_sessions WHERE {filter}"))
+                    .bind(&binds)?,
+                self.db
+                    .prepare("DELETE FROM ws_sessions WHERE exp < ?1")
+                    .bind(&[JsValue::from_f64(now_secs as f64)])?,
+            ])
+            .await?;
+        Ok(rows.into_iter().map(|r| r.room_id).collect())
+    }
+
+    /// `SELECT 1` against D1, for the health check.
+    pub async fn ping(&self) -> ApiResult<()> {
+        self.db
+            .prepare("SELECT 1 AS ok")
+            .first::<serde_json::Value>(None)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Badge revocations, in KV: `revoked:<jti>` for one badge (kept until it would have expired)
+/// and `not_before:<username>` for "log out everywhere" (badges issued earlier are refused).
+pub struct Revocations {
+    kv: worker::kv::KvStore,
+}
+
+/// KV refuses expirations shorter than a minute.
+const MIN_KV_TTL_SECS: u64 = 60;
+
+impl Revocations {
+    pub fn from_env(env: &Env) -> ApiResult<Self> {
+        Ok(Self { kv: env.kv("KV")? })
+    }
+
+    pub async fn revoke(&self, jti: &str, ttl_secs: u64) -> ApiResult<()> {
+        self.kv
+            .put(&format!("revoked:{jti}"), "1")
+            .map_err(worker::Error::from)?
+            .expiration_ttl(ttl_secs.max(MIN_KV_TTL_SECS))
+            .execute()
+            .await
+            .map_err(worker::Error::from)?;
+        Ok(())
+    }
+
+    pub async fn set_not_before(
+        &self,
+        username: &str,
+        not_before_secs: i64,
+        ttl_secs: u64,
+    ) -> ApiResult<()> {
+        self.kv
+            .put(
+                &format!("not_before:{}", username.to_ascii_lowercase()),
+                not_before_secs.to_string(),
+            )
+            .map_err(worker::Error::from)?
+            .expiration_ttl(ttl_secs.max(MIN_KV_TTL_SECS))
+            .execute()
+            .await
+            .map_err(worker::Error::from)?;
+        Ok(())
+    }
+
+    /// True when the badge was revoked, alone or by a "log out everywhere" after it was issued.
+    pub async fn is_revoked(&self, jti: &str, username: &str, issued_at: i64) -> ApiResult<bool> {
+        let revoked_key = format!("revoked:{jti}");
+        let not_before_key = format!("not_before:{}", username.to_ascii_lowercase());
+        let (revoked, not_before) = futures_util::future::join(
+            self.kv.get(&revoked_key).text(),
+            self.kv.get(&not_before_key).text(),
+        )
+        .await;
+        let revoked = revoked.map_err(worker::Error::from)?.is_some();
+        let not_before = not_before
+            .map_err(worker::Error::from)?
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(i64::MIN);
+        Ok(revoked || issued_at < not_before)
+    }
+
+    pub async fn ping(&self) -> ApiResult<()> {
+        self.kv
+            .get("health:probe")
+            .text()
+            .await
+            .map_err(worker::Error::from)?;
         Ok(())
     }
 }

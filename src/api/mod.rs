@@ -1,39 +1,113 @@
 //! The HTTP surface: a small router that maps method + path to one handler per resource.
 //! Anything unmatched is a JSON 404; every handler error becomes a JSON `{"detail"}` response.
 
+mod guard;
+mod health;
+mod rooms;
 mod token;
 mod users;
 mod ws;
 
-use worker::{Env, Method, Request, Response};
+use worker::{Context, Env, Method, Request, Response};
 
 use crate::error::{ApiError, ApiResult};
 
-pub async fn handle(req: Request, env: Env) -> Response {
-    match route(req, &env).await {
+/// Longest URL (path and query) the router reads.
+const MAX_URL_BYTES: usize = 8 * 1024;
+
+pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
+    let started = worker::Date::now().as_millis();
+    let method = req.method();
+    let path = req.path();
+    let request_id = req
+        .headers()
+        .get("cf-ray")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| crate::auth::badge::random_id()[..16].to_owned());
+    let response = match route(req, &env, &ctx, &method, &path).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
-    }
+    };
+    let status = response.status_code();
+    let elapsed = worker::Date::now().as_millis().saturating_sub(started);
+    // The path never holds a secret (tokens travel in headers, bodies or the query, which is
+    // not logged); it is cut short so a client cannot flood the log.
+    let shown_path: String = path.chars().take(128).collect();
+    crate::log::event(
+        if status >= 500 { "error" } else { "info" },
+        "request",
+        &[
+            ("request_id", &request_id),
+            ("method", method.as_ref()),
+            ("route", &shown_path),
+            ("status", &status.to_string()),
+            ("duration_ms", &elapsed.to_string()),
+        ],
+    );
+    response
 }
 
-async fn route(req: Request, env: &Env) -> ApiResult<Response> {
-    let path = req.path();
+async fn route(
+    req: Request,
+    env: &Env,
+    ctx: &Context,
+    method: &Method,
+    path: &str,
+) -> ApiResult<Response> {
+    if req.url()?.as_str().len() > MAX_URL_BYTES {
+        return Err(ApiError::new(414, "URL too long"));
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = req.method();
+    let only = |allowed: &[Method], allow: &'static str| -> ApiResult<()> {
+        if allowed.contains(method) {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed(allow))
+        }
+    };
     match segments.as_slice() {
         // FastAPI serves `/users/`; accept the slash-less spelling too rather than redirect.
-        ["users", ""] | ["users"] => match method {
-            Method::Post => users::signup(req, env).await,
-            _ => Err(ApiError::method_not_allowed("POST")),
-        },
-        ["token"] => match method {
-            Method::Post => token::login(req, env).await,
-            _ => Err(ApiError::method_not_allowed("POST")),
-        },
-        ["ws", room] => match method {
-            Method::Get => ws::connect(req, env, room).await,
-            _ => Err(ApiError::method_not_allowed("GET")),
-        },
+        ["users", ""] | ["users"] => {
+            only(&[Method::Post], "POST")?;
+            users::signup(req, env).await
+        }
+        ["token"] => {
+            only(&[Method::Post], "POST")?;
+            token::login(req, env).await
+        }
+        ["logout"] => {
+            only(&[Method::Post], "POST")?;
+            token::logout(req, env).await
+        }
+        ["healthz"] => {
+            only(&[Method::Get], "GET")?;
+            Ok(health::healthz(env).await)
+        }
+        ["ws", room] => {
+            only(&[Method::Get], "GET")?;
+            ws::connect(req, env, ctx, room).await
+        }
+        ["rooms"] | ["rooms", ""] => {
+            only(&[Method::Post], "POST")?;
+            rooms::create(req, env).await
+        }
+        ["rooms", room] => {
+            only(&[Method::Get], "GET")?;
+            rooms::info(req, env, room).await
+        }
+        ["rooms", room, what @ ("messages" | "members")] => {
+            only(&[Method::Get], "GET")?;
+            rooms::read(req, env, room, what).await
+        }
+        ["rooms", room, "stats"] => {
+            only(&[Method::Get], "GET")?;
+            rooms::stats(req, env, room).await
+        }
+        ["rooms", room, "members", user] => {
+            only(&[Method::Put, Method::Delete], "PUT, DELETE")?;
+            rooms::change_member(req, env, room, user).await
+        }
         _ => Err(ApiError::not_found()),
     }
 }

@@ -4,12 +4,17 @@
 use serde::Deserialize;
 use worker::{Env, Request, Response};
 
+use worker::Method;
+
+use super::guard;
+use crate::auth::badge::LEEWAY_SECS;
 use crate::auth::password;
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::http;
-use crate::protocol::Username;
-use crate::store::Store;
+use crate::limiter::{Policy, Throttle};
+use crate::protocol::{RoomId, Username};
+use crate::store::{Revocations, RoomAccess, Store};
 
 /// One answer for a wrong password and an unknown user, so neither tells which names exist.
 const BAD_LOGIN: &str = "Incorrect username or password";
@@ -37,16 +42,41 @@ fn parse_form(body: &[u8]) -> Result<LoginForm, ApiError> {
 }
 
 pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
-    let keys = config::badge_keys(env).map_err(|why| {
-        worker::console_error!(
-            "{}",
-            crate::log::line("error", "config_invalid", &[("problem", &why.to_string())])
-        );
-        ApiError::new(503, "token service unavailable: server signing key is not configured")
-    })?;
+    let keys = guard::badge_keys(env)?;
     http::require_content_type(&req, "application/x-www-form-urlencoded")?;
     let form = parse_form(&http::read_body(&mut req).await?)?;
     let config = Config::from_env(env);
+
+    // Brute-force throttling: failed attempts per username and per client IP. Checked before
+    // any password work, and the 429 is the same whether or not the user exists.
+    let window = config.login_window_secs;
+    let per_user = Policy {
+        kind: "login-user",
+        limit: config.login_failures_per_user,
+        window_secs: window,
+    };
+    let per_ip = Policy {
+        kind: "login-ip",
+        limit: config.login_failures_per_ip,
+        window_secs: window,
+    };
+    let ip = guard::client_ip(&req);
+    let user_throttle = Throttle::new(env, per_user, &form.username);
+    let ip_throttle = Throttle::new(env, per_ip, &ip);
+    let (by_user, by_ip) =
+        futures_util::future::join(user_throttle.check(), ip_throttle.check()).await;
+    if let Err(refusal) = by_user.and(by_ip) {
+        crate::log::event(
+            "warn",
+            "login_throttled",
+            &[("username", safe_name(&form.username))],
+        );
+        return Err(refusal);
+    }
+    let failed = || async {
+        let _ = futures_util::future::join(user_throttle.hit(), ip_throttle.hit()).await;
+        login_failed(&form.username)
+    };
 
     // A name that cannot exist is treated like an unknown one: same work, same answer.
     let record = match Username::parse(&form.username) {
@@ -55,25 +85,24 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
     };
     let record = match record {
         Some(r) if password::verify(form.password.as_bytes(), &r.password_hash) => r,
-        Some(_) => return Err(login_failed(&form.username)),
+        Some(_) => return Err(failed().await),
         None => {
             password::verify_dummy(form.password.as_bytes(), config.hash_cost);
-            return Err(login_failed(&form.username));
+            return Err(failed().await);
         }
     };
 
     if password::needs_rehash(&record.password_hash, config.hash_cost) {
         if let Ok(phc) = password::hash(form.password.as_bytes(), config.hash_cost) {
-            Store::from_env(env)?.update_password_hash(&record.username, &phc).await?;
+            Store::from_env(env)?
+                .update_password_hash(&record.username, &phc)
+                .await?;
         }
     }
     // The stored spelling is canonical: "BOB" logging in as "bob" gets a badge for "bob".
     let username = Username::parse(&record.username).map_err(|e| ApiError::internal(e.0))?;
     let badge = keys.issue(&username, super::now_secs(), config.token_ttl_secs);
-    worker::console_log!(
-        "{}",
-        crate::log::line("info", "login_ok", &[("username", username.as_str())])
-    );
+    crate::log::event("info", "login_ok", &[("username", username.as_str())]);
     let mut response = http::json(
         200,
         &serde_json::json!({ "access_token": badge.token, "token_type": "bearer" }),
@@ -84,14 +113,83 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
     Ok(response)
 }
 
+/// A name fit for the log: a password typed into the username box stays out.
+fn safe_name(attempted: &str) -> &str {
+    if Username::parse(attempted).is_ok() {
+        attempted
+    } else {
+        "<invalid>"
+    }
+}
+
 fn login_failed(attempted: &str) -> ApiError {
-    // Log only a name that is well formed: a password typed into the username box stays out.
-    let shown = if Username::parse(attempted).is_ok() { attempted } else { "<invalid>" };
-    worker::console_log!(
-        "{}",
-        crate::log::line("info", "login_failed", &[("username", shown)])
+    crate::log::event(
+        "info",
+        "login_failed",
+        &[("username", safe_name(attempted))],
     );
     ApiError::unauthorized(BAD_LOGIN)
+}
+
+/// `POST /logout` (Bearer): revokes this badge, or with `?all=true` every badge of the user
+/// issued until now, and closes the sockets opened with them.
+pub async fn logout(req: Request, env: &Env) -> ApiResult<Response> {
+    let badge = guard::bearer(&req, env).await?;
+    let everywhere = req
+        .url()?
+        .query_pairs()
+        .any(|(k, v)| k == "all" && (v == "true" || v == "1"));
+    let now = super::now_secs();
+    let config = Config::from_env(env);
+    let revocations = Revocations::from_env(env)?;
+    let remaining = (badge.expires_at - now + LEEWAY_SECS).max(1) as u64;
+    revocations.revoke(&badge.jti, remaining).await?;
+    if everywhere {
+        // Badges live at most TOKEN_TTL_SECS, so the stamp need not outlive that.
+        let ttl = (config.token_ttl_secs + LEEWAY_SECS) as u64;
+        revocations
+            .set_not_before(badge.username.as_str(), now, ttl)
+            .await?;
+    }
+    let store = Store::from_env(env)?;
+    let jti = (!everywhere).then_some(badge.jti.as_str());
+    let rooms = store
+        .take_ws_sessions(badge.username.as_str(), jti, now)
+        .await?;
+    let owner_view = RoomAccess::Member {
+        owner: String::new(),
+    };
+    let target = match jti {
+        Some(j) => format!("/revoke?jti={j}"),
+        None => format!("/revoke?user={}", badge.username),
+    };
+    let closes = rooms
+        .iter()
+        .filter_map(|r| RoomId::parse(r).ok())
+        .map(|room| {
+            let (owner_view, target) = (&owner_view, &target);
+            async move {
+                super::rooms::call_room(env, &room, Method::Post, target, owner_view, "logout")
+                    .await
+            }
+        });
+    for result in futures_util::future::join_all(closes).await {
+        if let Err(e) = result {
+            crate::log::event("error", "error", &[("cause", &e.detail)]);
+        }
+    }
+    crate::log::event(
+        "info",
+        "logout",
+        &[
+            ("username", badge.username.as_str()),
+            ("scope", if everywhere { "all" } else { "token" }),
+        ],
+    );
+    Ok(http::json(
+        200,
+        &serde_json::json!({ "detail": "logged out", "all": everywhere }),
+    ))
 }
 
 #[cfg(test)]
@@ -100,11 +198,25 @@ mod tests {
 
     #[test]
     fn form_parsing() {
-        let f = parse_form(b"username=bob&password=p%40ss+word").ok().unwrap();
-        assert_eq!((f.username.as_str(), f.password.as_str()), ("bob", "p@ss word"));
+        let f = parse_form(b"username=bob&password=p%40ss+word")
+            .ok()
+            .unwrap();
+        assert_eq!(
+            (f.username.as_str(), f.password.as_str()),
+            ("bob", "p@ss word")
+        );
         assert!(parse_form(b"username=bob&password=x&grant_type=password").is_ok());
-        for bad in [&b""[..], b"username=bob", b"password=x", b"username=a&password=b&grant_type=code"] {
-            assert_eq!(parse_form(bad).err().map(|e| e.status), Some(422), "{bad:?}");
+        for bad in [
+            &b""[..],
+            b"username=bob",
+            b"password=x",
+            b"username=a&password=b&grant_type=code",
+        ] {
+            assert_eq!(
+                parse_form(bad).err().map(|e| e.status),
+                Some(422),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -1,65 +1,212 @@
-//! `GET /ws/{room_id}?token=<JWT>`: check the badge before any upgrade, then hand the socket to
-//! the room's Durable Object with the verified identity in headers only the Worker sets.
+//! `GET /ws/{room_id}`: check the origin, the badge and room access before any upgrade, then
+//! hand the socket to the room's Durable Object with the verified identity in headers only the
+//! Worker sets.
+//!
+//! The badge comes from `Sec-WebSocket-Protocol: bearer, <JWT>` (browsers cannot set headers on
+//! a WebSocket, and a URL ends up in logs and history) or, for older clients, `?token=<JWT>`.
 
-use worker::{Env, Headers, Request, RequestInit, Response};
+use worker::{Context, Env, Headers, Request, RequestInit, Response};
 
-use crate::auth::badge::Badge;
-use crate::config;
+use super::{guard, rooms};
+use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
-use crate::protocol::RoomId;
 use crate::room;
+use crate::store::Store;
 
-pub async fn connect(req: Request, env: &Env, raw_room: &str) -> ApiResult<Response> {
-    let room = RoomId::parse(raw_room).map_err(|e| ApiError::unprocessable(e.0))?;
+/// Longest `Sec-WebSocket-Protocol` header read.
+const MAX_PROTOCOL_HEADER: usize = 4200;
+
+pub async fn connect(
+    req: Request,
+    env: &Env,
+    ctx: &Context,
+    raw_room: &str,
+) -> ApiResult<Response> {
+    let room = rooms::parse_room(raw_room)?;
     let wants_upgrade = req
         .headers()
         .get("Upgrade")?
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !wants_upgrade {
-        return Err(ApiError::new(426, "expected a WebSocket upgrade").with_header("Upgrade", "websocket"));
+        return Err(
+            ApiError::new(426, "expected a WebSocket upgrade").with_header("Upgrade", "websocket")
+        );
     }
     let url = req.url()?;
-    let token = url
-        .query_pairs()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned());
-    let badge = verify_badge(env, token.as_deref())?;
+    check_origin(&req, &url, &Config::from_env(env))?;
+
+    let (token, via_subprotocol) = match subprotocol_token(&req)? {
+        Some(token) => (Some(token), true),
+        None => (
+            url.query_pairs()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned()),
+            false,
+        ),
+    };
+    let badge = guard::authenticate(env, token.as_deref()).await?;
+    let access = guard::room_access(env, &room, &badge)
+        .await
+        .inspect_err(|_| {
+            crate::log::event(
+                "info",
+                "ws_refused",
+                &[
+                    ("reason", "not_a_member"),
+                    ("username", badge.username.as_str()),
+                    ("room", room.as_str()),
+                ],
+            );
+        })?;
 
     // Rebuild the request for the room: the client's headers minus any identity headers it tried
     // to set, plus the identity we verified.
     let headers = Headers::new();
     for (name, value) in req.headers().entries() {
-        if !name.to_ascii_lowercase().starts_with(room::IDENTITY_HEADER_PREFIX) {
+        if !name
+            .to_ascii_lowercase()
+            .starts_with(room::IDENTITY_HEADER_PREFIX)
+        {
             headers.append(&name, &value)?;
         }
     }
     headers.set(room::USER_HEADER, badge.username.as_str())?;
     headers.set(room::ROOM_HEADER, room.as_str())?;
     headers.set(room::JTI_HEADER, &badge.jti)?;
+    headers.set(room::ACCESS_HEADER, rooms::access_label(&access))?;
+    if via_subprotocol {
+        headers.set(room::SUBPROTOCOL_HEADER, "bearer")?;
+    }
+    let since = url
+        .query_pairs()
+        .find(|(k, _)| k == "since")
+        .map(|(_, v)| v.into_owned());
+    let target = match since {
+        Some(s) if s.len() <= 20 => format!("https://room.internal/connect?since={s}"),
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "since must be a non-negative integer",
+            ))
+        }
+        None => "https://room.internal/connect".to_owned(),
+    };
     let mut init = RequestInit::new();
     init.with_headers(headers);
-    let forwarded = Request::new_with_init("https://room.internal/connect", &init)?;
+    let forwarded = Request::new_with_init(&target, &init)?;
 
     let namespace = env.durable_object(room::BINDING)?;
     let stub = namespace.id_from_name(room.as_str())?.get_stub()?;
-    Ok(stub.fetch_with_request(forwarded).await?)
+    let response = stub.fetch_with_request(forwarded).await?;
+    if response.status_code() == 101 {
+        // Remember where this badge has sockets so logging out can close them; off the
+        // connection's critical path.
+        let env = env.clone();
+        let (jti, user, exp) = (
+            badge.jti.clone(),
+            badge.username.to_string(),
+            badge.expires_at,
+        );
+        let room_name = room.to_string();
+        ctx.wait_until(async move {
+            if let Ok(store) = Store::from_env(&env) {
+                if let Err(e) = store.record_ws_session(&jti, &room_name, &user, exp).await {
+                    crate::log::event("error", "error", &[("cause", &e.detail)]);
+                }
+            }
+        });
+    }
+    Ok(response)
 }
 
-/// Verifies a badge, turning every failure into the same 401 (the reason goes to the log).
-pub fn verify_badge(env: &Env, token: Option<&str>) -> ApiResult<Badge> {
-    let keys = config::badge_keys(env).map_err(|why| {
-        worker::console_error!(
-            "{}",
-            crate::log::line("error", "config_invalid", &[("problem", &why.to_string())])
+/// The badge from `Sec-WebSocket-Protocol: bearer, <JWT>`, if the client used that transport.
+fn subprotocol_token(req: &Request) -> ApiResult<Option<String>> {
+    let Some(value) = req.headers().get("Sec-WebSocket-Protocol")? else {
+        return Ok(None);
+    };
+    if value.len() > MAX_PROTOCOL_HEADER {
+        return Err(ApiError::new(
+            431,
+            "Sec-WebSocket-Protocol header too large",
+        ));
+    }
+    Ok(parse_bearer_subprotocol(&value))
+}
+
+fn parse_bearer_subprotocol(value: &str) -> Option<String> {
+    let mut parts = value.split(',').map(str::trim);
+    match (parts.next(), parts.next()) {
+        (Some(scheme), Some(token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() =>
+        {
+            Some(token.to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Cross-site WebSocket hijacking defence: a browser always sends `Origin`, and only the
+/// service's own origin and `ALLOWED_ORIGINS` may open sockets. Non-browser clients send none.
+fn check_origin(req: &Request, url: &worker::Url, config: &Config) -> ApiResult<()> {
+    let Some(origin) = req.headers().get("Origin")? else {
+        return Ok(());
+    };
+    let own = url.origin().ascii_serialization();
+    if origin_allowed(&origin, &own, &config.allowed_origins) {
+        return Ok(());
+    }
+    crate::log::event("info", "ws_refused", &[("reason", "origin_not_allowed")]);
+    Err(ApiError::new(403, "origin not allowed"))
+}
+
+fn origin_allowed(origin: &str, own: &str, allowed: &[String]) -> bool {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    origin == own.to_ascii_lowercase() || allowed.contains(&origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_subprotocol() {
+        assert_eq!(
+            parse_bearer_subprotocol("bearer, abc.def.ghi"),
+            Some("abc.def.ghi".into())
         );
-        ApiError::new(503, "authentication unavailable: server signing key is not configured")
-    })?;
-    let token = token.ok_or_else(|| ApiError::unauthorized("Not authenticated"))?;
-    keys.verify(token, super::now_secs()).map_err(|why| {
-        worker::console_log!(
-            "{}",
-            crate::log::line("info", "ws_refused", &[("reason", &format!("{why:?}"))])
-        );
-        ApiError::unauthorized("Could not validate credentials")
-    })
+        assert_eq!(parse_bearer_subprotocol("Bearer,abc"), Some("abc".into()));
+        assert_eq!(parse_bearer_subprotocol("bearer"), None);
+        assert_eq!(parse_bearer_subprotocol("bearer, "), None);
+        assert_eq!(parse_bearer_subprotocol("chat, abc"), None);
+    }
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["https://chat.example.com".to_string()];
+        assert!(origin_allowed(
+            "http://127.0.0.1:8787",
+            "http://127.0.0.1:8787",
+            &[]
+        ));
+        assert!(origin_allowed(
+            "https://chat.example.com",
+            "http://127.0.0.1:8787",
+            &allowed
+        ));
+        assert!(origin_allowed(
+            "HTTPS://chat.example.com/",
+            "http://127.0.0.1:8787",
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            "https://evil.example",
+            "http://127.0.0.1:8787",
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            "https://chat.example.com.evil.example",
+            "http://x",
+            &allowed
+        ));
+        assert!(!origin_allowed("null", "http://127.0.0.1:8787", &allowed));
+    }
 }

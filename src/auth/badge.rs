@@ -166,10 +166,7 @@ impl BadgeKeys {
         claims
             .validate_expiration(&options)
             .map_err(|_| BadgeError::Expired)?;
-        let issued_at = claims
-            .issued_at
-            .ok_or(BadgeError::Malformed)?
-            .timestamp();
+        let issued_at = claims.issued_at.ok_or(BadgeError::Malformed)?.timestamp();
         if issued_at > now_secs + LEEWAY_SECS {
             return Err(BadgeError::IssuedInFuture);
         }
@@ -217,7 +214,10 @@ mod tests {
         const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut out = String::new();
         for chunk in data.chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
             for i in 0..=chunk.len() {
                 out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
             }
@@ -239,8 +239,14 @@ mod tests {
     #[test]
     fn short_or_missing_secret_refused() {
         assert_eq!(BadgeKeys::new(None, None).err(), Some(KeyError::Missing));
-        assert_eq!(BadgeKeys::new(Some(""), None).err(), Some(KeyError::Missing));
-        assert_eq!(BadgeKeys::new(Some("short"), None).err(), Some(KeyError::TooShort));
+        assert_eq!(
+            BadgeKeys::new(Some(""), None).err(),
+            Some(KeyError::Missing)
+        );
+        assert_eq!(
+            BadgeKeys::new(Some("short"), None).err(),
+            Some(KeyError::TooShort)
+        );
         assert_eq!(
             BadgeKeys::new(Some(SECRET), Some("short")).err(),
             Some(KeyError::TooShort)
@@ -250,7 +256,9 @@ mod tests {
     #[test]
     fn expiry_with_leeway() {
         let issued = keys().issue(&bob(), NOW, 60);
-        assert!(keys().verify(&issued.token, NOW + 60 + LEEWAY_SECS - 1).is_ok());
+        assert!(keys()
+            .verify(&issued.token, NOW + 60 + LEEWAY_SECS - 1)
+            .is_ok());
         assert_eq!(
             keys().verify(&issued.token, NOW + 60 + LEEWAY_SECS + 1),
             Err(BadgeError::Expired)
@@ -260,31 +268,50 @@ mod tests {
     #[test]
     fn issued_in_future_refused() {
         let issued = keys().issue(&bob(), NOW + 3600, 7200);
-        assert_eq!(keys().verify(&issued.token, NOW), Err(BadgeError::IssuedInFuture));
+        assert_eq!(
+            keys().verify(&issued.token, NOW),
+            Err(BadgeError::IssuedInFuture)
+        );
     }
 
     #[test]
     fn forged_with_other_key_refused() {
-        let forged = BadgeKeys::new(Some(OTHER), None).unwrap().issue(&bob(), NOW, 3600);
+        let forged = BadgeKeys::new(Some(OTHER), None)
+            .unwrap()
+            .issue(&bob(), NOW, 3600);
         // Its kid names a key we do not have.
-        assert_eq!(keys().verify(&forged.token, NOW), Err(BadgeError::UnknownKey));
+        assert_eq!(
+            keys().verify(&forged.token, NOW),
+            Err(BadgeError::UnknownKey)
+        );
         // Without a kid it falls to the current key and the signature fails.
         let mut parts = forged.token.split('.');
         let (_, body, sig) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
         let no_kid = format!("{}.{body}.{sig}", b64(br#"{"alg":"HS256","typ":"JWT"}"#));
-        assert_eq!(keys().verify(&no_kid, NOW), Err(BadgeError::BadSignatureOrAlg));
+        assert_eq!(
+            keys().verify(&no_kid, NOW),
+            Err(BadgeError::BadSignatureOrAlg)
+        );
     }
 
     #[test]
     fn alg_none_and_other_algs_refused() {
-        let body = b64(
-            format!(r#"{{"sub":"bob","iss":"clubhouse","aud":"clubhouse","jti":"x","iat":{NOW},"exp":{}}}"#, NOW + 60)
-                .as_bytes(),
-        );
-        for header in [r#"{"alg":"none"}"#, r#"{"alg":"HS512"}"#, r#"{"alg":"RS256"}"#] {
+        let body = b64(format!(
+            r#"{{"sub":"bob","iss":"clubhouse","aud":"clubhouse","jti":"x","iat":{NOW},"exp":{}}}"#,
+            NOW + 60
+        )
+        .as_bytes());
+        for header in [
+            r#"{"alg":"none"}"#,
+            r#"{"alg":"HS512"}"#,
+            r#"{"alg":"RS256"}"#,
+        ] {
             for sig in ["", "AAAA"] {
                 let token = format!("{}.{body}.{sig}", b64(header.as_bytes()));
-                assert!(keys().verify(&token, NOW).is_err(), "{header} {sig:?} accepted");
+                assert!(
+                    keys().verify(&token, NOW).is_err(),
+                    "{header} {sig:?} accepted"
+                );
             }
         }
     }
@@ -298,23 +325,41 @@ mod tests {
                 .as_bytes(),
         );
         let token = format!("{}.{body}.{}", parts[0], parts[2]);
-        assert_eq!(keys().verify(&token, NOW), Err(BadgeError::BadSignatureOrAlg));
+        assert_eq!(
+            keys().verify(&token, NOW),
+            Err(BadgeError::BadSignatureOrAlg)
+        );
     }
 
     #[test]
     fn garbage_refused() {
-        for t in ["", "a", "a.b", "a.b.c", "....", &"x".repeat(MAX_TOKEN_BYTES + 1)] {
+        for t in [
+            "",
+            "a",
+            "a.b",
+            "a.b.c",
+            "....",
+            &"x".repeat(MAX_TOKEN_BYTES + 1),
+        ] {
             assert!(keys().verify(t, NOW).is_err(), "{t:?} accepted");
         }
     }
 
     #[test]
     fn rotation_previous_key_still_verifies() {
-        let old = BadgeKeys::new(Some(OTHER), None).unwrap().issue(&bob(), NOW, 3600);
+        let old = BadgeKeys::new(Some(OTHER), None)
+            .unwrap()
+            .issue(&bob(), NOW, 3600);
         let rotated = BadgeKeys::new(Some(SECRET), Some(OTHER)).unwrap();
         assert_eq!(rotated.verify(&old.token, NOW).unwrap().username, bob());
         let fresh = rotated.issue(&bob(), NOW, 3600);
-        assert!(keys().verify(&fresh.token, NOW).is_ok(), "new badges use the new key");
-        assert_ne!(rotated.current_kid(), BadgeKeys::new(Some(OTHER), None).unwrap().current_kid());
+        assert!(
+            keys().verify(&fresh.token, NOW).is_ok(),
+            "new badges use the new key"
+        );
+        assert_ne!(
+            rotated.current_kid(),
+            BadgeKeys::new(Some(OTHER), None).unwrap().current_kid()
+        );
     }
 }

@@ -101,7 +101,10 @@ mod tests {
 
     #[test]
     fn salts_differ() {
-        assert_ne!(hash(b"pw-pw-pw", CHEAP).unwrap(), hash(b"pw-pw-pw", CHEAP).unwrap());
+        assert_ne!(
+            hash(b"pw-pw-pw", CHEAP).unwrap(),
+            hash(b"pw-pw-pw", CHEAP).unwrap()
+        );
     }
 
     #[test]
@@ -124,7 +127,10 @@ mod tests {
             "$argon2id$v=19$m={},t={},p={}$Y2x1YmhvdXNlLWR1bW15$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
             CHEAP.memory_kib, CHEAP.iterations, CHEAP.parallelism
         );
-        assert!(PasswordHash::new(&phc).is_ok(), "dummy must parse, or it costs nothing");
+        assert!(
+            PasswordHash::new(&phc).is_ok(),
+            "dummy must parse, or it costs nothing"
+        );
     }
 
     #[test]

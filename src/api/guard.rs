@@ -1,0 +1,99 @@
+//! Checks shared by every authenticated route: the badge (signature, claims, revocation) and
+//! room access (private rooms admit only members).
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use worker::{Env, Request};
+
+use crate::auth::badge::{Badge, BadgeKeys};
+use crate::config;
+use crate::error::{ApiError, ApiResult};
+use crate::http;
+use crate::protocol::RoomId;
+use crate::store::{Revocations, RoomAccess, Store};
+
+thread_local! {
+    /// Rooms D1 has no private record of. A name that is public stays public (a used room
+    /// cannot be claimed), and the room object re-checks privacy itself, so a stale entry can
+    /// never let anyone into a private room; it only saves a D1 query per connection.
+    static KNOWN_PUBLIC: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+const KNOWN_PUBLIC_MAX: usize = 10_000;
+
+pub fn badge_keys(env: &Env) -> ApiResult<BadgeKeys> {
+    config::badge_keys(env).map_err(|why| {
+        crate::log::event("error", "config_invalid", &[("problem", &why.to_string())]);
+        ApiError::new(
+            503,
+            "authentication unavailable: server signing key is not configured",
+        )
+    })
+}
+
+/// Verifies a badge completely, including revocation. Every failure is the same 401 to the
+/// client; the reason goes to the log.
+pub async fn authenticate(env: &Env, token: Option<&str>) -> ApiResult<Badge> {
+    let keys = badge_keys(env)?;
+    let token = token.ok_or_else(|| ApiError::unauthorized("Not authenticated"))?;
+    let badge = keys.verify(token, super::now_secs()).map_err(|why| {
+        crate::log::event("info", "auth_refused", &[("reason", &format!("{why:?}"))]);
+        ApiError::unauthorized("Could not validate credentials")
+    })?;
+    let revocations = Revocations::from_env(env)?;
+    if revocations
+        .is_revoked(&badge.jti, badge.username.as_str(), badge.issued_at)
+        .await?
+    {
+        crate::log::event(
+            "info",
+            "auth_refused",
+            &[("reason", "revoked"), ("username", badge.username.as_str())],
+        );
+        return Err(ApiError::unauthorized("Could not validate credentials"));
+    }
+    Ok(badge)
+}
+
+/// The badge from `Authorization: Bearer`.
+pub async fn bearer(req: &Request, env: &Env) -> ApiResult<Badge> {
+    authenticate(env, http::bearer_token(req)?.as_deref()).await
+}
+
+/// What `badge` may do in `room`: 403 for a private room it is not a member of.
+pub async fn room_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<RoomAccess> {
+    if KNOWN_PUBLIC.with(|k| k.borrow().contains(room.as_str())) {
+        return Ok(RoomAccess::Public);
+    }
+    let access = Store::from_env(env)?
+        .room_access(room.as_str(), badge.username.as_str())
+        .await?;
+    match access {
+        RoomAccess::Denied => Err(ApiError::new(403, "this room is private")),
+        RoomAccess::Public => {
+            KNOWN_PUBLIC.with(|k| {
+                let mut known = k.borrow_mut();
+                if known.len() >= KNOWN_PUBLIC_MAX {
+                    known.clear();
+                }
+                known.insert(room.as_str().to_owned());
+            });
+            Ok(access)
+        }
+        RoomAccess::Member { .. } => Ok(access),
+    }
+}
+
+/// Forgets a cached "public" verdict (the room has just been made private).
+pub fn forget_public(room: &RoomId) {
+    KNOWN_PUBLIC.with(|k| k.borrow_mut().remove(room.as_str()));
+}
+
+/// The client's IP as Cloudflare reports it; locally, whatever the dev proxy says.
+pub fn client_ip(req: &Request) -> String {
+    req.headers()
+        .get("CF-Connecting-IP")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,277 @@
+//! Room administration and reads over HTTP: create a private room, manage its members, page
+//! through history, see who is online, and the operators' stats.
+
+use serde::Deserialize;
+use worker::{Env, Headers, Method, Request, RequestInit, Response};
+
+use super::guard;
+use crate::auth::badge::Badge;
+use crate::error::{ApiError, ApiResult};
+use crate::http;
+use crate::protocol::{RoomId, Username};
+use crate::room;
+use crate::store::{RoomAccess, Store};
+
+#[derive(Deserialize)]
+struct CreateRoom {
+    room_id: String,
+    #[serde(default = "default_private")]
+    private: bool,
+}
+fn default_private() -> bool {
+    true
+}
+
+pub fn parse_room(raw: &str) -> ApiResult<RoomId> {
+    RoomId::parse(raw).map_err(|e| ApiError::unprocessable(e.0))
+}
+
+/// Calls the room's Durable Object on an internal path, passing the verified identity.
+pub async fn call_room(
+    env: &Env,
+    room: &RoomId,
+    method: Method,
+    path_and_query: &str,
+    access: &RoomAccess,
+    user: &str,
+) -> ApiResult<Response> {
+    let headers = Headers::new();
+    headers.set(room::ROOM_HEADER, room.as_str())?;
+    headers.set(room::USER_HEADER, user)?;
+    headers.set(room::ACCESS_HEADER, access_label(access))?;
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(headers);
+    let req = Request::new_with_init(&format!("https://room.internal{path_and_query}"), &init)?;
+    let stub = env
+        .durable_object(room::BINDING)?
+        .id_from_name(room.as_str())?
+        .get_stub()?;
+    Ok(stub.fetch_with_request(req).await?)
+}
+
+pub fn access_label(access: &RoomAccess) -> &'static str {
+    match access {
+        RoomAccess::Member { .. } => "member",
+        _ => "public",
+    }
+}
+
+/// `POST /rooms` `{"room_id", "private": true}`: claims an unused room name as a private room.
+pub async fn create(mut req: Request, env: &Env) -> ApiResult<Response> {
+    let badge = guard::bearer(&req, env).await?;
+    if req.headers().has("Content-Type")? {
+        http::require_content_type(&req, "application/json")?;
+    }
+    let body: CreateRoom =
+        serde_json::from_slice(&http::read_body(&mut req).await?).map_err(|e| {
+            ApiError::unprocessable(format!(
+                "body must be JSON {{\"room_id\": string, \"private\": true}} ({e})"
+            ))
+        })?;
+    if !body.private {
+        return Err(ApiError::unprocessable(
+            "public rooms need no creation: connect to /ws/{room_id}; POST /rooms makes private rooms",
+        ));
+    }
+    let room = parse_room(&body.room_id)?;
+    let owner = badge.username.as_str();
+    // The room object decides atomically whether the name is free (never used, never claimed).
+    let mut claim = call_room(
+        env,
+        &room,
+        Method::Post,
+        &format!("/claim?owner={owner}"),
+        &RoomAccess::Public,
+        owner,
+    )
+    .await?;
+    if claim.status_code() == 409 {
+        return Err(ApiError::new(409, "room already exists"));
+    }
+    if claim.status_code() != 201 {
+        return Err(ApiError::internal(format!(
+            "room claim failed: {}",
+            claim.text().await.unwrap_or_default()
+        )));
+    }
+    Store::from_env(env)?
+        .create_room(room.as_str(), owner, worker::Date::now().as_millis() as f64)
+        .await?;
+    guard::forget_public(&room);
+    crate::log::event(
+        "info",
+        "room_created",
+        &[("username", owner), ("room", room.as_str())],
+    );
+    Ok(http::json(
+        201,
+        &serde_json::json!({ "room_id": room, "private": true, "owner": owner }),
+    ))
+}
+
+/// `GET /rooms/{room_id}`: whether the room is private, its owner, and (for the owner) members.
+pub async fn info(req: Request, env: &Env, raw_room: &str) -> ApiResult<Response> {
+    let badge = guard::bearer(&req, env).await?;
+    let room = parse_room(raw_room)?;
+    let access = guard::room_access(env, &room, &badge).await?;
+    Ok(match access {
+        RoomAccess::Member { owner } => {
+            let members = if owner.eq_ignore_ascii_case(badge.username.as_str()) {
+                Some(Store::from_env(env)?.room_members(room.as_str()).await?)
+            } else {
+                None
+            };
+            http::json(
+                200,
+                &serde_json::json!({ "room_id": room, "private": true, "owner": owner, "members": members }),
+            )
+        }
+        _ => http::json(
+            200,
+            &serde_json::json!({ "room_id": room, "private": false, "owner": null }),
+        ),
+    })
+}
+
+/// `GET /rooms/{room_id}/messages?before=&limit=` and `GET /rooms/{room_id}/members`.
+pub async fn read(req: Request, env: &Env, raw_room: &str, what: &str) -> ApiResult<Response> {
+    let badge = guard::bearer(&req, env).await?;
+    let room = parse_room(raw_room)?;
+    let access = guard::room_access(env, &room, &badge).await?;
+    let query = req
+        .url()?
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    if query.len() > 256 {
+        return Err(ApiError::new(414, "query string too long"));
+    }
+    call_room(
+        env,
+        &room,
+        Method::Get,
+        &format!("/{what}{query}"),
+        &access,
+        badge.username.as_str(),
+    )
+    .await
+}
+
+/// The owner of a private room, or 403/404.
+async fn require_owner(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<()> {
+    match guard::room_access(env, room, badge).await? {
+        RoomAccess::Member { owner } if owner.eq_ignore_ascii_case(badge.username.as_str()) => {
+            Ok(())
+        }
+        RoomAccess::Member { .. } => Err(ApiError::new(
+            403,
+            "only the room's owner can change its members",
+        )),
+        _ => Err(ApiError::new(404, "no private room of that name")),
+    }
+}
+
+/// `PUT` / `DELETE /rooms/{room_id}/members/{username}`: the owner adds or removes a member.
+/// Removal closes the member's open sockets in the room (1008).
+pub async fn change_member(
+    req: Request,
+    env: &Env,
+    raw_room: &str,
+    raw_user: &str,
+) -> ApiResult<Response> {
+    let badge = guard::bearer(&req, env).await?;
+    let room = parse_room(raw_room)?;
+    require_owner(env, &room, &badge).await?;
+    let username = Username::parse(raw_user).map_err(|e| ApiError::unprocessable(e.0))?;
+    let store = Store::from_env(env)?;
+    let canonical = store
+        .canonical_username(&username)
+        .await?
+        .ok_or_else(|| ApiError::new(404, "no such user"))?;
+    if req.method() == Method::Put {
+        store
+            .add_member(
+                room.as_str(),
+                &canonical,
+                worker::Date::now().as_millis() as f64,
+            )
+            .await?;
+        crate::log::event(
+            "info",
+            "member_added",
+            &[("room", room.as_str()), ("username", &canonical)],
+        );
+        return Ok(http::json(
+            200,
+            &serde_json::json!({ "room_id": room, "username": canonical }),
+        ));
+    }
+    if canonical.eq_ignore_ascii_case(badge.username.as_str()) {
+        return Err(ApiError::unprocessable("the owner cannot be removed"));
+    }
+    if !store.remove_member(room.as_str(), &canonical).await? {
+        return Err(ApiError::new(404, "not a member of this room"));
+    }
+    let owner = RoomAccess::Member {
+        owner: badge.username.as_str().to_owned(),
+    };
+    call_room(
+        env,
+        &room,
+        Method::Post,
+        &format!("/kick?user={canonical}"),
+        &owner,
+        badge.username.as_str(),
+    )
+    .await?;
+    crate::log::event(
+        "info",
+        "member_removed",
+        &[("room", room.as_str()), ("username", &canonical)],
+    );
+    Ok(http::json(
+        200,
+        &serde_json::json!({ "room_id": room, "username": canonical }),
+    ))
+}
+
+/// `GET /rooms/{room_id}/stats` for operators: `Authorization: Bearer <ADMIN_TOKEN>`.
+/// Without an `ADMIN_TOKEN` secret the endpoint does not exist (404).
+pub async fn stats(req: Request, env: &Env, raw_room: &str) -> ApiResult<Response> {
+    let Some(admin_token) = crate::config::env_string(env, "ADMIN_TOKEN").filter(|t| !t.is_empty())
+    else {
+        return Err(ApiError::not_found());
+    };
+    let presented = http::bearer_token(&req)?.unwrap_or_default();
+    if !constant_time_eq(presented.as_bytes(), admin_token.as_bytes()) {
+        return Err(ApiError::unauthorized("admin token required"));
+    }
+    let room = parse_room(raw_room)?;
+    call_room(
+        env,
+        &room,
+        Method::Get,
+        "/stats",
+        &RoomAccess::Member {
+            owner: String::new(),
+        },
+        "admin",
+    )
+    .await
+}
+
+/// Compares secrets without an early exit, so timing does not reveal a matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq() {
+        assert!(super::constant_time_eq(b"abc", b"abc"));
+        assert!(!super::constant_time_eq(b"abc", b"abd"));
+        assert!(!super::constant_time_eq(b"abc", b"abcd"));
+        assert!(!super::constant_time_eq(b"", b"a"));
+    }
+}
