@@ -87,6 +87,27 @@ pub struct ChatRoom {
     online: RefCell<Option<BTreeSet<String>>>,
     /// Per-connection rate buckets.
     limiters: RefCell<HashMap<u32, ConnectionLimiter>>,
+    /// The `meta` table, read once per wake-up: only this object writes it.
+    meta: RefCell<RoomMeta>,
+}
+
+/// Whether the room has been used or claimed, and by whom. Stored as key/value rows in `meta`.
+#[derive(Debug, Default)]
+struct RoomMeta {
+    used: bool,
+    private: bool,
+    owner: Option<String>,
+}
+
+impl RoomMeta {
+    fn apply(&mut self, key: &str, value: &str) {
+        match key {
+            "used" => self.used = value == "1",
+            "private" => self.private = value == "1",
+            "owner" => self.owner = Some(value.to_owned()),
+            _ => {}
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -116,6 +137,19 @@ impl DurableObject for ChatRoom {
             .and_then(|c| c.one::<MaxId>())
             .map(|r| r.last)
             .expect("reading the last message id");
+        #[derive(Deserialize)]
+        struct MetaRow {
+            key: String,
+            value: String,
+        }
+        let mut meta = RoomMeta::default();
+        let rows = sql
+            .exec("SELECT key, value FROM meta", None)
+            .and_then(|c| c.to_array::<MetaRow>())
+            .expect("reading the room's metadata");
+        for row in rows {
+            meta.apply(&row.key, &row.value);
+        }
         // Answer heartbeats without waking the object (and without billing a wake-up).
         if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
             state.set_websocket_auto_response(&pair);
@@ -127,6 +161,7 @@ impl DurableObject for ChatRoom {
             last_id: Cell::new(last),
             online: RefCell::new(None),
             limiters: RefCell::new(HashMap::new()),
+            meta: RefCell::new(meta),
         }
     }
 
@@ -283,30 +318,19 @@ impl ChatRoom {
         self.state.storage().sql()
     }
 
-    fn meta(&self, key: &str) -> Option<String> {
-        #[derive(Deserialize)]
-        struct Row {
-            value: String,
-        }
-        self.sql()
-            .exec("SELECT value FROM meta WHERE key = ?", vec![key.into()])
-            .and_then(|c| c.to_array::<Row>())
-            .ok()
-            .and_then(|rows| rows.into_iter().next())
-            .map(|r| r.value)
-    }
-
     /// The object is the authority on privacy: a room claimed private after the Worker looked
     /// it up still refuses a request that was only checked as public.
     fn private_and_not_member(&self, req: &Request) -> bool {
-        self.meta("private").as_deref() == Some("1") && header(req, ACCESS_HEADER) != "member"
+        self.meta.borrow().private && header(req, ACCESS_HEADER) != "member"
     }
 
+    /// Writes one metadata entry to storage and to the in-memory copy.
     fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         self.sql().exec(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             vec![key.into(), value.into()],
         )?;
+        self.meta.borrow_mut().apply(key, value);
         Ok(())
     }
 
@@ -353,7 +377,7 @@ impl ChatRoom {
             return refuse(429, "too many connections to this room for this user");
         }
         let was_online = !user_sockets.is_empty();
-        if self.meta("used").is_none() {
+        if !self.meta.borrow().used {
             self.set_meta("used", "1")?;
         }
 
@@ -501,7 +525,7 @@ impl ChatRoom {
         if owner.is_empty() {
             return http::json(400, &serde_json::json!({ "detail": "missing owner" }));
         }
-        if self.meta("used").is_some() || self.meta("owner").is_some() {
+        if self.meta.borrow().used || self.meta.borrow().owner.is_some() {
             return http::json(409, &serde_json::json!({ "detail": "room already exists" }));
         }
         let stored = self
@@ -521,10 +545,8 @@ impl ChatRoom {
     }
 
     fn info(&self) -> serde_json::Value {
-        serde_json::json!({
-            "private": self.meta("private").as_deref() == Some("1"),
-            "owner": self.meta("owner"),
-        })
+        let meta = self.meta.borrow();
+        serde_json::json!({ "private": meta.private, "owner": meta.owner })
     }
 
     fn stats(&self) -> serde_json::Value {
