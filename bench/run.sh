@@ -1,0 +1,353 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Clubhouse (A) vs the JavaScript Durable Object baseline (B), same scenarios, alternating
+# A B / B A for N repeats, then a table of A/B ratios (median of the per-repeat ratios). See bench/README.md.
+#
+#   bash bench/run.sh                              start Clubhouse + baseline under wrangler dev, run everything
+#   bash bench/run.sh --baseline-only              two baseline instances (A = B: ratios should be ~1.0)
+#   bash bench/run.sh --urls http://127.0.0.1:9001 http://127.0.0.1:9002   servers already running
+#   bash bench/run.sh --repeats 5 --scenarios room100,login --out /tmp/r.json --quick
+#
+# Options:
+#   --baseline-only        A is a second baseline instance instead of Clubhouse
+#   --urls A B             use running servers (CPU is read from the processes on each URL's port, if local)
+#   --repeats N            repeats per scenario (default 3)
+#   --scenarios LIST       comma list of room100,room1000,rooms50,login (default: all four)
+#   --quick                smaller sizes (smoke test)
+#   --no-build             don't run scripts/build before starting Clubhouse (use the existing build/)
+#   --out FILE             results JSON (default bench/results/<timestamp>.json); raw runs go to FILE.jsonl
+#   --window W             in-flight messages per sender in the single-sender scenarios (default 8)
+# Environment: BENCH_EXTRA="..." extra flags for every clubhouse-bench run; KEEP_WORK=1 keeps the temp dir.
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+BASELINE_SRC="${BASELINE_SRC:-$REPO_ROOT/../shared/peers/js-do}"
+[ -d "$BASELINE_SRC" ] || BASELINE_SRC=/work/shared/peers/js-do
+BIN="$BENCH_DIR/target/release/clubhouse-bench"
+
+export CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false CI=true
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+mode=both
+URL_A="" URL_B=""
+REPEATS=3
+SCENARIOS="room100,room1000,rooms50,login"
+QUICK=0
+BUILD=1
+OUT=""
+WINDOW=8
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --baseline-only) mode=baseline-only ;;
+    --urls) [ $# -ge 3 ] || die "--urls needs two URLs"; mode=urls; URL_A="$2"; URL_B="$3"; shift 2 ;;
+    --repeats) REPEATS="$2"; shift ;;
+    --scenarios) SCENARIOS="$2"; shift ;;
+    --quick) QUICK=1 ;;
+    --no-build) BUILD=0 ;;
+    --out) OUT="$2"; shift ;;
+    --window) WINDOW="$2"; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) die "unknown argument: $1" ;;
+  esac
+  shift
+done
+[ -n "$OUT" ] || { mkdir -p "$BENCH_DIR/results"; OUT="$BENCH_DIR/results/$(date +%Y%m%d-%H%M%S).json"; }
+RAW="$OUT.jsonl"
+: > "$RAW"
+
+WORK="$(mktemp -d /tmp/clubhouse-bench.XXXXXX)"
+PGIDS=()
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for pg in "${PGIDS[@]}"; do kill -TERM -- "-$pg" 2>/dev/null || true; done
+  if [ ${#PGIDS[@]} -gt 0 ]; then
+    for _ in $(seq 1 50); do
+      local alive=0
+      for pg in "${PGIDS[@]}"; do kill -0 -- "-$pg" 2>/dev/null && alive=1; done
+      [ $alive = 0 ] && break
+      sleep 0.1
+    done
+    for pg in "${PGIDS[@]}"; do kill -KILL -- "-$pg" 2>/dev/null || true; done
+  fi
+  if [ "${KEEP_WORK:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# CPU ticks (utime+stime) of every process in the server process groups we started.
+server_ticks() {
+  [ ${#PGIDS[@]} -gt 0 ] || { echo 0; return; }
+  local t
+  # cat, not awk on the glob: processes come and go between the glob and the read (mawk stops at a missing file).
+  t="$( { cat /proc/[0-9]*/stat 2>/dev/null || true; } \
+    | awk -v pgs=" ${PGIDS[*]} " '{ sub(/^.*\) /, ""); if (index(pgs, " " $3 " ")) t += $12 + $13 } END { print t + 0 }' )" || true
+  echo "${t:-0}"
+}
+# Wait until the servers are idle (<= 2 ticks = 20 ms over 0.5 s), at most 30 s: a server still closing the last
+# run's sockets would otherwise steal CPU from the other side's run.
+wait_idle() {
+  [ ${#PGIDS[@]} -gt 0 ] || { sleep 1; return; }
+  local t0 t1 start=$SECONDS end=$((SECONDS + 30))
+  t0="$(server_ticks)"
+  while [ $SECONDS -lt $end ]; do
+    sleep 0.5
+    t1="$(server_ticks)"
+    if [ $((t1 - t0)) -le 2 ]; then
+      [ $((SECONDS - start)) -lt 2 ] || log "waited $((SECONDS - start)) s for the servers to go idle"
+      return
+    fi
+    t0="$t1"
+  done
+  log "servers still busy after 30 s; going on"
+}
+
+free_port() {
+  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+# start_server NAME DIR WRANGLER [extra `wrangler dev` args...]: runs in DIR, in its own process group (its pid is
+# the group id, killed on exit); sets SERVER_PORT / SERVER_URL once the port answers HTTP.
+start_server() {
+  local name="$1" dir="$2" wr="$3"; shift 3
+  local port insp
+  port="$(free_port)"; insp="$(free_port)"
+  while [ "$insp" = "$port" ]; do insp="$(free_port)"; done
+  mkdir -p "$WORK/state-$name"
+  log "starting $name on 127.0.0.1:$port (log $WORK/$name.log)"
+  ( cd "$dir" && exec setsid "$wr" dev --ip 127.0.0.1 --port "$port" --inspector-port "$insp" \
+      --persist-to "$WORK/state-$name" --show-interactive-dev-session=false "$@" \
+      > "$WORK/$name.log" 2>&1 < /dev/null ) &
+  local pid=$!
+  PGIDS+=("$pid")
+  local deadline=$((SECONDS + 180))
+  until curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/" 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+      tail -n 40 "$WORK/$name.log" >&2
+      die "$name did not come up on port $port"
+    fi
+    sleep 0.5
+  done
+  SERVER_PORT="$port"
+  SERVER_URL="http://127.0.0.1:$port"
+}
+
+install_baseline() {  # install_baseline DEST
+  local dest="$1"
+  if [ -z "${BASELINE_READY:-}" ]; then
+    log "installing the JS baseline into $WORK/js-do (npm install)"
+    cp -r "$BASELINE_SRC" "$WORK/js-do"
+    chmod -R u+w "$WORK/js-do"
+    ( cd "$WORK/js-do" && npm install --no-audit --no-fund --loglevel=error >"$WORK/npm.log" 2>&1 ) \
+      || { cat "$WORK/npm.log" >&2; die "npm install of the baseline failed"; }
+    BASELINE_READY="$WORK/js-do"
+  fi
+  [ "$dest" = "$BASELINE_READY" ] || cp -a "$BASELINE_READY" "$dest"
+}
+
+start_baseline() {  # start_baseline NAME -> SERVER_URL/SERVER_PORT
+  local name="$1"
+  install_baseline "$WORK/$name-src"
+  start_server "$name" "$WORK/$name-src" "$WORK/$name-src/node_modules/.bin/wrangler"
+}
+
+# Clubhouse: build once (scripts/build), then run build/ under wrangler dev with a generated config: absolute
+# paths, no [build] step (wrangler would rebuild), its own state dir, a random JWT_SECRET, D1 migrated, the
+# per-connection rate limit raised to its maximum (src/config.rs accepts 1..=100000) so the benchmark measures the
+# room rather than the limiter, and MAX_SOCKETS_PER_USER raised (default 5): the tool signs up at most 100 users
+# (argon2 makes signups costly) and shares them round-robin, so 1000 sockets means 10 per user.
+# SIGNUP_MAX_PER_IP (default 20 an hour) raised too: every run signs up to 100 users from 127.0.0.1. Ranges: see
+# src/config.rs. CLUBHOUSE_EXTRA_VARS="NAME:VALUE ..." adds more (a later --var wins).
+CLUBHOUSE_VARS="RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000"
+start_clubhouse() {
+  local name=clubhouse
+  if [ "$BUILD" = 1 ]; then
+    log "bash scripts/build"
+    ( cd "$REPO_ROOT" && bash scripts/build ) || die "scripts/build failed"
+  fi
+  [ -f "$REPO_ROOT/build/index.js" ] || die "$REPO_ROOT/build/index.js missing (run bash scripts/build)"
+  [ -f "$REPO_ROOT/wrangler.toml" ] || die "$REPO_ROOT/wrangler.toml missing"
+  local cfgdir="$WORK/clubhouse-cfg"
+  mkdir -p "$cfgdir"
+  # Snapshot build/ (and the static assets) beside the generated config: wrangler dev watches `main` and restarts
+  # the Worker's workerd when it changes, so a rebuild in the repo during the run would restart the server (new
+  # pids, 503s) and spoil the figures. main and [assets] directory then resolve inside $cfgdir; other relative
+  # paths (migrations_dir) are made absolute. The [build] table is dropped (up to the next table header).
+  cp -r "$REPO_ROOT/build" "$cfgdir/build"
+  local d
+  for d in $(awk -F'"' '/^directory *= *"[^\/"]/ { print $2 }' "$REPO_ROOT/wrangler.toml"); do
+    [ -d "$REPO_ROOT/$d" ] && mkdir -p "$cfgdir/$(dirname "$d")" && cp -r "$REPO_ROOT/$d" "$cfgdir/$d"
+  done
+  awk -v root="$REPO_ROOT" '
+    /^\[build\]/ { skip = 1; next }
+    /^\[/ { skip = 0 }
+    skip { next }
+    /^(main|directory) *=/ { print; next }
+    /^[A-Za-z_]*(dir|path) *= *"[^\/"]/ { sub(/"/, "\"" root "/"); print; next }
+    { print }
+  ' "$REPO_ROOT/wrangler.toml" > "$cfgdir/wrangler.toml"
+  printf 'JWT_SECRET=%s\n' "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" > "$cfgdir/.dev.vars"
+  local wr="$REPO_ROOT/node_modules/.bin/wrangler"
+  [ -x "$wr" ] || die "$wr missing (bash scripts/setup)"
+  mkdir -p "$WORK/state-$name"
+  if grep -q '^\[\[d1_databases\]\]' "$cfgdir/wrangler.toml"; then
+    log "clubhouse: d1 migrations apply DB --local"
+    ( cd "$cfgdir" && "$wr" d1 migrations apply DB --local --config "$cfgdir/wrangler.toml" \
+        --persist-to "$WORK/state-$name" ) > "$WORK/$name-migrate.log" 2>&1 \
+      || { tail -n 30 "$WORK/$name-migrate.log" >&2; die "clubhouse D1 migrations failed"; }
+  fi
+  local vars=() kv
+  for kv in $CLUBHOUSE_VARS ${CLUBHOUSE_EXTRA_VARS:-}; do vars+=(--var "$kv"); done
+  start_server "$name" "$cfgdir" "$wr" --config "$cfgdir/wrangler.toml" "${vars[@]}"
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+if [ ! -x "$BIN" ] || [ -n "$(find "$BENCH_DIR/src" "$BENCH_DIR/Cargo.toml" -newer "$BIN" 2>/dev/null | head -1)" ]; then
+  log "cargo build --release (bench)"
+  cargo build --release --quiet --manifest-path "$BENCH_DIR/Cargo.toml"
+fi
+
+case "$mode" in
+  both)
+    start_clubhouse; URL_A="$SERVER_URL"; PORT_A="$SERVER_PORT"; LABEL_A=clubhouse
+    start_baseline baseline; URL_B="$SERVER_URL"; PORT_B="$SERVER_PORT"; LABEL_B=baseline ;;
+  baseline-only)
+    start_baseline baseline-a; URL_A="$SERVER_URL"; PORT_A="$SERVER_PORT"; LABEL_A=baseline-a
+    start_baseline baseline-b; URL_B="$SERVER_URL"; PORT_B="$SERVER_PORT"; LABEL_B=baseline-b ;;
+  urls)
+    PORT_A="$(sed -E 's#^[a-z]+://[^:/]+:?([0-9]*).*#\1#' <<<"$URL_A")"; PORT_A="${PORT_A:-80}"; LABEL_A=A
+    PORT_B="$(sed -E 's#^[a-z]+://[^:/]+:?([0-9]*).*#\1#' <<<"$URL_B")"; PORT_B="${PORT_B:-80}"; LABEL_B=B ;;
+esac
+log "A = $LABEL_A $URL_A   B = $LABEL_B $URL_B"
+
+scenario_args() {
+  local s="$1"
+  if [ "$QUICK" = 1 ]; then
+    case "$s" in
+      room100)  echo "--clients 20 --rooms 1 --senders 1 --messages 200 --window $WINDOW" ;;
+      room1000) echo "--clients 200 --rooms 1 --senders 1 --messages 50 --window $WINDOW" ;;
+      rooms50)  echo "--clients 100 --rooms 10 --senders 10 --messages 50 --window 1" ;;
+      login)    echo "--clients 0 --users 10 --login-burst 40 --login-concurrency 8" ;;
+      *) die "unknown scenario $s" ;;
+    esac
+  else
+    case "$s" in
+      room100)  echo "--clients 100 --rooms 1 --senders 1 --messages 1000 --window $WINDOW" ;;
+      room1000) echo "--clients 1000 --rooms 1 --senders 1 --messages 200 --window $WINDOW" ;;
+      rooms50)  echo "--clients 1000 --rooms 50 --senders 50 --messages 100 --window 1" ;;
+      login)    echo "--clients 0 --users 20 --login-burst 200 --login-concurrency 8" ;;
+      *) die "unknown scenario $s" ;;
+    esac
+  fi
+}
+
+run_one() {  # run_one SCENARIO REPEAT SIDE(A|B)
+  local s="$1" r="$2" side="$3" url port label out
+  if [ "$side" = A ]; then url="$URL_A"; port="$PORT_A"; label="$LABEL_A"; else url="$URL_B"; port="$PORT_B"; label="$LABEL_B"; fi
+  out="$WORK/run-$s-$r-$side.out"
+  # shellcheck disable=SC2046
+  if ! timeout 900 "$BIN" --url "$url" --server-port "$port" --label "$label" $(scenario_args "$s") ${BENCH_EXTRA:-} \
+      > "$out" 2> "$out.err"; then
+    log "run $s #$r $side ($label) failed:"; tail -n 5 "$out.err" "$out" >&2
+  fi
+  grep -v '^{' "$out" | sed 's/^/    /' >&2 || true
+  local line; line="$(tail -n 1 "$out")"
+  case "$line" in
+    \{*) printf '{"scenario":"%s","repeat":%s,"side":"%s","result":%s}\n' "$s" "$r" "$side" "$line" >> "$RAW" ;;
+    *) printf '{"scenario":"%s","repeat":%s,"side":"%s","result":null}\n' "$s" "$r" "$side" >> "$RAW" ;;
+  esac
+}
+
+IFS=, read -r -a SCEN <<<"$SCENARIOS"
+for s in "${SCEN[@]}"; do
+  scenario_args "$s" >/dev/null
+  for r in $(seq 1 "$REPEATS"); do
+    # alternate the order (A B, B A, ...) so drift on the machine hits both sides alike
+    if [ $((r % 2)) = 1 ]; then order="A B"; else order="B A"; fi
+    for side in $order; do
+      log "$s #$r/$REPEATS: $side"
+      wait_idle
+      run_one "$s" "$r" "$side"
+    done
+  done
+done
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ratio table (node is there: wrangler needs it).
+node - "$RAW" "$OUT" "$LABEL_A" "$LABEL_B" <<'EOF'
+const fs = require("fs");
+const [raw, outFile, la, lb] = process.argv.slice(2);
+const rows = fs.readFileSync(raw, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+// a CPU block with available=false (no processes, or a workerd exited mid-run) yields no figure
+const get = (o, p) => p.split(".").reduce((x, k) => (x == null || x.available === false ? undefined : x[k]), o);
+const med = (v) => { v = v.filter((x) => typeof x === "number" && isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return null; const m = v.length >> 1; return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2; };
+const sum = (v) => v.reduce((a, x) => a + (typeof x === "number" ? x : 0), 0);
+const metrics = [
+  ["deliveries/s", "run.deliveries_per_s", "ratio"],
+  ["latency p50 ms", "run.latency_ms.p50", "ratio"],
+  ["latency p99 ms", "run.latency_ms.p99", "ratio"],
+  ["cpu us/deliv worker", "cpu.worker_us_per_delivery", "ratio"],
+  ["cpu us/deliv proxy", "cpu.proxy_us_per_delivery", "ratio"],
+  ["cpu us/deliv total", "cpu.total_us_per_delivery", "ratio"],
+  ["connect p50 ms", "connect.p50_ms", "ratio"],
+  ["connect p99 ms", "connect.p99_ms", "ratio"],
+  ["rss KB/socket worker", "connect.rss_kb_per_socket.worker", "ratio"],
+  ["token p50 ms", "token.p50_ms", "ratio"],
+  ["token p99 ms", "token.p99_ms", "ratio"],
+  ["login p50 ms", "login_burst.p50_ms", "ratio"],
+  ["login p99 ms", "login_burst.p99_ms", "ratio"],
+  ["logins/s", "login_burst.logins_per_s", "ratio"],
+  ["cpu us/login total", "login_burst.cpu.total_us_per_login", "ratio"],
+  ["lost", "run.lost", "sum"],
+  ["dup", "run.dup", "sum"],
+  ["misrouted", "run.misrouted", "sum"],
+  ["error frames", "run.error_frames", "sum"],
+  ["closed early", "run.closed_early", "sum"],
+  ["connect fail", "connect.fail", "sum"],
+  ["login fail", "login_burst.fail", "sum"],
+  ["failed runs", null, "failed"],
+];
+const scen = [...new Set(rows.map((r) => r.scenario))];
+const result = { a: la, b: lb, generated: new Date().toISOString(), scenarios: {} };
+const fmt = (x) => (x == null ? "-" : Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(3));
+const lines = [];
+lines.push(`A = ${la}, B = ${lb}; ratio = median over repeats of (A/B); sums for counts`);
+lines.push(["scenario", "metric", "A median", "B median", "A/B", "per-repeat A/B"].join("\t"));
+for (const s of scen) {
+  const rs = rows.filter((r) => r.scenario === s);
+  const reps = [...new Set(rs.map((r) => r.repeat))].sort((a, b) => a - b);
+  const pick = (side, rep) => rs.find((r) => r.side === side && r.repeat === rep)?.result ?? null;
+  const out = (result.scenarios[s] = { repeats: reps.length, config: pick("A", reps[0])?.config ?? null, metrics: {} });
+  for (const [name, path, kind] of metrics) {
+    if (kind === "failed") {
+      const fa = rs.filter((r) => r.side === "A" && !r.result).length, fb = rs.filter((r) => r.side === "B" && !r.result).length;
+      out.metrics[name] = { a: fa, b: fb };
+      if (fa || fb) lines.push([s, name, fa, fb, "", ""].join("\t"));
+      continue;
+    }
+    const av = reps.map((r) => get(pick("A", r), path)), bv = reps.map((r) => get(pick("B", r), path));
+    if (av.every((x) => x == null) && bv.every((x) => x == null)) continue;
+    if (kind === "sum") {
+      out.metrics[name] = { a: sum(av), b: sum(bv), a_runs: av, b_runs: bv };
+      lines.push([s, name, sum(av), sum(bv), "", ""].join("\t"));
+      continue;
+    }
+    const ratios = reps.map((_, i) => (typeof av[i] === "number" && typeof bv[i] === "number" && bv[i] !== 0 ? av[i] / bv[i] : null));
+    const m = { a: med(av), b: med(bv), ratio: med(ratios), a_runs: av, b_runs: bv, ratios };
+    out.metrics[name] = m;
+    lines.push([s, name, fmt(m.a), fmt(m.b), m.ratio == null ? "-" : m.ratio.toFixed(3), ratios.map((x) => (x == null ? "-" : x.toFixed(2))).join(" ")].join("\t"));
+  }
+}
+fs.writeFileSync(outFile, JSON.stringify(result, null, 2) + "\n");
+// aligned table
+const cells = lines.slice(1).map((l) => l.split("\t"));
+const w = cells[0].map((_, i) => Math.max(...cells.map((c) => String(c[i] ?? "").length)));
+console.log("\n" + lines[0]);
+for (const c of cells) console.log(c.map((x, i) => (i < 2 ? String(x).padEnd(w[i]) : String(x).padStart(w[i]))).join("  "));
+console.log(`\nresults: ${outFile}\nraw runs: ${raw}`);
+EOF
