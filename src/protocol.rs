@@ -113,6 +113,12 @@ impl fmt::Display for RoomId {
     }
 }
 
+/// True when `json` is (syntactically headed as) a JSON object. serde would otherwise fill a
+/// struct from an array by position, so `["hi","lobby"]` would pass for a message.
+pub fn looks_like_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// A text frame from a client. Unknown fields (a client-sent `username`, say) are ignored:
 /// identity comes from the badge only. `content` borrows from the frame when it has no escapes.
 #[derive(Debug, Deserialize)]
@@ -134,6 +140,11 @@ pub struct ClientMessage<'a> {
 pub fn parse_client_message<'a>(frame: &'a str, room: &str) -> Result<ClientMessage<'a>, Invalid> {
     if frame.len() > MAX_FRAME_BYTES {
         return Err(invalid("frame too large (limit 65536 bytes)"));
+    }
+    if !looks_like_object(frame.as_bytes()) {
+        return Err(invalid(
+            "invalid message: expected a JSON object {\"content\": string}",
+        ));
     }
     let raw: RawClientMessage<'a> = serde_json::from_str(frame).map_err(|e| {
         invalid(format!(
@@ -215,6 +226,35 @@ pub fn error_frame(detail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text frame: a valid message or a clean error, never a panic.
+        #[test]
+        fn any_frame_is_handled(frame in ".{0,300}") {
+            match parse_client_message(&frame, "lobby") {
+                Ok(m) => prop_assert!(!m.content.trim().is_empty() && m.content.chars().count() <= MAX_CONTENT_CHARS),
+                Err(e) => prop_assert!(!e.0.is_empty()),
+            }
+        }
+
+        #[test]
+        fn json_frames(content in ".{0,50}", room in prop::option::of("[a-z]{0,6}"), extra in ".{0,20}") {
+            let mut v = serde_json::json!({"content": content, "username": extra});
+            if let Some(r) = &room { v["room_id"] = r.clone().into(); }
+            let frame = v.to_string();
+            let result = parse_client_message(&frame, "lobby");
+            let should_pass = !content.trim().is_empty() && room.as_deref().is_none_or(|r| r == "lobby");
+            prop_assert_eq!(result.is_ok(), should_pass);
+            if let Ok(m) = result { prop_assert_eq!(m.content, content); }
+        }
+
+        #[test]
+        fn names_never_panic(raw in ".{0,80}") {
+            if let Ok(u) = Username::parse(&raw) { prop_assert_eq!(u.as_str(), raw.as_str()); }
+            if let Ok(r) = RoomId::parse(&raw) { prop_assert_eq!(r.as_str(), raw.as_str()); }
+        }
+    }
 
     #[test]
     fn usernames() {
@@ -287,6 +327,7 @@ mod tests {
         let cases = [
             ("not json", "invalid message"),
             ("[]", "invalid message"),
+            (r#"["hi","lobby"]"#, "JSON object"),
             ("{}", "missing field"),
             (r#"{"content":5}"#, "invalid message"),
             (r#"{"content":""}"#, "empty"),

@@ -62,12 +62,17 @@ pub async fn create(mut req: Request, env: &Env) -> ApiResult<Response> {
     if req.headers().has("Content-Type")? {
         http::require_content_type(&req, "application/json")?;
     }
-    let body: CreateRoom =
-        serde_json::from_slice(&http::read_body(&mut req).await?).map_err(|e| {
-            ApiError::unprocessable(format!(
-                "body must be JSON {{\"room_id\": string, \"private\": true}} ({e})"
-            ))
-        })?;
+    let body = http::read_body(&mut req).await?;
+    if !crate::protocol::looks_like_object(&body) {
+        return Err(ApiError::unprocessable(
+            "body must be a JSON object {\"room_id\": string, \"private\": true}",
+        ));
+    }
+    let body: CreateRoom = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::unprocessable(format!(
+            "body must be JSON {{\"room_id\": string, \"private\": true}} ({e})"
+        ))
+    })?;
     if !body.private {
         return Err(ApiError::unprocessable(
             "public rooms need no creation: connect to /ws/{room_id}; POST /rooms makes private rooms",

@@ -195,6 +195,25 @@ pub async fn logout(req: Request, env: &Env) -> ApiResult<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes: a parsed form or a clean 422, never a panic.
+        #[test]
+        fn any_form_body(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Err(e) = parse_form(&body) {
+                prop_assert_eq!(e.status, 422);
+            }
+        }
+
+        #[test]
+        fn encoded_forms_round_trip(username in ".{0,40}", password in ".{0,140}") {
+            let body = serde_urlencoded::to_string([("username", &username), ("password", &password)]).unwrap();
+            let form = parse_form(body.as_bytes()).ok().unwrap();
+            prop_assert_eq!(form.username, username);
+            prop_assert_eq!(form.password, password);
+        }
+    }
 
     #[test]
     fn form_parsing() {

@@ -225,6 +225,36 @@ mod tests {
         out
     }
 
+    proptest::proptest! {
+        /// Any string as a token: refused cleanly, never a panic.
+        #[test]
+        fn any_token_is_refused(token in ".{0,600}") {
+            proptest::prop_assert!(keys().verify(&token, NOW).is_err());
+        }
+
+        /// Three base64url-looking parts (the shape that reaches the JSON and signature code).
+        #[test]
+        fn jwt_shaped_garbage_is_refused(a in "[A-Za-z0-9_-]{0,80}", b in "[A-Za-z0-9_-]{0,200}", c in "[A-Za-z0-9_-]{0,60}") {
+            let token = format!("{a}.{b}.{c}");
+            proptest::prop_assert!(keys().verify(&token, NOW).is_err());
+        }
+
+        /// A real badge with one character changed is refused.
+        #[test]
+        fn tampered_badges_are_refused(pos in 0usize..300, ch in "[A-Za-z0-9_-]") {
+            let token = keys().issue(&bob(), NOW, 3600).token;
+            let pos = pos % token.len();
+            let mut bytes = token.clone().into_bytes();
+            // The last character of a base64url part may carry only padding bits, so changing
+            // it need not change the decoded bytes: leave those (and the dots) alone.
+            let last_of_part = pos + 1 == bytes.len() || bytes[pos + 1] == b'.';
+            if bytes[pos] == b'.' || last_of_part || bytes[pos] == ch.as_bytes()[0] { return Ok(()); }
+            bytes[pos] = ch.as_bytes()[0];
+            let tampered = String::from_utf8(bytes).unwrap();
+            proptest::prop_assert!(keys().verify(&tampered, NOW).is_err(), "accepted {}", tampered);
+        }
+    }
+
     #[test]
     fn round_trip() {
         let issued = keys().issue(&bob(), NOW, 3600);
