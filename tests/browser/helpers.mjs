@@ -1,0 +1,213 @@
+// Shared helpers of the browser tests: Chromium, users signing up through the UI, reading the view.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { REPO_ROOT } from './server.mjs';
+
+export const OUTPUT_DIR = path.join(REPO_ROOT, 'test-output');
+export const DESKTOP = { width: 1280, height: 800 };
+export const PHONE = { width: 375, height: 812 };
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+export function chromiumPath() {
+  const candidates = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'].filter(Boolean);
+  const found = candidates.find((p) => fs.existsSync(p));
+  if (!found) throw new Error('Chromium not found at /usr/bin/chromium: apt-get install -y chromium (or WITH_BROWSER=1 bash scripts/setup)');
+  return found;
+}
+
+export function launchBrowser() {
+  return chromium.launch({ executablePath: chromiumPath(), args: CHROMIUM_ARGS });
+}
+
+export function uniqueName(prefix) {
+  return `${prefix}_${randomBytes(5).toString('hex')}`;
+}
+
+export const PASSWORD = 'correct horse battery staple';
+
+/**
+ * A fresh browser context with one page on the app. Records page errors, dialogs and CSP
+ * violations so tests can assert there were none.
+ */
+export async function openClient(browser, baseUrl, { viewport = DESKTOP, isMobile = false } = {}) {
+  const context = await browser.newContext({ viewport, isMobile, hasTouch: isMobile, deviceScaleFactor: 1 });
+  const page = await context.newPage();
+  const client = { context, page, errors: [], dialogs: [], cspViolations: [], sockets: [] };
+  page.on('pageerror', (e) => client.errors.push(String(e)));
+  page.on('console', (msg) => {
+    const text = msg.text();
+    if (/Content Security Policy/i.test(text)) client.cspViolations.push(text);
+  });
+  page.on('dialog', async (dialog) => {
+    client.dialogs.push(`${dialog.type()}: ${dialog.message()}`);
+    await dialog.dismiss().catch(() => {});
+  });
+  page.on('websocket', (ws) => client.sockets.push(ws.url()));
+  await page.goto(`${baseUrl}/`);
+  await page.locator('#auth-form').waitFor({ state: 'visible' });
+  return client;
+}
+
+async function submitAuth(page, username, password, button) {
+  await page.fill('#auth-username', username);
+  await page.fill('#auth-password', password);
+  await page.click(button);
+}
+
+/** Signs up through the form; ends in the chat view (connected to the default room). */
+export async function signUp(client, username, password = PASSWORD) {
+  await submitAuth(client.page, username, password, '#signup-btn');
+  await client.page.locator('#chat-view').waitFor({ state: 'visible' });
+  client.username = username;
+}
+
+export async function logIn(client, username, password = PASSWORD) {
+  await submitAuth(client.page, username, password, '#login-btn');
+  await client.page.locator('#chat-view').waitFor({ state: 'visible' });
+  client.username = username;
+}
+
+/** Waits until the auth form shows an error matching `re`; returns its text. */
+export async function authErrorMatching(page, re) {
+  const node = page.locator('#auth-error');
+  await node.waitFor({ state: 'visible' });
+  await page.waitForFunction(
+    ([source, flags]) => new RegExp(source, flags).test(document.getElementById('auth-error').textContent),
+    [re.source, re.flags],
+  );
+  return node.textContent();
+}
+
+export async function joinRoom(client, room) {
+  const { page } = client;
+  await page.fill('#room-input', room);
+  await page.click('#join-btn');
+  await page.waitForFunction((r) => window.__clubhouse.room() === r, room);
+  await waitConnected(page);
+}
+
+export async function waitConnected(page, timeout = 15_000) {
+  await page.waitForFunction(() => window.__clubhouse.status() === 'open', null, { timeout });
+}
+
+export async function waitStatus(page, status, timeout = 15_000) {
+  await page.waitForFunction((s) => window.__clubhouse.status() === s, status, { timeout });
+}
+
+/** Types into the composer and presses Enter. */
+export async function send(client, text) {
+  const { page } = client;
+  await page.fill('#message-input', text);
+  await page.press('#message-input', 'Enter');
+  await page.waitForFunction(() => document.getElementById('message-input').value === '');
+}
+
+/** The messages on screen, top to bottom: [{id, user, text}]. */
+export function messages(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('#messages li.msg')].map((li) => ({
+      id: Number(li.dataset.id),
+      user: li.querySelector('.who').textContent,
+      text: li.querySelector('.text').textContent,
+    })),
+  );
+}
+
+export function notices(page) {
+  return page.evaluate(() => [...document.querySelectorAll('#messages li.notice')].map((li) => li.textContent));
+}
+
+export function onlineUsers(page) {
+  return page.evaluate(() => [...document.querySelectorAll('#online-list li')].map((li) => li.textContent.replace(/ \(you\)$/, '')));
+}
+
+/** Waits until a message with exactly this text is on screen. */
+export async function waitForMessage(page, text, timeout = 15_000) {
+  await page.waitForFunction(
+    (t) => [...document.querySelectorAll('#messages li.msg .text')].some((n) => n.textContent === t),
+    text,
+    { timeout },
+  );
+}
+
+export async function waitForNotice(page, text, timeout = 15_000) {
+  await page.waitForFunction(
+    (t) => [...document.querySelectorAll('#messages li.notice')].some((n) => n.textContent.includes(t)),
+    text,
+    { timeout },
+  );
+}
+
+export async function waitOnline(page, username, present = true, timeout = 15_000) {
+  await page.waitForFunction(
+    ([u, want]) =>
+      [...document.querySelectorAll('#online-list li')].some((li) => li.textContent.replace(/ \(you\)$/, '') === u) === want,
+    [username, present],
+    { timeout },
+  );
+}
+
+/** Ids strictly increasing (so: unique and in order) and the DOM agrees with the client's index. */
+export async function assertOrderedUnique(page) {
+  const list = await messages(page);
+  for (let i = 1; i < list.length; i += 1) {
+    assert.ok(list[i].id > list[i - 1].id, `message ids out of order or duplicated at ${i}: ${list[i - 1].id} then ${list[i].id}`);
+  }
+  const index = await page.evaluate(() => window.__clubhouse.messageIds());
+  assert.deepEqual(index, list.map((m) => m.id));
+  return list;
+}
+
+/** Asserts the client saw no script error, no dialog and no CSP violation. */
+export function assertClean(client) {
+  assert.deepEqual(client.errors, [], `page errors: ${client.errors.join('\n')}`);
+  assert.deepEqual(client.dialogs, [], `dialogs fired: ${client.dialogs.join('\n')}`);
+  assert.deepEqual(client.cspViolations, [], `CSP violations: ${client.cspViolations.join('\n')}`);
+}
+
+export function screenshotPath(name) {
+  fs.mkdirSync(OUTPUT_DIR, { recursive: true });
+  return path.join(OUTPUT_DIR, name);
+}
+
+/** The token of a signed-in page (from its sessionStorage), for direct API calls in tests. */
+export function tokenOf(page) {
+  return page.evaluate(() => sessionStorage.getItem('clubhouse.token'));
+}
+
+/**
+ * Runs `fn(ctx)` with a server and a browser, cleaning both up however it ends. On failure the
+ * last lines of the server log are attached to the error.
+ */
+export async function withServerAndBrowser(startServer, options, fn) {
+  const server = await startServer(options);
+  let browser;
+  let failed = true;
+  try {
+    browser = await launchBrowser();
+    await fn({ server, browser });
+    failed = false;
+  } catch (e) {
+    const tail = server.log().split('\n').slice(-40).join('\n');
+    e.message = `${e.message}\n--- last lines of ${server.logPath} ---\n${tail}`;
+    throw e;
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+    await server.stop().catch(() => {});
+    if (!failed) server.cleanup();
+  }
+}
