@@ -146,10 +146,7 @@ impl Config {
     pub fn from_env(env: &worker::Env) -> Self {
         let (config, problems) = Self::from_lookup(&|name| env_string(env, name));
         for p in problems {
-            worker::console_warn!(
-                "{}",
-                crate::log::line("warn", "config_invalid", &[("problem", &p)])
-            );
+            crate::log::event("warn", "config_invalid", &[("problem", &p)]);
         }
         config
     }
@@ -191,10 +188,7 @@ impl RoomConfig {
     pub fn from_env(env: &worker::Env) -> Self {
         let (config, problems) = Self::from_lookup(&|name| env_string(env, name));
         for p in problems {
-            worker::console_warn!(
-                "{}",
-                crate::log::line("warn", "config_invalid", &[("problem", &p)])
-            );
+            crate::log::event("warn", "config_invalid", &[("problem", &p)]);
         }
         config
     }

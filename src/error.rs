@@ -53,10 +53,7 @@ impl ApiError {
 
     /// A server-side failure. The detail the client sees is generic; the cause goes to the log.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        worker::console_error!(
-            "{}",
-            crate::log::line("error", "internal_error", &[("cause", &cause.to_string())])
-        );
+        crate::log::event("error", "error", &[("cause", &cause.to_string())]);
         Self::new(500, "Internal Server Error")
     }
 

@@ -22,5 +22,6 @@ use worker::{event, Context, Env, Request, Response, Result};
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    log::set_level_from_env(&env);
     Ok(api::handle(req, env, ctx).await)
 }

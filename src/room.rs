@@ -142,6 +142,7 @@ struct MessageRow {
 
 impl DurableObject for ChatRoom {
     fn new(state: State, env: Env) -> Self {
+        crate::log::set_level_from_env(&env);
         let sql = state.storage().sql();
         for ddl in [
             "CREATE TABLE IF NOT EXISTS messages (
