@@ -91,10 +91,16 @@ export function broadcast(state, frame, except) {
     try { ws.send(frame); sent++; } catch (_) { /* closing socket: the others still get it */ }
   }
   return sent;
+}
+export function socketCount(state) {
+  return state.getWebSockets().length;
 }"#)]
 extern "C" {
     #[wasm_bindgen(js_name = broadcast)]
     fn broadcast_js(state: &JsValue, frame: &str, except: &JsValue) -> u32;
+    /// How many sockets the room holds, without a WASM handle per socket.
+    #[wasm_bindgen(js_name = socketCount)]
+    fn socket_count_js(state: &JsValue) -> u32;
 }
 
 #[durable_object(websocket)]
@@ -378,7 +384,7 @@ impl ChatRoom {
             Some(Ok(n)) if n >= 0 => Some(n),
             Some(_) => return refuse(422, "since must be a non-negative integer"),
         };
-        let room_sockets = self.state.get_websockets().len();
+        let room_sockets = self.socket_count();
         if room_sockets >= self.config.max_sockets_per_room {
             crate::log::event(
                 "warn",
@@ -589,7 +595,7 @@ impl ChatRoom {
             .ok();
         serde_json::json!({
             "room_id": self.name,
-            "open_sockets": self.state.get_websockets().len(),
+            "open_sockets": self.socket_count(),
             "users_online": self.online_users().len(),
             "messages_stored": counts.as_ref().map_or(0, |c| c.stored),
             "oldest_id": counts.as_ref().and_then(|c| c.oldest),
@@ -621,6 +627,10 @@ impl ChatRoom {
             )?;
         }
         Ok(())
+    }
+
+    fn socket_count(&self) -> usize {
+        socket_count_js(self.state.as_raw()) as usize
     }
 
     /// Sends one serialised frame to every socket in the room but `except`. The frame crosses

@@ -2,7 +2,7 @@
 //! room access (private rooms admit only members).
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use worker::{Env, Request};
 
@@ -20,6 +20,44 @@ thread_local! {
     static KNOWN_PUBLIC: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
 }
 const KNOWN_PUBLIC_MAX: usize = 10_000;
+
+thread_local! {
+    /// Badges this isolate found not revoked, with when it looked (ms). KV is read at most once
+    /// per badge per `CLEAN_BADGE_TTL_MS`: KV itself is eventually consistent across locations
+    /// (its edge caches hold a read for 60 s), so this adds no staleness there, and a logout in
+    /// this isolate updates the cache at once.
+    static CLEAN_BADGES: RefCell<HashMap<String, f64>> = RefCell::new(HashMap::new());
+    /// Where this isolate has already recorded a badge's socket (jti, room) for logout.
+    static RECORDED_SESSIONS: RefCell<HashSet<(String, String)>> = RefCell::new(HashSet::new());
+}
+const CLEAN_BADGE_TTL_MS: f64 = 5_000.0;
+const CACHE_MAX: usize = 10_000;
+
+fn now_ms() -> f64 {
+    worker::Date::now().as_millis() as f64
+}
+
+/// Forgets cached "not revoked" verdicts after a logout in this isolate: one badge, or with
+/// `jti = None` every badge (logout everywhere: cheaper than tracking badges per user).
+pub fn forget_clean(jti: Option<&str>) {
+    CLEAN_BADGES.with(|c| match jti {
+        Some(j) => {
+            c.borrow_mut().remove(j);
+        }
+        None => c.borrow_mut().clear(),
+    });
+}
+
+/// True the first time this isolate sees a badge's socket in a room: the caller records it.
+pub fn first_session_in_room(jti: &str, room: &str) -> bool {
+    RECORDED_SESSIONS.with(|r| {
+        let mut recorded = r.borrow_mut();
+        if recorded.len() >= CACHE_MAX {
+            recorded.clear();
+        }
+        recorded.insert((jti.to_owned(), room.to_owned()))
+    })
+}
 
 pub fn badge_keys(env: &Env) -> ApiResult<BadgeKeys> {
     config::badge_keys(env).map_err(|why| {
@@ -40,6 +78,14 @@ pub async fn authenticate(env: &Env, token: Option<&str>) -> ApiResult<Badge> {
         crate::log::event("info", "auth_refused", &[("reason", &format!("{why:?}"))]);
         ApiError::unauthorized("Could not validate credentials")
     })?;
+    let fresh = CLEAN_BADGES.with(|c| {
+        c.borrow()
+            .get(&badge.jti)
+            .is_some_and(|checked| now_ms() - checked < CLEAN_BADGE_TTL_MS)
+    });
+    if fresh {
+        return Ok(badge);
+    }
     let revocations = Revocations::from_env(env)?;
     if revocations
         .is_revoked(&badge.jti, badge.username.as_str(), badge.issued_at)
@@ -52,6 +98,13 @@ pub async fn authenticate(env: &Env, token: Option<&str>) -> ApiResult<Badge> {
         );
         return Err(ApiError::unauthorized("Could not validate credentials"));
     }
+    CLEAN_BADGES.with(|c| {
+        let mut clean = c.borrow_mut();
+        if clean.len() >= CACHE_MAX {
+            clean.clear();
+        }
+        clean.insert(badge.jti.clone(), now_ms());
+    });
     Ok(badge)
 }
 

@@ -144,6 +144,7 @@ pub async fn logout(req: Request, env: &Env) -> ApiResult<Response> {
     let revocations = Revocations::from_env(env)?;
     let remaining = (badge.expires_at - now + LEEWAY_SECS).max(1) as u64;
     revocations.revoke(&badge.jti, remaining).await?;
+    guard::forget_clean(Some(&badge.jti));
     if everywhere {
         // Badges live at most TOKEN_TTL_SECS, so the stamp need not outlive that.
         let ttl = (config.token_ttl_secs + LEEWAY_SECS) as u64;

@@ -97,7 +97,7 @@ pub async fn connect(
     let namespace = env.durable_object(room::BINDING)?;
     let stub = namespace.id_from_name(room.as_str())?.get_stub()?;
     let response = stub.fetch_with_request(forwarded).await?;
-    if response.status_code() == 101 {
+    if response.status_code() == 101 && guard::first_session_in_room(&badge.jti, room.as_str()) {
         // Remember where this badge has sockets so logging out can close them; off the
         // connection's critical path.
         let env = env.clone();
