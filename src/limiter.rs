@@ -29,7 +29,8 @@ impl DurableObject for Limiter {
         Self { state }
     }
 
-    /// `/check` says whether the window is full; `/hit` also records one attempt.
+    /// `/check` says whether the window is full; `/hit` also records one attempt if it is not;
+    /// `/release` takes back the newest attempt (a login that turned out to be right).
     /// Query: `limit` (attempts per window) and `window_ms`. Answers `{"retry_after_ms"}`, 0 if
     /// allowed. Runs without an `await`, so concurrent attempts are counted one at a time.
     async fn fetch(&self, req: Request) -> Result<Response> {
@@ -43,6 +44,13 @@ impl DurableObject for Limiter {
         let (limit, window_ms) = (param("limit"), param("window_ms"));
         let now = worker::Date::now().as_millis() as i64;
         let sql = self.state.storage().sql();
+        if url.path() == "/release" {
+            sql.exec(
+                "DELETE FROM attempts WHERE rowid = (SELECT MAX(rowid) FROM attempts)",
+                None,
+            )?;
+            return Ok(http::json(200, &serde_json::json!({ "retry_after_ms": 0 })));
+        }
         sql.exec(
             "DELETE FROM attempts WHERE ts <= ?",
             vec![(now - window_ms).into()],
@@ -127,6 +135,11 @@ impl<'a> Throttle<'a> {
     /// Records an attempt, refusing (429) when the window was already full.
     pub async fn hit(&self) -> ApiResult<()> {
         too_many(self.call("hit").await?)
+    }
+
+    /// Gives back the newest attempt.
+    pub async fn release(&self) -> ApiResult<()> {
+        self.call("release").await.map(|_| ())
     }
 }
 

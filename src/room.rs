@@ -473,9 +473,14 @@ impl ChatRoom {
             "id > ? ORDER BY id DESC LIMIT ?",
             vec![after.into(), (limit + 1).into()],
         )?;
-        let truncated = rows.len() as i64 > limit;
+        let mut truncated = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         rows.reverse();
+        // Ids have no gaps, so a first id past `since + 1` means the history cap already
+        // dropped messages the client missed: it must know.
+        if let (Some(since), Some(first)) = (since, rows.first()) {
+            truncated |= first.id > since + 1;
+        }
         Ok((rows, truncated))
     }
 
@@ -506,7 +511,8 @@ impl ChatRoom {
     /// `GET /rooms/{id}/messages?before=&limit=`: a page of history, oldest first.
     fn page(&self, before: Option<String>, limit: Option<String>) -> Response {
         let before = match before.map(|b| b.parse::<i64>()) {
-            None => i64::MAX,
+            // The largest integer JS holds exactly (ids never get near it).
+            None => (1i64 << 53) - 1,
             Some(Ok(b)) if b >= 0 => b,
             Some(_) => {
                 return http::json(

@@ -286,7 +286,9 @@ impl Revocations {
             .map_err(worker::Error::from)?
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(i64::MIN);
-        Ok(revoked || issued_at < not_before)
+        // `<=`: the stamp has one-second resolution, so a badge from the same second as a
+        // "log out everywhere" is refused too (a login right after it simply logs in again).
+        Ok(revoked || issued_at <= not_before)
     }
 
     pub async fn ping(&self) -> ApiResult<()> {

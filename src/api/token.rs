@@ -63,8 +63,10 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
     let ip = guard::client_ip(&req);
     let user_throttle = Throttle::new(env, per_user, &form.username);
     let ip_throttle = Throttle::new(env, per_ip, &ip);
-    let (by_user, by_ip) =
-        futures_util::future::join(user_throttle.check(), ip_throttle.check()).await;
+    // Each attempt reserves a slot in both windows before any password work, atomically in the
+    // limiter, so parallel guesses cannot all slip in before the first failure is counted. A
+    // successful login gives its slots back: only failures use up the allowance.
+    let (by_user, by_ip) = futures_util::future::join(user_throttle.hit(), ip_throttle.hit()).await;
     if let Err(refusal) = by_user.and(by_ip) {
         crate::log::event(
             "warn",
@@ -73,10 +75,6 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
         );
         return Err(refusal);
     }
-    let failed = || async {
-        let _ = futures_util::future::join(user_throttle.hit(), ip_throttle.hit()).await;
-        login_failed(&form.username)
-    };
 
     // A name that cannot exist is treated like an unknown one: same work, same answer.
     let record = match Username::parse(&form.username) {
@@ -85,13 +83,14 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
     };
     let record = match record {
         Some(r) if password::verify(form.password.as_bytes(), &r.password_hash) => r,
-        Some(_) => return Err(failed().await),
+        Some(_) => return Err(login_failed(&form.username)),
         None => {
             password::verify_dummy(form.password.as_bytes(), config.hash_cost);
-            return Err(failed().await);
+            return Err(login_failed(&form.username));
         }
     };
 
+    let _ = futures_util::future::join(user_throttle.release(), ip_throttle.release()).await;
     if password::needs_rehash(&record.password_hash, config.hash_cost) {
         if let Ok(phc) = password::hash(form.password.as_bytes(), config.hash_cost) {
             Store::from_env(env)?
@@ -151,6 +150,7 @@ pub async fn logout(req: Request, env: &Env) -> ApiResult<Response> {
         revocations
             .set_not_before(badge.username.as_str(), now, ttl)
             .await?;
+        guard::forget_clean(None);
     }
     let store = Store::from_env(env)?;
     let jti = (!everywhere).then_some(badge.jti.as_str());

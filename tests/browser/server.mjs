@@ -124,7 +124,14 @@ export async function startServer({ stateDir, vars = RELAXED_LIMITS } = {}) {
   const dir = fs.mkdtempSync(path.join(root, 'clubhouse-browser-'));
   const persist = stateDir ? path.resolve(stateDir) : path.join(dir, 'state');
   fs.mkdirSync(persist, { recursive: true });
-  const config = testWranglerConfig(fs.readFileSync(path.join(REPO_ROOT, 'wrangler.toml'), 'utf8'));
+  // Serve a snapshot of build/, public/ and migrations/: wrangler dev reloads (dropping every
+  // socket) when `main` or the assets change, so edits in the repo must not reach a running server.
+  const snapshot = path.join(dir, 'snapshot');
+  for (const part of ['build', 'public', 'migrations']) {
+    const from = path.join(REPO_ROOT, part);
+    if (fs.existsSync(from)) fs.cpSync(from, path.join(snapshot, part), { recursive: true });
+  }
+  const config = testWranglerConfig(fs.readFileSync(path.join(REPO_ROOT, 'wrangler.toml'), 'utf8'), snapshot);
   const configPath = path.join(dir, 'wrangler.toml');
   fs.writeFileSync(configPath, config);
   const secret = randomBytes(32).toString('hex'); // 64 hex chars; the same across restart()

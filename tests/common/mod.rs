@@ -183,6 +183,21 @@ pub fn test_wrangler_config(original: &str, repo: &Path) -> String {
     out
 }
 
+/// Copies a folder tree (files and folders only).
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
 fn toml_string(s: &str) -> String {
     serde_json::to_string(s).unwrap() // a JSON string is a valid TOML basic string
 }
@@ -274,7 +289,17 @@ impl Server {
 
         let original = std::fs::read_to_string(repo.join("wrangler.toml"))
             .expect("read wrangler.toml at the repo root");
-        let mut config = test_wrangler_config(&original, &repo);
+        // Serve a snapshot of the built Worker, the assets and the migrations: wrangler dev watches
+        // `main` and `[assets]` and reloads (dropping every socket) when they change, so an edit or a
+        // rebuild in the repo during a test run must not reach a running server.
+        let snapshot = dir.join("snapshot");
+        for part in ["build", "public", "migrations"] {
+            if repo.join(part).is_dir() {
+                copy_dir(&repo.join(part), &snapshot.join(part)).expect("snapshot the build");
+            }
+        }
+        let entry = snapshot.join(entry.strip_prefix(&repo).unwrap_or(&entry));
+        let mut config = test_wrangler_config(&original, &snapshot);
         if !config.contains(&entry.to_string_lossy().to_string()) {
             eprintln!(
                 "warning: the test wrangler config does not point at {}; check `main` in wrangler.toml",
