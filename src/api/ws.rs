@@ -81,9 +81,10 @@ pub async fn connect(
         .query_pairs()
         .find(|(k, _)| k == "since")
         .map(|(_, v)| v.into_owned());
-    let target = match since {
-        Some(s) if s.len() <= 20 => format!("https://room.internal/connect?since={s}"),
-        Some(_) => {
+    // Parsed here, so only a plain number ever reaches the room's URL.
+    let target = match since.map(|s| s.parse::<u64>()) {
+        Some(Ok(n)) => format!("https://room.internal/connect?since={n}"),
+        Some(Err(_)) => {
             return Err(ApiError::unprocessable(
                 "since must be a non-negative integer",
             ))
