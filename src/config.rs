@@ -38,6 +38,10 @@ pub struct RoomConfig {
     pub max_sockets_per_user: usize,
     /// Open sockets one room holds (`MAX_SOCKETS_PER_ROOM`, default 10,000).
     pub max_sockets_per_room: usize,
+    /// Rooms with more open sockets than this stop announcing each join and leave
+    /// (`PRESENCE_BROADCAST_MAX`, default 500): every announcement goes to every member, so a
+    /// room filling up would otherwise send a number of frames that grows with its square.
+    pub presence_broadcast_max: usize,
 }
 
 /// Reads an integer setting within `range`; a missing value gives `default`, an invalid one is
@@ -181,6 +185,13 @@ impl RoomConfig {
                 1..=32_768,
                 &mut problems,
             ) as usize,
+            presence_broadcast_max: int_setting(
+                lookup,
+                "PRESENCE_BROADCAST_MAX",
+                500,
+                0..=32_768,
+                &mut problems,
+            ) as usize,
         };
         (config, problems)
     }
@@ -236,7 +247,9 @@ mod tests {
         assert!(problems.is_empty());
         assert_eq!(c.token_ttl_secs, 3600);
         assert_eq!(c.hash_cost, HashCost::default());
-        assert_eq!(RoomConfig::from_lookup(&lookup(&[])).0.history_cap, 10_000);
+        let room = RoomConfig::from_lookup(&lookup(&[])).0;
+        assert_eq!(room.history_cap, 10_000);
+        assert_eq!(room.presence_broadcast_max, 500);
     }
 
     #[test]

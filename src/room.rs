@@ -441,7 +441,7 @@ impl ChatRoom {
             &pair.server,
             &ServerFrame::Presence { users: &users }.to_json(),
         );
-        if !was_online {
+        if !was_online && room_sockets < self.config.presence_broadcast_max {
             self.broadcast_except(
                 &ServerFrame::Join { username: &user }.to_json(),
                 std::slice::from_ref(&pair.server),
@@ -707,7 +707,10 @@ impl ChatRoom {
                 .get_websockets_with_tag(&user_tag(user))
                 .iter()
                 .any(|other| !closing.contains(other));
-            if !still_online && self.online_set().remove(user) {
+            if !still_online
+                && self.online_set().remove(user)
+                && self.socket_count() <= self.config.presence_broadcast_max
+            {
                 self.broadcast_except(&ServerFrame::Leave { username: user }.to_json(), closing);
             }
         }

@@ -1100,3 +1100,37 @@ async fn a_room_works_the_same_after_a_quiet_spell() {
     two.sort();
     assert_eq!(members["users"], json!(two));
 }
+
+/// Past `PRESENCE_BROADCAST_MAX` open sockets a room stops announcing each join (the frames
+/// would grow with the square of the room), while the presence frame still lists everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_rooms_stop_announcing_joins_but_presence_still_lists_everyone() {
+    let server = tokio::task::spawn_blocking(|| {
+        Server::start(ServerOptions::relaxed_limits().var("PRESENCE_BROADCAST_MAX", "2"))
+    })
+    .await
+    .unwrap();
+    let c = server.client();
+    let room = unique_name("big");
+    let (_, ta) = c.new_user("first").await;
+    let (bob, tb) = c.new_user("second").await;
+    let (carol, tc) = c.new_user("third").await;
+    let mut a = c.ws(&room, &ta).await;
+    history_and_presence(&mut a).await;
+    let mut b = c.ws(&room, &tb).await;
+    history_and_presence(&mut b).await;
+    assert_eq!(
+        a.next_of_type("join").await["username"],
+        bob.as_str(),
+        "below the threshold"
+    );
+    let mut third = c.ws(&room, &tc).await;
+    let (_, presence) = history_and_presence(&mut third).await;
+    assert_eq!(presence["users"].as_array().unwrap().len(), 3, "{presence}");
+    a.expect_none_of_types(&["join"], QUIET).await;
+    b.expect_none_of_types(&["join"], QUIET).await;
+    // Messages still reach everyone.
+    third.send_message(&room, "still here").await;
+    assert_eq!(a.next_message().await["username"], carol.as_str());
+    drop(server);
+}
