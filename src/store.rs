@@ -242,9 +242,10 @@ impl Revocations {
         Ok(Self { kv: env.kv("KV")? })
     }
 
-    pub async fn revoke(&self, jti: &str, ttl_secs: u64) -> ApiResult<()> {
+    /// Writes a key that KV forgets after `ttl_secs` (at least KV's minimum).
+    async fn put_expiring(&self, key: &str, value: String, ttl_secs: u64) -> ApiResult<()> {
         self.kv
-            .put(&format!("revoked:{jti}"), "1")
+            .put(key, value)
             .map_err(worker::Error::from)?
             .expiration_ttl(ttl_secs.max(MIN_KV_TTL_SECS))
             .execute()
@@ -253,23 +254,20 @@ impl Revocations {
         Ok(())
     }
 
+    pub async fn revoke(&self, jti: &str, ttl_secs: u64) -> ApiResult<()> {
+        self.put_expiring(&format!("revoked:{jti}"), "1".into(), ttl_secs)
+            .await
+    }
+
     pub async fn set_not_before(
         &self,
         username: &str,
         not_before_secs: i64,
         ttl_secs: u64,
     ) -> ApiResult<()> {
-        self.kv
-            .put(
-                &format!("not_before:{}", username.to_ascii_lowercase()),
-                not_before_secs.to_string(),
-            )
-            .map_err(worker::Error::from)?
-            .expiration_ttl(ttl_secs.max(MIN_KV_TTL_SECS))
-            .execute()
+        let key = format!("not_before:{}", username.to_ascii_lowercase());
+        self.put_expiring(&key, not_before_secs.to_string(), ttl_secs)
             .await
-            .map_err(worker::Error::from)?;
-        Ok(())
     }
 
     /// True when the badge was revoked, alone or by a "log out everywhere" after it was issued.
