@@ -61,7 +61,8 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
         window_secs: window,
     };
     let ip = guard::client_ip(&req);
-    let user_throttle = Throttle::new(env, per_user, &form.username);
+    // Names that cannot exist share one bucket, so made-up names cannot mint limiter objects.
+    let user_throttle = Throttle::new(env, per_user, safe_name(&form.username));
     let ip_throttle = Throttle::new(env, per_ip, &ip);
     // Each attempt reserves a slot in both windows before any password work, atomically in the
     // limiter, so parallel guesses cannot all slip in before the first failure is counted. A
