@@ -26,21 +26,6 @@ async fn ops() -> &'static Server {
     tokio::task::spawn_blocking(ops_server).await.unwrap()
 }
 
-async fn start(options: ServerOptions) -> Server {
-    tokio::task::spawn_blocking(move || Server::start(options))
-        .await
-        .unwrap()
-}
-
-async fn restart(server: Server) -> Server {
-    tokio::task::spawn_blocking(move || {
-        server.restart();
-        server
-    })
-    .await
-    .unwrap()
-}
-
 // ---------------------------------------------------------------------------------------------
 // /healthz
 // ---------------------------------------------------------------------------------------------

@@ -38,25 +38,10 @@ async fn strict_client() -> Client {
         .unwrap()
 }
 
-async fn start(options: ServerOptions) -> Server {
-    tokio::task::spawn_blocking(move || Server::start(options))
-        .await
-        .unwrap()
-}
-
 /// Rewrites a server's `.dev.vars` (read again on restart).
 fn write_dev_vars(server: &Server, vars: &[(&str, &str)]) {
     let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     std::fs::write(server.dir.join(".dev.vars"), text).expect("write .dev.vars");
-}
-
-async fn restart(server: Server) -> Server {
-    tokio::task::spawn_blocking(move || {
-        server.restart();
-        server
-    })
-    .await
-    .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,6 +15,23 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::common::*;
 
+/// Starts a server of its own (off the async runtime: starting blocks until it answers).
+pub async fn start(options: ServerOptions) -> Server {
+    tokio::task::spawn_blocking(move || Server::start(options))
+        .await
+        .unwrap()
+}
+
+/// Stops and restarts a server on the same port and state folder.
+pub async fn restart(server: Server) -> Server {
+    tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap()
+}
+
 /// A random `CF-Connecting-IP` (TEST-NET-3 / documentation-style 10.x addresses), so requests of
 /// one test do not count against another's per-IP limits.
 pub fn random_ip() -> String {
