@@ -21,6 +21,7 @@ import {
   waitForNotice,
   waitOnline,
   withServerAndBrowser,
+  twoUsersInRoom,
 } from './helpers.mjs';
 
 test('two users chat, see presence, XSS stays text, screenshots', { timeout: 180_000 }, async () => {
@@ -35,12 +36,7 @@ test('two users chat, see presence, XSS stays text, screenshots', { timeout: 180
     assert.equal(res.headers.get('referrer-policy'), 'no-referrer');
 
     const room = uniqueName('room');
-    const alice = await openClient(browser, server.baseUrl);
-    const bob = await openClient(browser, server.baseUrl);
-    await signUp(alice, uniqueName('alice'));
-    await signUp(bob, uniqueName('bob'));
-    await joinRoom(alice, room);
-    await joinRoom(bob, room);
+    const { alice, bob } = await twoUsersInRoom(browser, server.baseUrl, room);
 
     // The token travels in Sec-WebSocket-Protocol, never in the URL (on servers that support it).
     const transport = await alice.page.evaluate(() => window.__clubhouse.transport());

@@ -92,6 +92,17 @@ export async function authErrorMatching(page, re) {
   return node.textContent();
 }
 
+/** Alice and Bob, each in a browser context of their own, signed up and in `room`. */
+export async function twoUsersInRoom(browser, baseUrl, room) {
+  const alice = await openClient(browser, baseUrl);
+  const bob = await openClient(browser, baseUrl);
+  await signUp(alice, uniqueName('alice'));
+  await signUp(bob, uniqueName('bob'));
+  await joinRoom(alice, room);
+  await joinRoom(bob, room);
+  return { alice, bob };
+}
+
 export async function joinRoom(client, room) {
   const { page } = client;
   await page.fill('#room-input', room);

@@ -18,6 +18,7 @@ import {
   waitForMessage,
   waitStatus,
   withServerAndBrowser,
+  twoUsersInRoom,
 } from './helpers.mjs';
 
 /** Every text in `texts` appears exactly once in the view, in this order. */
@@ -38,12 +39,7 @@ async function assertExactlyOnceInOrder(page, texts) {
 test('recovers from a dropped socket and a server restart with no duplicate and no gap', { timeout: 240_000 }, async () => {
   await withServerAndBrowser(startServer, {}, async ({ server, browser }) => {
     const room = uniqueName('room');
-    const alice = await openClient(browser, server.baseUrl);
-    const bob = await openClient(browser, server.baseUrl);
-    await signUp(alice, uniqueName('alice'));
-    await signUp(bob, uniqueName('bob'));
-    await joinRoom(alice, room);
-    await joinRoom(bob, room);
+    const { alice, bob } = await twoUsersInRoom(browser, server.baseUrl, room);
     await send(alice, 'before the drop');
     await waitForMessage(bob.page, 'before the drop');
     await send(bob, 'me too');

@@ -503,12 +503,7 @@ kill -KILL -- -$$ 2>/dev/null
     }
 
     pub fn ws_url(&self, room: &str, token: &str) -> String {
-        format!(
-            "ws://127.0.0.1:{}/ws/{}?token={}",
-            self.port,
-            room,
-            urlencode(token)
-        )
+        ws_url_on(self.port, room, token)
     }
 
     /// The whole wrangler log so far (stdout and stderr of wrangler and the Worker).
@@ -610,12 +605,7 @@ impl Client {
     }
 
     pub fn ws_url(&self, room: &str, token: &str) -> String {
-        format!(
-            "ws://127.0.0.1:{}/ws/{}?token={}",
-            self.port,
-            room,
-            urlencode(token)
-        )
+        ws_url_on(self.port, room, token)
     }
 
     pub async fn signup(&self, username: &str, password: &str) -> reqwest::Response {
@@ -736,6 +726,11 @@ pub async fn expect_json_error_in(resp: reqwest::Response, statuses: &[u16], wha
         .unwrap_or_else(|| panic!("{what}: no string `detail` in {body}"));
     assert!(!detail.is_empty(), "{what}: empty detail");
     v
+}
+
+/// The WebSocket URL of `room` on a local server, with the badge in the query.
+pub fn ws_url_on(port: u16, room: &str, token: &str) -> String {
+    format!("ws://127.0.0.1:{port}/ws/{room}?token={}", urlencode(token))
 }
 
 pub fn urlencode(s: &str) -> String {
