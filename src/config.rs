@@ -1,6 +1,9 @@
 //! Settings read from `[vars]` and secrets, with defaults and validation. The parsing is pure
 //! (it takes a lookup function) so it is unit-tested natively; `from_env` adapts a Worker `Env`.
 
+use std::cell::OnceCell;
+use std::rc::Rc;
+
 use crate::auth::badge::{BadgeKeys, KeyError};
 use crate::auth::password::HashCost;
 
@@ -23,6 +26,9 @@ pub struct Config {
     /// Browser origins allowed to open WebSockets besides the service's own
     /// (`ALLOWED_ORIGINS`, comma-separated exact origins such as `https://chat.example.com`).
     pub allowed_origins: Vec<String>,
+    /// (badge, room) pairs with sockets one user may have on record (`MAX_ROOMS_PER_USER`,
+    /// default 5,000): bounds the user's rows in the session ledger until their badges expire.
+    pub max_rooms_per_user: i64,
 }
 
 /// Settings of one room Durable Object.
@@ -143,17 +149,37 @@ impl Config {
             allowed_origins: lookup("ALLOWED_ORIGINS")
                 .map(|v| parse_origins(&v))
                 .unwrap_or_default(),
+            max_rooms_per_user: int_setting(
+                lookup,
+                "MAX_ROOMS_PER_USER",
+                5_000,
+                1..=100_000,
+                &mut problems,
+            ),
         };
         (config, problems)
     }
 
+    /// The settings, read once per isolate: vars and secrets only change with a new deployment,
+    /// which starts new isolates, and reading ~15 of them crosses into JS each time.
     pub fn from_env(env: &worker::Env) -> Self {
-        let (config, problems) = Self::from_lookup(&|name| env_string(env, name));
-        for p in problems {
-            crate::log::event("warn", "config_invalid", &[("problem", &p)]);
-        }
-        config
+        CONFIG.with(|cached| {
+            cached
+                .get_or_init(|| {
+                    let (config, problems) = Self::from_lookup(&|name| env_string(env, name));
+                    for p in problems {
+                        crate::log::event("warn", "config_invalid", &[("problem", &p)]);
+                    }
+                    config
+                })
+                .clone()
+        })
     }
+}
+
+thread_local! {
+    static CONFIG: OnceCell<Config> = const { OnceCell::new() };
+    static BADGE_KEYS: OnceCell<Result<Rc<BadgeKeys>, KeyError>> = const { OnceCell::new() };
 }
 
 impl RoomConfig {
@@ -221,11 +247,18 @@ pub fn env_string(env: &worker::Env, name: &str) -> Option<String> {
         .or_else(|| env.secret(name).ok().map(|s| s.to_string()))
 }
 
-/// The badge keys from the `JWT_SECRET` (and optional `JWT_SECRET_PREVIOUS`) secrets.
-pub fn badge_keys(env: &worker::Env) -> Result<BadgeKeys, KeyError> {
-    let current = env_string(env, "JWT_SECRET");
-    let previous = env_string(env, "JWT_SECRET_PREVIOUS");
-    BadgeKeys::new(current.as_deref(), previous.as_deref())
+/// The badge keys from the `JWT_SECRET` (and optional `JWT_SECRET_PREVIOUS`) secrets, built
+/// once per isolate (like [`Config::from_env`]).
+pub fn badge_keys(env: &worker::Env) -> Result<Rc<BadgeKeys>, KeyError> {
+    BADGE_KEYS.with(|cached| {
+        cached
+            .get_or_init(|| {
+                let current = env_string(env, "JWT_SECRET");
+                let previous = env_string(env, "JWT_SECRET_PREVIOUS");
+                BadgeKeys::new(current.as_deref(), previous.as_deref()).map(Rc::new)
+            })
+            .clone()
+    })
 }
 
 #[cfg(test)]

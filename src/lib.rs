@@ -13,15 +13,17 @@ pub mod log;
 pub mod protocol;
 pub mod ratelimit;
 pub mod room;
+pub mod sessions;
 pub mod store;
 
 pub use limiter::Limiter;
 pub use room::ChatRoom;
+pub use sessions::Sessions;
 
 use worker::{event, Context, Env, Request, Response, Result};
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     log::set_level_from_env(&env);
-    Ok(api::handle(req, env, ctx).await)
+    Ok(api::handle(req, env).await)
 }

@@ -1,4 +1,4 @@
-//! D1 access: the only place with SQL for accounts (and, later, rooms and memberships).
+//! D1 access: the only place with SQL for accounts, private rooms and memberships.
 
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, Env};
@@ -161,140 +161,12 @@ impl Store {
         Ok(result.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0)
     }
 
-    /// Notes that a badge has a socket in a room, so logging out can close it.
-    pub async fn record_ws_session(
-        &self,
-        jti: &str,
-        room: &str,
-        username: &str,
-        exp: i64,
-    ) -> ApiResult<()> {
-        self.db
-            .prepare("INSERT OR IGNORE INTO ws_sessions (jti, room_id, username, exp) VALUES (?1, ?2, ?3, ?4)")
-            .bind(&[jti.into(), room.into(), username.into(), JsValue::from_f64(exp as f64)])?
-            .run()
-            .await?;
-        Ok(())
-    }
-
-    /// Rooms where a badge (`jti`), or with `jti = None` any of the user's badges, has sockets.
-    /// The matching rows are deleted: once closed, those sockets need no record.
-    pub async fn take_ws_sessions(
-        &self,
-        username: &str,
-        jti: Option<&str>,
-        now_secs: i64,
-    ) -> ApiResult<Vec<String>> {
-        #[derive(serde::Deserialize)]
-        struct Row {
-            room_id: String,
-        }
-        let (filter, binds): (&str, Vec<JsValue>) = match jti {
-            Some(j) => (
-                "username = ?1 AND jti = ?2",
-                vec![username.into(), j.into()],
-            ),
-            None => ("username = ?1", vec![username.into()]),
-        };
-        let rows = self
-            .db
-            .prepare(format!(
-                "SELECT DISTINCT room_id FROM ws_sessions WHERE {filter}"
-            ))
-            .bind(&binds)?
-            .all()
-            .await?
-            .results::<Row>()?;
-        self.db
-            .batch(vec![
-                self.db
-                    .prepare(format!("DELETE FROM ws_sessions WHERE {filter}"))
-                    .bind(&binds)?,
-                self.db
-                    .prepare("DELETE FROM ws_sessions WHERE exp < ?1")
-                    .bind(&[JsValue::from_f64(now_secs as f64)])?,
-            ])
-            .await?;
-        Ok(rows.into_iter().map(|r| r.room_id).collect())
-    }
-
     /// `SELECT 1` against D1, for the health check.
     pub async fn ping(&self) -> ApiResult<()> {
         self.db
             .prepare("SELECT 1 AS ok")
             .first::<serde_json::Value>(None)
             .await?;
-        Ok(())
-    }
-}
-
-/// Badge revocations, in KV: `revoked:<jti>` for one badge (kept until it would have expired)
-/// and `not_before:<username>` for "log out everywhere" (badges issued earlier are refused).
-pub struct Revocations {
-    kv: worker::kv::KvStore,
-}
-
-/// KV refuses expirations shorter than a minute.
-const MIN_KV_TTL_SECS: u64 = 60;
-
-impl Revocations {
-    pub fn from_env(env: &Env) -> ApiResult<Self> {
-        Ok(Self { kv: env.kv("KV")? })
-    }
-
-    /// Writes a key that KV forgets after `ttl_secs` (at least KV's minimum).
-    async fn put_expiring(&self, key: &str, value: String, ttl_secs: u64) -> ApiResult<()> {
-        self.kv
-            .put(key, value)
-            .map_err(worker::Error::from)?
-            .expiration_ttl(ttl_secs.max(MIN_KV_TTL_SECS))
-            .execute()
-            .await
-            .map_err(worker::Error::from)?;
-        Ok(())
-    }
-
-    pub async fn revoke(&self, jti: &str, ttl_secs: u64) -> ApiResult<()> {
-        self.put_expiring(&format!("revoked:{jti}"), "1".into(), ttl_secs)
-            .await
-    }
-
-    pub async fn set_not_before(
-        &self,
-        username: &str,
-        not_before_secs: i64,
-        ttl_secs: u64,
-    ) -> ApiResult<()> {
-        let key = format!("not_before:{}", username.to_ascii_lowercase());
-        self.put_expiring(&key, not_before_secs.to_string(), ttl_secs)
-            .await
-    }
-
-    /// True when the badge was revoked, alone or by a "log out everywhere" after it was issued.
-    pub async fn is_revoked(&self, jti: &str, username: &str, issued_at: i64) -> ApiResult<bool> {
-        let revoked_key = format!("revoked:{jti}");
-        let not_before_key = format!("not_before:{}", username.to_ascii_lowercase());
-        let (revoked, not_before) = futures_util::future::join(
-            self.kv.get(&revoked_key).text(),
-            self.kv.get(&not_before_key).text(),
-        )
-        .await;
-        let revoked = revoked.map_err(worker::Error::from)?.is_some();
-        let not_before = not_before
-            .map_err(worker::Error::from)?
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(i64::MIN);
-        // `<=`: the stamp has one-second resolution, so a badge from the same second as a
-        // "log out everywhere" is refused too (a login right after it simply logs in again).
-        Ok(revoked || issued_at <= not_before)
-    }
-
-    pub async fn ping(&self) -> ApiResult<()> {
-        self.kv
-            .get("health:probe")
-            .text()
-            .await
-            .map_err(worker::Error::from)?;
         Ok(())
     }
 }

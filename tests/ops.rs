@@ -38,7 +38,7 @@ async fn healthz_reports_ok_with_every_check() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         v,
-        json!({"status": "ok", "version": "0.1.0", "checks": {"d1": "ok", "kv": "ok", "jwt_secret": "ok"}})
+        json!({"status": "ok", "version": "0.1.0", "checks": {"d1": "ok", "durable_objects": "ok", "jwt_secret": "ok"}})
     );
 }
 
@@ -48,7 +48,7 @@ async fn assert_unhealthy_key(c: &Client, what: &str) {
     assert_eq!(status, 503, "{what}: {v}");
     assert_ne!(v["status"], "ok", "{what}: {v}");
     assert_eq!(v["checks"]["d1"], "ok", "{what}: {v}");
-    assert_eq!(v["checks"]["kv"], "ok", "{what}: {v}");
+    assert_eq!(v["checks"]["durable_objects"], "ok", "{what}: {v}");
     let jwt = v["checks"]["jwt_secret"].as_str().unwrap_or("");
     assert!(
         !jwt.is_empty() && jwt != "ok",

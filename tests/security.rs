@@ -318,6 +318,52 @@ async fn logout_right_after_connecting_still_closes_the_socket() {
     .await;
 }
 
+/// The session ledger keeps one record per (badge, room) with sockets, so logout can close
+/// them; a client controls how many rooms it opens, so the records per account are bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_ledger_bounds_the_rooms_one_account_holds_open() {
+    let server = start(ServerOptions::relaxed_limits().var("MAX_ROOMS_PER_USER", "2")).await;
+    let c = server.client();
+    let (user, token) = c.new_user("ledger").await;
+    let (a, b, third) = (
+        unique_name("ledger-a"),
+        unique_name("ledger-b"),
+        unique_name("ledger-c"),
+    );
+    let mut in_a = c.ws(&a, &token).await;
+    let mut in_b = c.ws(&b, &token).await;
+    let refused = c
+        .upgrade_attempt(&format!("/ws/{third}?token={token}"))
+        .await;
+    let v = expect_json_error(refused, 429, "a third room").await;
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("too many rooms"),
+        "{v}"
+    );
+    // Another socket in a room already on record adds no record.
+    let mut again_a = c.ws(&a, &token).await;
+    again_a.roundtrip_ping().await;
+    // Other accounts are not affected.
+    let (_, other) = c.new_user("ledger-other").await;
+    c.ws(&third, &other).await.roundtrip_ping().await;
+
+    // Logging out everywhere closes the sockets and clears the records: a new badge gets in.
+    assert_eq!(logout(&c, &token, true).await.status(), 200);
+    for (ws, what) in [
+        (&mut in_a, "a"),
+        (&mut in_b, "b"),
+        (&mut again_a, "a again"),
+    ] {
+        expect_closed_with(ws, 1008, Duration::from_millis(1500), what).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the stamp's one-second resolution
+    let fresh = c.login(&user, DEFAULT_PASSWORD).await;
+    c.ws(&third, &fresh).await.roundtrip_ping().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_everywhere_revokes_all_earlier_badges_and_closes_all_sockets() {
     let c = client();

@@ -1,8 +1,9 @@
-//! Checks shared by every authenticated route: the badge (signature, claims, revocation) and
-//! room access (private rooms admit only members).
+//! Checks shared by every authenticated route: the badge (signature, claims, and revocation in
+//! the user's session ledger) and room access (private rooms admit only members).
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::rc::Rc;
 
 use worker::{Env, Request};
 
@@ -11,7 +12,8 @@ use crate::config;
 use crate::error::{ApiError, ApiResult};
 use crate::http;
 use crate::protocol::RoomId;
-use crate::store::{Revocations, RoomAccess, Store};
+use crate::sessions::Ledger;
+use crate::store::{RoomAccess, Store};
 
 thread_local! {
     /// Rooms D1 has no private record of. A name that is public stays public (a used room
@@ -21,45 +23,7 @@ thread_local! {
 }
 const KNOWN_PUBLIC_MAX: usize = 10_000;
 
-thread_local! {
-    /// Badges this isolate found not revoked, with when it looked (ms). KV is read at most once
-    /// per badge per `CLEAN_BADGE_TTL_MS`: KV itself is eventually consistent across locations
-    /// (its edge caches hold a read for 60 s), so this adds no staleness there, and a logout in
-    /// this isolate updates the cache at once.
-    static CLEAN_BADGES: RefCell<HashMap<String, f64>> = RefCell::new(HashMap::new());
-    /// Where this isolate has already recorded a badge's socket (jti, room) for logout.
-    static RECORDED_SESSIONS: RefCell<HashSet<(String, String)>> = RefCell::new(HashSet::new());
-}
-const CLEAN_BADGE_TTL_MS: f64 = 5_000.0;
-const CACHE_MAX: usize = 10_000;
-
-fn now_ms() -> f64 {
-    worker::Date::now().as_millis() as f64
-}
-
-/// Forgets cached "not revoked" verdicts after a logout in this isolate: one badge, or with
-/// `jti = None` every badge (logout everywhere: cheaper than tracking badges per user).
-pub fn forget_clean(jti: Option<&str>) {
-    CLEAN_BADGES.with(|c| match jti {
-        Some(j) => {
-            c.borrow_mut().remove(j);
-        }
-        None => c.borrow_mut().clear(),
-    });
-}
-
-/// True the first time this isolate sees a badge's socket in a room: the caller records it.
-pub fn first_session_in_room(jti: &str, room: &str) -> bool {
-    RECORDED_SESSIONS.with(|r| {
-        let mut recorded = r.borrow_mut();
-        if recorded.len() >= CACHE_MAX {
-            recorded.clear();
-        }
-        recorded.insert((jti.to_owned(), room.to_owned()))
-    })
-}
-
-pub fn badge_keys(env: &Env) -> ApiResult<BadgeKeys> {
+pub fn badge_keys(env: &Env) -> ApiResult<Rc<BadgeKeys>> {
     config::badge_keys(env).map_err(|why| {
         crate::log::event("error", "config_invalid", &[("problem", &why.to_string())]);
         ApiError::new(
@@ -72,40 +36,36 @@ pub fn badge_keys(env: &Env) -> ApiResult<BadgeKeys> {
 /// Verifies a badge completely, including revocation. Every failure is the same 401 to the
 /// client; the reason goes to the log.
 pub async fn authenticate(env: &Env, token: Option<&str>) -> ApiResult<Badge> {
+    let badge = verify_signature(env, token)?;
+    Ledger::for_user(env, badge.username.as_str())?
+        .admit(&badge)
+        .await?;
+    Ok(badge)
+}
+
+/// [`authenticate`] for a socket about to open in `room`: the same single call to the user's
+/// ledger also records the room, so a later logout knows where to close the socket.
+pub async fn authenticate_for_room(
+    env: &Env,
+    token: Option<&str>,
+    room: &RoomId,
+) -> ApiResult<Badge> {
+    let badge = verify_signature(env, token)?;
+    let max_rooms = crate::config::Config::from_env(env).max_rooms_per_user;
+    Ledger::for_user(env, badge.username.as_str())?
+        .admit_socket(&badge, room.as_str(), max_rooms)
+        .await?;
+    Ok(badge)
+}
+
+/// Signature, algorithm, issuer and times; no I/O.
+fn verify_signature(env: &Env, token: Option<&str>) -> ApiResult<Badge> {
     let keys = badge_keys(env)?;
     let token = token.ok_or_else(|| ApiError::unauthorized("Not authenticated"))?;
-    let badge = keys.verify(token, super::now_secs()).map_err(|why| {
+    keys.verify(token, super::now_secs()).map_err(|why| {
         crate::log::event("info", "auth_refused", &[("reason", &format!("{why:?}"))]);
         ApiError::unauthorized("Could not validate credentials")
-    })?;
-    let fresh = CLEAN_BADGES.with(|c| {
-        c.borrow()
-            .get(&badge.jti)
-            .is_some_and(|checked| now_ms() - checked < CLEAN_BADGE_TTL_MS)
-    });
-    if fresh {
-        return Ok(badge);
-    }
-    let revocations = Revocations::from_env(env)?;
-    if revocations
-        .is_revoked(&badge.jti, badge.username.as_str(), badge.issued_at)
-        .await?
-    {
-        crate::log::event(
-            "info",
-            "auth_refused",
-            &[("reason", "revoked"), ("username", badge.username.as_str())],
-        );
-        return Err(ApiError::unauthorized("Could not validate credentials"));
-    }
-    CLEAN_BADGES.with(|c| {
-        let mut clean = c.borrow_mut();
-        if clean.len() >= CACHE_MAX {
-            clean.clear();
-        }
-        clean.insert(badge.jti.clone(), now_ms());
-    });
-    Ok(badge)
+    })
 }
 
 /// The badge from `Authorization: Bearer`.

@@ -1,24 +1,34 @@
-//! `GET /healthz`: is the service able to work? Checks D1, KV and the signing key.
+//! `GET /healthz`: is the service able to work? Checks D1, Durable Objects (a session
+//! ledger) and the signing key.
 
 use worker::{Env, Response};
 
 use crate::config;
 use crate::http;
-use crate::store::{Revocations, Store};
+use crate::sessions::Ledger;
+use crate::store::Store;
+
+/// A ledger name no account can have (usernames never contain a space: `protocol::Username`),
+/// used only to prove Durable Objects answer.
+const HEALTH_PROBE_USER: &str = " health";
 
 pub async fn healthz(env: &Env) -> Response {
     let d1 = match Store::from_env(env) {
         Ok(store) => store.ping().await.map_err(|e| e.detail.into_owned()),
         Err(e) => Err(e.detail.into_owned()),
     };
-    let kv = match Revocations::from_env(env) {
-        Ok(kv) => kv.ping().await.map_err(|e| e.detail.into_owned()),
+    let sessions = match Ledger::for_user(env, HEALTH_PROBE_USER) {
+        Ok(ledger) => ledger.ping().await.map_err(|e| e.detail.into_owned()),
         Err(e) => Err(e.detail.into_owned()),
     };
     let jwt = config::badge_keys(env)
         .map(|_| ())
         .map_err(|e| e.to_string());
-    let checks = [("d1", &d1), ("kv", &kv), ("jwt_secret", &jwt)];
+    let checks = [
+        ("d1", &d1),
+        ("durable_objects", &sessions),
+        ("jwt_secret", &jwt),
+    ];
     let healthy = checks.iter().all(|(_, r)| r.is_ok());
     let mut detail = serde_json::Map::new();
     for (name, result) in checks {

@@ -8,14 +8,14 @@ mod token;
 mod users;
 mod ws;
 
-use worker::{Context, Env, Method, Request, Response};
+use worker::{Env, Method, Request, Response};
 
 use crate::error::{ApiError, ApiResult};
 
 /// Longest URL (path and query) the router reads.
 const MAX_URL_BYTES: usize = 8 * 1024;
 
-pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
+pub async fn handle(req: Request, env: Env) -> Response {
     let started = worker::Date::now().as_millis();
     let method = req.method();
     let path = req.path();
@@ -25,7 +25,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
         .ok()
         .flatten()
         .unwrap_or_else(|| crate::auth::badge::random_id()[..16].to_owned());
-    let response = match route(req, &env, &ctx, &method, &path).await {
+    let response = match route(req, &env, &method, &path).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     };
@@ -48,13 +48,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     response
 }
 
-async fn route(
-    req: Request,
-    env: &Env,
-    ctx: &Context,
-    method: &Method,
-    path: &str,
-) -> ApiResult<Response> {
+async fn route(req: Request, env: &Env, method: &Method, path: &str) -> ApiResult<Response> {
     if req.url()?.as_str().len() > MAX_URL_BYTES {
         return Err(ApiError::new(414, "URL too long"));
     }
@@ -86,7 +80,7 @@ async fn route(
         }
         ["ws", room] => {
             only(&[Method::Get], "GET")?;
-            ws::connect(req, env, ctx, room).await
+            ws::connect(req, env, room).await
         }
         ["rooms"] | ["rooms", ""] => {
             only(&[Method::Post], "POST")?;

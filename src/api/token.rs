@@ -14,7 +14,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::http;
 use crate::limiter::{Policy, Throttle};
 use crate::protocol::{RoomId, Username};
-use crate::store::{Revocations, RoomAccess, Store};
+use crate::sessions::Ledger;
+use crate::store::{RoomAccess, Store};
 
 /// One answer for a wrong password and an unknown user, so neither tells which names exist.
 const BAD_LOGIN: &str = "Incorrect username or password";
@@ -140,24 +141,17 @@ pub async fn logout(req: Request, env: &Env) -> ApiResult<Response> {
         .query_pairs()
         .any(|(k, v)| k == "all" && (v == "true" || v == "1"));
     let now = super::now_secs();
-    let config = Config::from_env(env);
-    let revocations = Revocations::from_env(env)?;
-    let remaining = (badge.expires_at - now + LEEWAY_SECS).max(1) as u64;
-    revocations.revoke(&badge.jti, remaining).await?;
-    guard::forget_clean(Some(&badge.jti));
-    if everywhere {
+    let ledger = Ledger::for_user(env, badge.username.as_str())?;
+    let rooms = if everywhere {
         // Badges live at most TOKEN_TTL_SECS, so the stamp need not outlive that.
-        let ttl = (config.token_ttl_secs + LEEWAY_SECS) as u64;
-        revocations
-            .set_not_before(badge.username.as_str(), now, ttl)
-            .await?;
-        guard::forget_clean(None);
-    }
-    let store = Store::from_env(env)?;
+        let ttl = Config::from_env(env).token_ttl_secs + LEEWAY_SECS;
+        ledger.revoke_all(now, now + ttl).await?
+    } else {
+        ledger
+            .revoke(&badge.jti, badge.expires_at + LEEWAY_SECS)
+            .await?
+    };
     let jti = (!everywhere).then_some(badge.jti.as_str());
-    let rooms = store
-        .take_ws_sessions(badge.username.as_str(), jti, now)
-        .await?;
     let owner_view = RoomAccess::Member {
         owner: String::new(),
     };

@@ -5,23 +5,17 @@
 //! The badge comes from `Sec-WebSocket-Protocol: bearer, <JWT>` (browsers cannot set headers on
 //! a WebSocket, and a URL ends up in logs and history) or, for older clients, `?token=<JWT>`.
 
-use worker::{Context, Env, Headers, Request, RequestInit, Response};
+use worker::{Env, Headers, Request, RequestInit, Response};
 
 use super::{guard, rooms};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::room;
-use crate::store::Store;
 
 /// Longest `Sec-WebSocket-Protocol` header read.
 const MAX_PROTOCOL_HEADER: usize = 4200;
 
-pub async fn connect(
-    req: Request,
-    env: &Env,
-    ctx: &Context,
-    raw_room: &str,
-) -> ApiResult<Response> {
+pub async fn connect(req: Request, env: &Env, raw_room: &str) -> ApiResult<Response> {
     let room = rooms::parse_room(raw_room)?;
     let wants_upgrade = req
         .headers()
@@ -44,7 +38,7 @@ pub async fn connect(
             false,
         ),
     };
-    let badge = guard::authenticate(env, token.as_deref()).await?;
+    let badge = guard::authenticate_for_room(env, token.as_deref(), &room).await?;
     let access = guard::room_access(env, &room, &badge)
         .await
         .inspect_err(|_| {
@@ -98,24 +92,6 @@ pub async fn connect(
     let namespace = env.durable_object(room::BINDING)?;
     let stub = namespace.id_from_name(room.as_str())?.get_stub()?;
     let response = stub.fetch_with_request(forwarded).await?;
-    if response.status_code() == 101 && guard::first_session_in_room(&badge.jti, room.as_str()) {
-        // Remember where this badge has sockets so logging out can close them; off the
-        // connection's critical path.
-        let env = env.clone();
-        let (jti, user, exp) = (
-            badge.jti.clone(),
-            badge.username.to_string(),
-            badge.expires_at,
-        );
-        let room_name = room.to_string();
-        ctx.wait_until(async move {
-            if let Ok(store) = Store::from_env(&env) {
-                if let Err(e) = store.record_ws_session(&jti, &room_name, &user, exp).await {
-                    crate::log::event("error", "error", &[("cause", &e.detail)]);
-                }
-            }
-        });
-    }
     Ok(response)
 }
 
