@@ -762,12 +762,37 @@ function handleFrame(text) {
         notice(`${frame.username} left`);
       }
       break;
+    case 'presence_changes':
+      onPresenceChanges(frame);
+      break;
     case 'error':
       onErrorFrame(frame);
       break;
     default:
       break;
   }
+}
+
+/** Joins and leaves the server batched during a burst: changes since its previous announcement,
+ *  applied as set operations on top of what we know (a name we already have, say our own or one
+ *  from the `presence` frame on connect, changes nothing), with one notice per kind for the
+ *  names that really changed here. */
+function onPresenceChanges(frame) {
+  const names = (list) => (Array.isArray(list) ? list.filter((u) => typeof u === 'string') : []);
+  const came = names(frame.joined).filter((u) => !state.online.has(u));
+  const went = names(frame.left).filter((u) => state.online.has(u));
+  for (const u of came) state.online.add(u);
+  for (const u of went) state.online.delete(u);
+  if (came.length === 0 && went.length === 0) return;
+  renderOnline();
+  if (came.length > 0) notice(`${nameList(came)} joined`);
+  if (went.length > 0) notice(`${nameList(went)} left`);
+}
+
+/** "alice", "alice, bob", or "alice, bob, carol, dave, erin and 7 others" for long bursts. */
+function nameList(names, shown = 5) {
+  if (names.length <= shown + 1) return names.join(', ');
+  return `${names.slice(0, shown).join(', ')} and ${names.length - shown} others`;
 }
 
 async function onHistory(frame) {

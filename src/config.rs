@@ -48,6 +48,9 @@ pub struct RoomConfig {
     /// (`PRESENCE_BROADCAST_MAX`, default 500): every announcement goes to every member, so a
     /// room filling up would otherwise send a number of frames that grows with its square.
     pub presence_broadcast_max: usize,
+    /// Presence announcements within this many milliseconds of the previous one are batched
+    /// into one `presence_changes` frame (`PRESENCE_BATCH_MS`, default 100; 0 sends each at once).
+    pub presence_batch_ms: u64,
 }
 
 /// Reads an integer setting within `range`; a missing value gives `default`, an invalid one is
@@ -218,6 +221,13 @@ impl RoomConfig {
                 0..=32_768,
                 &mut problems,
             ) as usize,
+            presence_batch_ms: int_setting(
+                lookup,
+                "PRESENCE_BATCH_MS",
+                100,
+                0..=60_000,
+                &mut problems,
+            ) as u64,
         };
         (config, problems)
     }
@@ -283,6 +293,29 @@ mod tests {
         let room = RoomConfig::from_lookup(&lookup(&[])).0;
         assert_eq!(room.history_cap, 10_000);
         assert_eq!(room.presence_broadcast_max, 500);
+        assert_eq!(room.presence_batch_ms, 100);
+    }
+
+    #[test]
+    fn presence_batch_ms() {
+        let parse = |v: &str| RoomConfig::from_lookup(&lookup(&[("PRESENCE_BATCH_MS", v)]));
+        let (room, problems) = parse("250");
+        assert_eq!((room.presence_batch_ms, problems.len()), (250, 0));
+        let (room, problems) = parse("0");
+        assert_eq!(
+            (room.presence_batch_ms, problems.len()),
+            (0, 0),
+            "0: no batching"
+        );
+        for bad in ["-1", "60001", "soon", "1.5"] {
+            let (room, problems) = parse(bad);
+            assert_eq!(
+                room.presence_batch_ms, 100,
+                "{bad}: falls back to the default"
+            );
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert!(problems[0].contains("PRESENCE_BATCH_MS"), "{problems:?}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod limiter;
 pub mod log;
+pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod room;

@@ -201,6 +201,12 @@ pub enum ServerFrame<'a> {
     Leave {
         username: &'a str,
     },
+    /// Joins and leaves batched during a burst (see `presence.rs`): each name once, under its
+    /// state now, in the order of its latest change.
+    PresenceChanges {
+        joined: &'a [String],
+        left: &'a [String],
+    },
     Error {
         detail: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -381,5 +387,15 @@ mod tests {
         let users = vec!["a".to_string()];
         let p = ServerFrame::Presence { users: &users }.to_json();
         assert_eq!(p, r#"{"type":"presence","users":["a"]}"#);
+        let (joined, left) = (vec!["b".to_string(), "a".to_string()], vec![]);
+        let c = ServerFrame::PresenceChanges {
+            joined: &joined,
+            left: &left,
+        }
+        .to_json();
+        assert_eq!(
+            c,
+            r#"{"type":"presence_changes","joined":["b","a"],"left":[]}"#
+        );
     }
 }

@@ -9,20 +9,26 @@
 //!
 //! Only the Worker talks to this object: it verifies the badge and room access first and passes
 //! the identity in headers it sets itself. Paths here are internal.
+//!
+//! Joins and leaves are announced at once in a quiet room and batched during bursts
+//! (`presence.rs`); the batch and its flush timer are in memory only, like the caches.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
-use worker::js_sys;
 use worker::{
     durable_object, DurableObject, Env, Method, Request, Response, Result, SqlStorage,
     SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
+use worker::{js_sys, wasm_bindgen_futures};
 
 use crate::config::RoomConfig;
 use crate::http;
+use crate::presence::{Decision, PresenceBatch};
 use crate::protocol::{self, error_frame, ChatMessage, ServerFrame};
 use crate::ratelimit::{ConnectionLimiter, Verdict};
 
@@ -117,6 +123,9 @@ pub struct ChatRoom {
     limiters: RefCell<HashMap<u32, ConnectionLimiter>>,
     /// The `meta` table, read once per wake-up: only this object writes it.
     meta: RefCell<RoomMeta>,
+    /// Join/leave announcements: when the last went out, and the batch waiting for its flush.
+    /// Shared with the flush timer's future. Lost on eviction (see `presence.rs`).
+    presence: Rc<RefCell<PresenceBatch>>,
 }
 
 /// Whether the room has been used or claimed, and by whom. Stored as key/value rows in `meta`.
@@ -183,10 +192,12 @@ impl DurableObject for ChatRoom {
         if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
             state.set_websocket_auto_response(&pair);
         }
+        let config = RoomConfig::from_env(&env);
         Self {
             name: state.id().name().unwrap_or_default(),
             state,
-            config: RoomConfig::from_env(&env),
+            presence: Rc::new(RefCell::new(PresenceBatch::new(config.presence_batch_ms))),
+            config,
             last_id: Cell::new(last),
             online: RefCell::new(None),
             limiters: RefCell::new(HashMap::new()),
@@ -330,6 +341,26 @@ impl DurableObject for ChatRoom {
     }
 }
 
+/// The flush timer fired: sends the batched joins and leaves as one `presence_changes` frame to
+/// every socket (none if they all cancelled out, or if the room has grown past
+/// `PRESENCE_BROADCAST_MAX` meanwhile: above it nothing is announced).
+fn flush_presence(state: &JsValue, batch: &RefCell<PresenceBatch>, broadcast_max: usize) {
+    let changes = batch.borrow_mut().flush();
+    if changes.is_empty() || socket_count_js(state) as usize > broadcast_max {
+        return;
+    }
+    let frame = ServerFrame::PresenceChanges {
+        joined: &changes.joined,
+        left: &changes.left,
+    }
+    .to_json();
+    if broadcast_js(state, &frame, &JsValue::UNDEFINED) > 0 {
+        batch
+            .borrow_mut()
+            .announced(worker::Date::now().as_millis() as f64);
+    }
+}
+
 fn header(req: &Request, name: &str) -> String {
     req.headers().get(name).ok().flatten().unwrap_or_default()
 }
@@ -442,11 +473,10 @@ impl ChatRoom {
             &ServerFrame::Presence { users: &users }.to_json(),
         );
         if !was_online && room_sockets < self.config.presence_broadcast_max {
-            self.broadcast_except(
-                &ServerFrame::Join { username: &user }.to_json(),
-                std::slice::from_ref(&pair.server),
-            );
+            self.announce(&user, true, std::slice::from_ref(&pair.server));
         }
+        // After its own join: the new socket saw its user online, the state after that join.
+        self.presence.borrow_mut().snapshot_sent(&user);
         crate::log::event(
             "info",
             "ws_connect",
@@ -639,9 +669,9 @@ impl ChatRoom {
         socket_count_js(self.state.as_raw()) as usize
     }
 
-    /// Sends one serialised frame to every socket in the room but `except`. The frame crosses
-    /// from Rust to JS once, whatever the number of recipients.
-    fn broadcast_except(&self, frame: &str, except: &[WebSocket]) {
+    /// Sends one serialised frame to every socket in the room but `except`; returns how many
+    /// got it. The frame crosses from Rust to JS once, whatever the number of recipients.
+    fn broadcast_except(&self, frame: &str, except: &[WebSocket]) -> u32 {
         let except = if except.is_empty() {
             JsValue::UNDEFINED
         } else {
@@ -651,7 +681,39 @@ impl ChatRoom {
                 .collect::<js_sys::Array>()
                 .into()
         };
-        broadcast_js(self.state.as_raw(), frame, &except);
+        broadcast_js(self.state.as_raw(), frame, &except)
+    }
+
+    /// Announces that `user` joined (their first socket opened) or left (their last closed):
+    /// at once as a `join`/`leave` frame to everyone but `except` in a quiet room, otherwise in
+    /// the next `presence_changes` batch (`presence.rs`), whose flush this may schedule.
+    fn announce(&self, user: &str, joined: bool, except: &[WebSocket]) {
+        let now = worker::Date::now().as_millis() as f64;
+        let decision = self.presence.borrow_mut().record(user, joined, now);
+        match decision {
+            Decision::SendNow => {
+                let frame = if joined {
+                    ServerFrame::Join { username: user }
+                } else {
+                    ServerFrame::Leave { username: user }
+                };
+                if self.broadcast_except(&frame.to_json(), except) > 0 {
+                    self.presence.borrow_mut().announced(now);
+                }
+            }
+            Decision::Queued => {}
+            Decision::Schedule { delay_ms } => {
+                // The timer's future owns what the flush needs: the batch (shared) and the
+                // runtime's state object (a JS handle), not `&self`.
+                let batch = Rc::clone(&self.presence);
+                let state = AsRef::<JsValue>::as_ref(self.state.as_raw()).clone();
+                let max = self.config.presence_broadcast_max;
+                wasm_bindgen_futures::spawn_local(async move {
+                    worker::Delay::from(Duration::from_millis(delay_ms.ceil() as u64)).await;
+                    flush_presence(&state, &batch, max);
+                });
+            }
+        }
     }
 
     fn rate_check(&self, conn: u32, now: f64) -> Verdict {
@@ -711,7 +773,7 @@ impl ChatRoom {
                 && self.online_set().remove(user)
                 && self.socket_count() <= self.config.presence_broadcast_max
             {
-                self.broadcast_except(&ServerFrame::Leave { username: user }.to_json(), closing);
+                self.announce(user, false, closing);
             }
         }
     }

@@ -1,11 +1,12 @@
 //! End-to-end tests of rooms: history and presence on connect, catch-up with `since`, paging,
-//! online members, private rooms, rate limits, socket caps, heartbeat, the history cap.
-//! Against `wrangler dev` (see tests/common).
+//! online members, private rooms, rate limits, socket caps, heartbeat, the history cap,
+//! presence batching. Against `wrangler dev` (see tests/common).
 
 mod common;
 #[path = "common/ext.rs"]
 mod ext;
 
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -41,6 +42,125 @@ async fn limits_client() -> Client {
 // ---------------------------------------------------------------------------------------------
 // History, presence, join, leave
 // ---------------------------------------------------------------------------------------------
+
+/// Waits until `ws` is told that `user` left: a `leave` frame, or a `presence_changes` listing
+/// them under `left` (a leave soon after another announcement is batched). Returns that frame.
+async fn next_leave_of(ws: &mut WsClient, user: &str) -> Value {
+    loop {
+        let v = ws.next_of_types(&["leave", "presence_changes"]).await;
+        let listed = if v["type"] == "leave" {
+            v["username"] == user
+        } else {
+            v["left"]
+                .as_array()
+                .is_some_and(|left| left.iter().any(|u| u == user))
+        };
+        if listed {
+            return v;
+        }
+    }
+}
+
+/// Who a socket believes is online, kept as the browser client does: the `presence` frame on
+/// connect, then `join`/`leave` and `presence_changes` applied as set additions and removals.
+/// Also logs every announced name, to check that nobody is missed or wrongly announced.
+struct PresenceView {
+    online: BTreeSet<String>,
+    /// Names announced as joined / left, from single frames and batches alike.
+    joined: Vec<String>,
+    left: Vec<String>,
+    /// The type of each presence announcement, in arrival order.
+    frames: Vec<String>,
+}
+
+impl PresenceView {
+    fn new(presence: &Value) -> Self {
+        assert_eq!(presence["type"], "presence", "{presence}");
+        PresenceView {
+            online: names_in(&presence["users"]).into_iter().collect(),
+            joined: Vec::new(),
+            left: Vec::new(),
+            frames: Vec::new(),
+        }
+    }
+
+    /// Forgets what was announced so far (keeps who is online).
+    fn clear_log(&mut self) {
+        self.joined.clear();
+        self.left.clear();
+        self.frames.clear();
+    }
+
+    fn batches(&self) -> usize {
+        self.frames
+            .iter()
+            .filter(|t| *t == "presence_changes")
+            .count()
+    }
+
+    fn apply(&mut self, v: &Value) {
+        let (joined, left) = match v["type"].as_str() {
+            Some("join") => (vec![v["username"].as_str().unwrap().to_string()], vec![]),
+            Some("leave") => (vec![], vec![v["username"].as_str().unwrap().to_string()]),
+            Some("presence_changes") => {
+                let (joined, left) = (names_in(&v["joined"]), names_in(&v["left"]));
+                assert!(
+                    joined.iter().all(|j| !left.contains(j)),
+                    "a name in both lists: {v}"
+                );
+                (joined, left)
+            }
+            _ => return,
+        };
+        self.frames.push(v["type"].as_str().unwrap().to_string());
+        for name in joined {
+            self.online.insert(name.clone());
+            self.joined.push(name);
+        }
+        for name in left {
+            self.online.remove(&name);
+            self.left.push(name);
+        }
+    }
+
+    /// Reads presence announcements from `ws` until `done` holds; fails after `wait`.
+    async fn read_until(
+        &mut self,
+        ws: &mut WsClient,
+        wait: Duration,
+        done: impl Fn(&Self) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match ws
+                .try_next_of_types(&["join", "leave", "presence_changes"], left)
+                .await
+            {
+                Ok(v) => self.apply(&v),
+                Err(why) => panic!(
+                    "presence never converged ({why}): online {:?}, announced joined {:?} left {:?}; seen: {}",
+                    self.online,
+                    self.joined,
+                    self.left,
+                    ws.seen_summary()
+                ),
+            }
+        }
+    }
+}
+
+fn names_in(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|u| {
+            u.as_str()
+                .unwrap_or_else(|| panic!("not a name: {u}"))
+                .to_string()
+        })
+        .collect()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_sends_history_then_presence_and_others_see_join_and_leave() {
@@ -460,7 +580,7 @@ async fn members_lists_the_users_online() {
         json!({"room_id": room, "users": both})
     );
     b.close().await;
-    a.next_of_type("leave").await;
+    next_leave_of(&mut a, &bob).await;
     assert_eq!(
         get_ok(&c, &path, &tb).await,
         json!({"room_id": room, "users": [alice]})
@@ -739,8 +859,9 @@ async fn removing_a_member_closes_their_sockets_with_1008_and_keeps_them_out() {
         "closed {:?} after the DELETE",
         started.elapsed()
     );
-    assert_eq!(o.next_of_type("leave").await["username"], member.as_str());
-    o.expect_none_of_types(&["leave"], QUIET).await; // one leave for two closed tabs
+    next_leave_of(&mut o, &member).await;
+    o.expect_none_of_types(&["leave", "presence_changes"], QUIET)
+        .await; // one leave for two closed tabs
     o.roundtrip_ping().await; // the owner stays
 
     let err = WsClient::connect(&c.ws_url(&room, &tm))
@@ -995,8 +1116,7 @@ async fn an_abrupt_disconnect_also_sends_leave() {
     b.roundtrip_ping().await;
     assert_eq!(a.next_of_type("join").await["username"], bob.as_str());
     drop(b); // TCP closed without a close frame
-    let leave = a.next_of_type("leave").await;
-    assert_eq!(leave["username"], bob.as_str());
+    next_leave_of(&mut a, &bob).await;
     let members = get_ok(&c, &format!("/rooms/{room}/members"), &ta).await;
     assert_eq!(members["users"].as_array().unwrap().len(), 1, "{members}");
 }
@@ -1092,9 +1212,10 @@ async fn a_room_works_the_same_after_a_quiet_spell() {
     );
     assert_eq!(a.next_of_type("join").await["username"], carol.as_str());
     b.close().await;
-    assert_eq!(a.next_of_type("leave").await["username"], bob.as_str());
-    assert_eq!(c3.next_of_type("leave").await["username"], bob.as_str());
-    c3.expect_none_of_types(&["leave"], QUIET).await;
+    next_leave_of(&mut a, &bob).await;
+    next_leave_of(&mut c3, &bob).await;
+    c3.expect_none_of_types(&["leave", "presence_changes"], QUIET)
+        .await;
     let members = get_ok(&c, &format!("/rooms/{room}/members"), &ta).await;
     let mut two = vec![alice, carol];
     two.sort();
@@ -1127,10 +1248,204 @@ async fn big_rooms_stop_announcing_joins_but_presence_still_lists_everyone() {
     let mut third = c.ws(&room, &tc).await;
     let (_, presence) = history_and_presence(&mut third).await;
     assert_eq!(presence["users"].as_array().unwrap().len(), 3, "{presence}");
-    a.expect_none_of_types(&["join"], QUIET).await;
-    b.expect_none_of_types(&["join"], QUIET).await;
+    a.expect_none_of_types(&["join", "presence_changes"], QUIET)
+        .await;
+    b.expect_none_of_types(&["join", "presence_changes"], QUIET)
+        .await;
     // Messages still reach everyone.
     third.send_message(&room, "still here").await;
     assert_eq!(a.next_message().await["username"], carol.as_str());
     drop(server);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Presence batching (PRESENCE_BATCH_MS)
+// ---------------------------------------------------------------------------------------------
+
+/// The batching window of the batching tests' server: long enough that a burst of connects or
+/// closes falls within one window even on a busy machine, so the tests do not race the clock.
+/// (The shared server runs the default, 100 ms.)
+const BATCH_MS: u64 = 3000;
+
+/// How long a batching test waits for presence to converge: a window plus the usual margin.
+const BATCH_WAIT: Duration = Duration::from_millis(BATCH_MS + 10_000);
+
+fn batch_server() -> &'static Server {
+    static BATCH: OnceLock<Server> = OnceLock::new();
+    BATCH.get_or_init(|| {
+        Server::start(
+            ServerOptions::relaxed_limits().var("PRESENCE_BATCH_MS", &BATCH_MS.to_string()),
+        )
+    })
+}
+
+async fn batch_client() -> Client {
+    tokio::task::spawn_blocking(|| batch_server().client())
+        .await
+        .unwrap()
+}
+
+/// `n` new users, signed up concurrently.
+async fn new_users(c: &Client, prefix: &str, n: usize) -> Vec<(String, String)> {
+    bounded_join((0..n).collect(), 3, |i| {
+        let c = c.clone();
+        let prefix = format!("{prefix}{i}");
+        async move { c.new_user(&prefix).await }
+    })
+    .await
+}
+
+/// Opens one socket per token, all at once.
+async fn connect_all(c: &Client, room: &str, users: &[(String, String)]) -> Vec<WsClient> {
+    let tokens: Vec<String> = users.iter().map(|(_, t)| t.clone()).collect();
+    let n = tokens.len();
+    bounded_join(tokens, n, |t| {
+        let (c, room) = (c.clone(), room.to_string());
+        async move { c.ws(&room, &t).await }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_joins_is_batched_and_everyone_learns_every_join() {
+    let c = batch_client().await;
+    let room = unique_name("burstjoin");
+    let (early, te) = c.new_user("early").await;
+    let burst = new_users(&c, "joiner", 6).await;
+    let names: BTreeSet<String> = burst.iter().map(|(n, _)| n.clone()).collect();
+    let mut everyone = names.clone();
+    everyone.insert(early.clone());
+
+    let mut a = c.ws(&room, &te).await;
+    let (_, p) = history_and_presence(&mut a).await;
+    let mut view = PresenceView::new(&p);
+
+    let mut sockets = connect_all(&c, &room, &burst).await;
+    view.read_until(&mut a, BATCH_WAIT, |v| v.online == everyone)
+        .await;
+    assert_eq!(
+        view.frames.first().map(String::as_str),
+        Some("join"),
+        "the room was quiet: the first join goes out at once, as before: {:?}",
+        view.frames
+    );
+    assert!(
+        view.batches() >= 1,
+        "a burst within one window gives a presence_changes frame: {:?}",
+        view.frames
+    );
+    assert_eq!(
+        view.joined.iter().cloned().collect::<BTreeSet<_>>(),
+        names,
+        "every joiner announced, nobody else"
+    );
+    assert!(view.left.is_empty(), "nobody left: {:?}", view.left);
+
+    // Every joiner, from its own presence frame on, converges on the same set, and is never
+    // told that anyone (itself included) left.
+    for ws in sockets.iter_mut() {
+        let (_, p) = history_and_presence(ws).await;
+        let mut own = PresenceView::new(&p);
+        own.read_until(ws, BATCH_WAIT, |v| v.online == everyone)
+            .await;
+        assert!(own.left.is_empty(), "{:?}", own.left);
+    }
+    let members = get_ok(&c, &format!("/rooms/{room}/members"), &te).await;
+    assert_eq!(
+        names_in(&members["users"])
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        everyone
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_leaves_is_batched_and_everyone_learns_every_leave() {
+    let c = batch_client().await;
+    let room = unique_name("burstleave");
+    let (early, te) = c.new_user("stayer").await;
+    let burst = new_users(&c, "leaver", 6).await;
+    let names: BTreeSet<String> = burst.iter().map(|(n, _)| n.clone()).collect();
+    let mut everyone = names.clone();
+    everyone.insert(early.clone());
+
+    let mut a = c.ws(&room, &te).await;
+    let (_, p) = history_and_presence(&mut a).await;
+    let mut view = PresenceView::new(&p);
+    let sockets = connect_all(&c, &room, &burst).await;
+    view.read_until(&mut a, BATCH_WAIT, |v| v.online == everyone)
+        .await;
+    // A whole window without announcements: the room is quiet again.
+    tokio::time::sleep(Duration::from_millis(BATCH_MS + 500)).await;
+    view.clear_log();
+
+    futures_util::future::join_all(sockets.into_iter().map(|ws| ws.close())).await;
+    let only_early = BTreeSet::from([early.clone()]);
+    view.read_until(&mut a, BATCH_WAIT, |v| v.online == only_early)
+        .await;
+    assert_eq!(
+        view.frames.first().map(String::as_str),
+        Some("leave"),
+        "the room was quiet: the first leave goes out at once, as before: {:?}",
+        view.frames
+    );
+    assert!(
+        view.batches() >= 1,
+        "a burst within one window gives a presence_changes frame: {:?}",
+        view.frames
+    );
+    assert_eq!(
+        view.left.iter().cloned().collect::<BTreeSet<_>>(),
+        names,
+        "every leaver announced, nobody else"
+    );
+    assert!(view.joined.is_empty(), "nobody joined: {:?}", view.joined);
+    let members = get_ok(&c, &format!("/rooms/{room}/members"), &te).await;
+    assert_eq!(members["users"], json!([early]));
+}
+
+/// A user who comes and goes within one batch, with nobody connecting in between, nets out:
+/// the others are never told about them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_and_leave_within_one_batch_cancel_out() {
+    let c = batch_client().await;
+    let room = unique_name("netout");
+    let (early, te) = c.new_user("early").await;
+    let (y, ty) = c.new_user("opener").await;
+    let (x, tx) = c.new_user("fleeting").await;
+    let (z, tz) = c.new_user("later").await;
+    let path = format!("/rooms/{room}/members");
+
+    let mut a = c.ws(&room, &te).await;
+    let (_, p) = history_and_presence(&mut a).await;
+    let mut view = PresenceView::new(&p);
+    let _y = c.ws(&room, &ty).await;
+    // y's join goes out at once and opens a window: what follows is batched.
+    view.read_until(&mut a, BATCH_WAIT, |v| v.online.contains(&y))
+        .await;
+
+    let mut xs = c.ws(&room, &tx).await;
+    history_and_presence(&mut xs).await;
+    xs.close().await;
+    // x's close has been handled before anyone else connects.
+    let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
+    while names_in(&get_ok(&c, &path, &te).await["users"]).contains(&x) {
+        assert!(tokio::time::Instant::now() < deadline, "x never went");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut zs = c.ws(&room, &tz).await;
+    let (_, zp) = history_and_presence(&mut zs).await;
+    assert!(!names_in(&zp["users"]).contains(&x), "{zp}");
+
+    view.read_until(&mut a, BATCH_WAIT, |v| v.online.contains(&z))
+        .await;
+    let expected = BTreeSet::from([early.clone(), y.clone(), z.clone()]);
+    assert_eq!(view.online, expected);
+    assert!(
+        !view.joined.contains(&x) && !view.left.contains(&x),
+        "x came and went within one batch: {}",
+        a.seen_summary()
+    );
+    a.expect_none_of_types(&["join", "leave", "presence_changes"], QUIET)
+        .await;
 }
