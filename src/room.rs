@@ -44,6 +44,9 @@ pub const JTI_HEADER: &str = "x-clubhouse-jti";
 pub const ACCESS_HEADER: &str = "x-clubhouse-access";
 /// Set to `bearer` when the client sent its badge as a WebSocket subprotocol.
 pub const SUBPROTOCOL_HEADER: &str = "x-clubhouse-subprotocol";
+/// The Worker's request id, so the room's `ws_connect` line (the upgrade's only log line) can
+/// be matched with the client's request.
+pub const REQUEST_ID_HEADER: &str = "x-clubhouse-request-id";
 
 /// Messages sent on connect without `since`.
 pub const RECENT_HISTORY: i64 = 50;
@@ -480,7 +483,11 @@ impl ChatRoom {
         crate::log::event(
             "info",
             "ws_connect",
-            &[("username", &user), ("room", &room)],
+            &[
+                ("username", &user),
+                ("room", &room),
+                ("request_id", &header(req, REQUEST_ID_HEADER)),
+            ],
         );
 
         let mut response = Response::from_websocket(pair.client)?;

@@ -167,6 +167,21 @@ async fn logs_are_structured_json_and_never_hold_secrets() {
                 .collect::<Vec<_>>()
         );
     }
+    // An accepted upgrade has one line, the room's `ws_connect`, carrying the request id.
+    for connect in ours.iter().filter(|v| v["event"] == "ws_connect") {
+        assert!(
+            connect["request_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "ws_connect without request_id: {connect}"
+        );
+    }
+    assert!(
+        !lines
+            .iter()
+            .any(|v| v["event"] == "request" && (v["status"] == 101 || v["status"] == "101")),
+        "an accepted upgrade is logged by its room, not twice"
+    );
     let requests: Vec<&&Value> = ours.iter().filter(|v| v["event"] == "request").collect();
     assert!(requests.len() >= 5, "request lines: {}", requests.len());
     for r in &requests {

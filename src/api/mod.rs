@@ -25,11 +25,16 @@ pub async fn handle(req: Request, env: Env) -> Response {
         .ok()
         .flatten()
         .unwrap_or_else(|| crate::auth::badge::random_id()[..16].to_owned());
-    let response = match route(req, &env, &method, &path).await {
+    let response = match route(req, &env, &method, &path, &request_id).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     };
     let status = response.status_code();
+    if status == 101 {
+        // An opened WebSocket is logged once, by its room (`ws_connect`, with this request id):
+        // a second line per connection would double the log volume of a reconnect storm.
+        return response;
+    }
     let elapsed = worker::Date::now().as_millis().saturating_sub(started);
     // The path never holds a secret (tokens travel in headers, bodies or the query, which is
     // not logged); it is cut short so a client cannot flood the log.
@@ -48,7 +53,13 @@ pub async fn handle(req: Request, env: Env) -> Response {
     response
 }
 
-async fn route(req: Request, env: &Env, method: &Method, path: &str) -> ApiResult<Response> {
+async fn route(
+    req: Request,
+    env: &Env,
+    method: &Method,
+    path: &str,
+    request_id: &str,
+) -> ApiResult<Response> {
     if req.url()?.as_str().len() > MAX_URL_BYTES {
         return Err(ApiError::new(414, "URL too long"));
     }
@@ -80,7 +91,7 @@ async fn route(req: Request, env: &Env, method: &Method, path: &str) -> ApiResul
         }
         ["ws", room] => {
             only(&[Method::Get], "GET")?;
-            ws::connect(req, env, room).await
+            ws::connect(req, env, room, request_id).await
         }
         ["rooms"] | ["rooms", ""] => {
             only(&[Method::Post], "POST")?;

@@ -15,7 +15,12 @@ use crate::room;
 /// Longest `Sec-WebSocket-Protocol` header read.
 const MAX_PROTOCOL_HEADER: usize = 4200;
 
-pub async fn connect(req: Request, env: &Env, raw_room: &str) -> ApiResult<Response> {
+pub async fn connect(
+    req: Request,
+    env: &Env,
+    raw_room: &str,
+    request_id: &str,
+) -> ApiResult<Response> {
     let room = rooms::parse_room(raw_room)?;
     let wants_upgrade = req
         .headers()
@@ -68,6 +73,7 @@ pub async fn connect(req: Request, env: &Env, raw_room: &str) -> ApiResult<Respo
     headers.set(room::ROOM_HEADER, room.as_str())?;
     headers.set(room::JTI_HEADER, &badge.jti)?;
     headers.set(room::ACCESS_HEADER, rooms::access_label(&access))?;
+    headers.set(room::REQUEST_ID_HEADER, request_id)?;
     if via_subprotocol {
         headers.set(room::SUBPROTOCOL_HEADER, "bearer")?;
     }
