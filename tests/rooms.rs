@@ -1306,27 +1306,17 @@ async fn connect_all(c: &Client, room: &str, users: &[(String, String)]) -> Vec<
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_joins_is_batched_and_everyone_learns_every_join() {
-    let c = batch_client().await;
-    let room = unique_name("burstjoin");
-    let (early, te) = c.new_user("early").await;
-    let burst = new_users(&c, "joiner", 6).await;
-    let names: BTreeSet<String> = burst.iter().map(|(n, _)| n.clone()).collect();
-    let mut everyone = names.clone();
-    everyone.insert(early.clone());
-
-    let mut a = c.ws(&room, &te).await;
-    let (_, p) = history_and_presence(&mut a).await;
-    let mut view = PresenceView::new(&p);
-
-    let mut sockets = connect_all(&c, &room, &burst).await;
-    view.read_until(&mut a, BATCH_WAIT, |v| v.online == everyone)
-        .await;
+/// What a member who watched a burst of joins or leaves (`kind`) in a quiet room must have seen:
+/// the first announced at once as before, the rest batched, every name once, nothing else.
+fn assert_burst_announced(view: &PresenceView, kind: &str, names: &BTreeSet<String>) {
+    let (announced, opposite) = match kind {
+        "join" => (&view.joined, &view.left),
+        _ => (&view.left, &view.joined),
+    };
     assert_eq!(
         view.frames.first().map(String::as_str),
-        Some("join"),
-        "the room was quiet: the first join goes out at once, as before: {:?}",
+        Some(kind),
+        "the room was quiet: the first {kind} goes out at once, as before: {:?}",
         view.frames
     );
     assert!(
@@ -1335,11 +1325,73 @@ async fn a_burst_of_joins_is_batched_and_everyone_learns_every_join() {
         view.frames
     );
     assert_eq!(
-        view.joined.iter().cloned().collect::<BTreeSet<_>>(),
+        &announced.iter().cloned().collect::<BTreeSet<_>>(),
         names,
-        "every joiner announced, nobody else"
+        "every {kind} announced, nobody else"
     );
-    assert!(view.left.is_empty(), "nobody left: {:?}", view.left);
+    assert!(opposite.is_empty(), "only {kind}s: {opposite:?}");
+}
+
+/// A room with one early member watching (`view`, from its presence frame on) and a burst of
+/// new users ready to connect: the shared setup of the batching tests.
+struct BurstRoom {
+    room: String,
+    early: String,
+    early_token: String,
+    /// The burst's usernames.
+    names: BTreeSet<String>,
+    /// The burst's names and the early member's.
+    everyone: BTreeSet<String>,
+    burst: Vec<(String, String)>,
+    watcher: WsClient,
+    view: PresenceView,
+}
+
+async fn burst_room(
+    c: &Client,
+    room_prefix: &str,
+    early_prefix: &str,
+    burst_prefix: &str,
+) -> BurstRoom {
+    let room = unique_name(room_prefix);
+    let (early, early_token) = c.new_user(early_prefix).await;
+    let burst = new_users(c, burst_prefix, 6).await;
+    let names: BTreeSet<String> = burst.iter().map(|(n, _)| n.clone()).collect();
+    let mut everyone = names.clone();
+    everyone.insert(early.clone());
+    let mut watcher = c.ws(&room, &early_token).await;
+    let (_, p) = history_and_presence(&mut watcher).await;
+    let view = PresenceView::new(&p);
+    BurstRoom {
+        room,
+        early,
+        early_token,
+        names,
+        everyone,
+        burst,
+        watcher,
+        view,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_joins_is_batched_and_everyone_learns_every_join() {
+    let c = batch_client().await;
+    let BurstRoom {
+        room,
+        early_token: te,
+        names,
+        everyone,
+        burst,
+        watcher: mut a,
+        mut view,
+        ..
+    } = burst_room(&c, "burstjoin", "early", "joiner").await;
+
+    let mut sockets = connect_all(&c, &room, &burst).await;
+    view.read_until(&mut a, BATCH_WAIT, |v| v.online == everyone)
+        .await;
+    assert_burst_announced(&view, "join", &names);
 
     // Every joiner, from its own presence frame on, converges on the same set, and is never
     // told that anyone (itself included) left.
@@ -1362,16 +1414,16 @@ async fn a_burst_of_joins_is_batched_and_everyone_learns_every_join() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_leaves_is_batched_and_everyone_learns_every_leave() {
     let c = batch_client().await;
-    let room = unique_name("burstleave");
-    let (early, te) = c.new_user("stayer").await;
-    let burst = new_users(&c, "leaver", 6).await;
-    let names: BTreeSet<String> = burst.iter().map(|(n, _)| n.clone()).collect();
-    let mut everyone = names.clone();
-    everyone.insert(early.clone());
-
-    let mut a = c.ws(&room, &te).await;
-    let (_, p) = history_and_presence(&mut a).await;
-    let mut view = PresenceView::new(&p);
+    let BurstRoom {
+        room,
+        early,
+        early_token: te,
+        names,
+        everyone,
+        burst,
+        watcher: mut a,
+        mut view,
+    } = burst_room(&c, "burstleave", "stayer", "leaver").await;
     let sockets = connect_all(&c, &room, &burst).await;
     view.read_until(&mut a, BATCH_WAIT, |v| v.online == everyone)
         .await;
@@ -1383,23 +1435,7 @@ async fn a_burst_of_leaves_is_batched_and_everyone_learns_every_leave() {
     let only_early = BTreeSet::from([early.clone()]);
     view.read_until(&mut a, BATCH_WAIT, |v| v.online == only_early)
         .await;
-    assert_eq!(
-        view.frames.first().map(String::as_str),
-        Some("leave"),
-        "the room was quiet: the first leave goes out at once, as before: {:?}",
-        view.frames
-    );
-    assert!(
-        view.batches() >= 1,
-        "a burst within one window gives a presence_changes frame: {:?}",
-        view.frames
-    );
-    assert_eq!(
-        view.left.iter().cloned().collect::<BTreeSet<_>>(),
-        names,
-        "every leaver announced, nobody else"
-    );
-    assert!(view.joined.is_empty(), "nobody joined: {:?}", view.joined);
+    assert_burst_announced(&view, "leave", &names);
     let members = get_ok(&c, &format!("/rooms/{room}/members"), &te).await;
     assert_eq!(members["users"], json!([early]));
 }

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Where a Worker isolate spends its time during one phase of a load run: starts Clubhouse (or, with
+# --baseline, the JS baseline) under `wrangler dev`, runs clubhouse-bench against it, and takes a V8
+# CPU profile of the isolate (bench/tools/cpuprofile.mjs over the inspector port) from the moment
+# the load tool reaches the phase.
+#
+#   bash bench/profile.sh [--baseline] [--phase connect|messages] [--seconds S] [--out FILE] [-- BENCH ARGS...]
+#   e.g. bash bench/profile.sh --phase connect --seconds 1.5 -- --clients 100 --rooms 1 --senders 1 --messages 300
+#
+# Clubhouse runs with the limits a load test must lift and LOG_LEVEL=error (CLUBHOUSE_EXTRA_VARS adds
+# more). Not a benchmark: the profiler itself costs CPU; use it to see which functions matter, and
+# bench/run.sh for figures. Needs build/ (bash scripts/build) and the release load tool.
+set -euo pipefail
+WORK_PREFIX=clubhouse-profile
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SIDE=clubhouse PHASE=messages SECONDS_TO_PROFILE=2 OUT=""
+BENCH_ARGS=(--clients 100 --rooms 1 --senders 1 --messages 1000 --window 8)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --baseline) SIDE=baseline ;;
+    --phase) PHASE="$2"; shift ;;
+    --seconds) SECONDS_TO_PROFILE="$2"; shift ;;
+    --out) OUT="$2"; shift ;;
+    --) shift; BENCH_ARGS=("$@"); break ;;
+    *) die "unknown option $1 (see the header of $0)" ;;
+  esac
+  shift
+done
+case "$PHASE" in
+  connect) TRIGGER="connecting" ;;
+  messages) TRIGGER="senders x" ;;
+  *) die "--phase is connect or messages" ;;
+esac
+BIN="$BENCH_DIR/target/release/clubhouse-bench"
+[ -x "$BIN" ] || cargo build --release --quiet --manifest-path "$BENCH_DIR/Cargo.toml"
+OUT="${OUT:-$BENCH_DIR/results/profile-$SIDE-$PHASE.json}"
+mkdir -p "$(dirname "$OUT")"
+
+if [ "$SIDE" = baseline ]; then
+  prepare_baseline base
+  spawn_server base "$BASE_DIR" "$BASE_WRANGLER"
+else
+  prepare_clubhouse ch
+  spawn_clubhouse ch "RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000 LOG_LEVEL:error ${CLUBHOUSE_EXTRA_VARS:-}"
+fi
+wait_http
+INSPECTOR_PORT="$(ps -o args= -p "$SERVER_PID" | grep -o -- '--inspector-port [0-9]*' | awk '{ print $2 }')"
+[ -n "$INSPECTOR_PORT" ] || die "no --inspector-port on the server's command line"
+log "$SIDE on $SERVER_URL, inspector $INSPECTOR_PORT; profiling $SECONDS_TO_PROFILE s from \"$TRIGGER\""
+
+GO="$WORK/go"
+node "$BENCH_DIR/tools/cpuprofile.mjs" "$INSPECTOR_PORT" "$SECONDS_TO_PROFILE" "$OUT" "$GO" > "$WORK/summary.txt" &
+PROFILER=$!
+# The load tool's progress lines (stderr, -v) mark the phases; the summary (stdout) is kept.
+"$BIN" -v --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" 2>&1 >"$WORK/bench.txt" \
+  | while IFS= read -r line; do
+      printf '%s\n' "$line" >&2
+      case "$line" in *"$TRIGGER"*) touch "$GO" ;; esac
+    done
+touch "$GO" # the phase never came (e.g. --messages 0): profile whatever is left rather than hang
+wait "$PROFILER"
+grep -E '^(connect|run|cpu) ' "$WORK/bench.txt" || true
+cat "$WORK/summary.txt"
+log "raw profile: $OUT (Chrome DevTools → Performance → Load profile)"
