@@ -769,6 +769,30 @@ async fn password_policy() {
 // Garbage never gives a 5xx
 // ---------------------------------------------------------------------------------------------
 
+/// wrangler's dev proxy (not the Worker) answers a non-GET request that was in flight while it
+/// switched to a new runtime with this 503, and asks the client to retry: the Worker never saw
+/// the request. Seen once in CI; it is sent again once, and said on stderr.
+const DEV_PROXY_RESTART: &str = "Your worker restarted mid-request";
+
+async fn send_past_dev_proxy_restart(
+    req: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<(u16, String), reqwest::Error> {
+    let again = req.try_clone();
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    match again {
+        Some(again) if status == 503 && text.starts_with(DEV_PROXY_RESTART) => {
+            eprintln!("[fuzz] {what}: the dev proxy restarted its runtime mid-request; sent again");
+            let resp = again.send().await?;
+            let status = resp.status().as_u16();
+            Ok((status, resp.text().await.unwrap_or_default()))
+        }
+        _ => Ok((status, text)),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_requests_and_frames_never_give_a_5xx() {
     let c = client();
@@ -832,14 +856,10 @@ async fn garbage_requests_and_frames_never_give_a_5xx() {
         if rng.below(2) == 0 && !path.starts_with("/logout") {
             req = req.bearer_auth(&t);
         }
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
+        match send_past_dev_proxy_restart(req, &format!("#{i} {method} {path}")).await {
+            Ok((status, text)) => {
                 if status >= 500 {
-                    failures.push(format!(
-                        "#{i} {method} {path}: {status} {}",
-                        resp.text().await.unwrap_or_default()
-                    ));
+                    failures.push(format!("#{i} {method} {path}: {status} {text}"));
                 }
             }
             Err(e) => failures.push(format!("#{i} {method} {path}: transport error {e}")),

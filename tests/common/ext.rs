@@ -321,14 +321,19 @@ pub fn ws_url_bare(c: &Client, room: &str) -> String {
     format!("ws://127.0.0.1:{}/ws/{room}", c.port)
 }
 
-/// A cheap deterministic PRNG (xorshift64*), seeded from [`random_u64`]; the seed is printed so
-/// a failing fuzz run can be replayed.
+/// A cheap deterministic PRNG (xorshift64*), seeded from [`random_u64`] or `CLUBHOUSE_FUZZ_SEED`;
+/// the seed is printed so a failing fuzz run can be replayed.
 pub struct Rng(pub u64);
 
 impl Rng {
     pub fn new() -> Rng {
-        let seed = random_u64() | 1;
-        eprintln!("[fuzz] seed {seed:#x}");
+        // CLUBHOUSE_FUZZ_SEED=0x… replays a failing run.
+        let seed = std::env::var("CLUBHOUSE_FUZZ_SEED")
+            .ok()
+            .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+            .unwrap_or_else(random_u64)
+            | 1;
+        eprintln!("[fuzz] seed {seed:#x} (replay: CLUBHOUSE_FUZZ_SEED={seed:#x})");
         Rng(seed)
     }
     pub fn next(&mut self) -> u64 {
