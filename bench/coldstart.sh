@@ -7,7 +7,7 @@
 # process group, killed after its requests. Per start: (a) spawn -> the TCP port accepts (polled every 5 ms),
 # (b) the very first HTTP request, then the 2nd and 3rd of the same path, each on a fresh connection. Clubhouse is
 # started twice per repeat: once with GET /nope (a plain 404, comparable with the baseline's) first, once with
-# GET /healthz (touches D1 and KV) first; the baseline once with GET /nope first. Prints medians, ratios, and the
+# GET /healthz (touches D1 and a session-ledger Durable Object) first; the baseline once with GET /nope first. Prints medians, ratios, and the
 # WASM size (raw, gzip -9) and build/index.js size. Environment: KEEP_WORK=1 keeps the temp dir.
 set -euo pipefail
 WORK_PREFIX=clubhouse-coldstart
