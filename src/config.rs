@@ -163,9 +163,9 @@ impl Config {
         (config, problems)
     }
 
-    /// The settings, read once per isolate: vars and secrets only change with a new deployment,
-    /// which starts new isolates, and reading ~15 of them crosses into JS each time.
-    pub fn from_env(env: &worker::Env) -> Self {
+    /// The settings, read once per isolate and shared: vars and secrets only change with a new
+    /// deployment, which starts new isolates, and reading ~15 of them crosses into JS each time.
+    pub fn from_env(env: &worker::Env) -> Rc<Self> {
         CONFIG.with(|cached| {
             cached
                 .get_or_init(|| {
@@ -173,7 +173,7 @@ impl Config {
                     for p in problems {
                         crate::log::event("warn", "config_invalid", &[("problem", &p)]);
                     }
-                    config
+                    Rc::new(config)
                 })
                 .clone()
         })
@@ -181,7 +181,7 @@ impl Config {
 }
 
 thread_local! {
-    static CONFIG: OnceCell<Config> = const { OnceCell::new() };
+    static CONFIG: OnceCell<Rc<Config>> = const { OnceCell::new() };
     static BADGE_KEYS: OnceCell<Result<Rc<BadgeKeys>, KeyError>> = const { OnceCell::new() };
 }
 

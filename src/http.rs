@@ -1,11 +1,18 @@
-//! Small HTTP helpers shared by the routes: JSON responses with security headers, bounded body
-//! reading, bearer-token extraction.
+//! Small HTTP helpers shared by the routes and the Durable Objects: JSON responses with security
+//! headers, bounded body reading, bearer-token extraction, query parameters.
 
 use futures_util::StreamExt;
 use serde::Serialize;
 use worker::{Request, Response};
 
 use crate::error::{ApiError, ApiResult};
+
+/// The first value of query parameter `name`, decoded.
+pub fn query_param(url: &worker::Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
 
 /// Largest request body any route reads.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;

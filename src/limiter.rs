@@ -36,9 +36,8 @@ impl DurableObject for Limiter {
     async fn fetch(&self, req: Request) -> Result<Response> {
         let url = req.url()?;
         let param = |name: &str| {
-            url.query_pairs()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| v.parse::<i64>().ok())
+            http::query_param(&url, name)
+                .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or(0)
         };
         let (limit, window_ms) = (param("limit"), param("window_ms"));

@@ -210,11 +210,7 @@ impl DurableObject for ChatRoom {
 
     async fn fetch(&self, req: Request) -> Result<Response> {
         let url = req.url()?;
-        let query = |name: &str| {
-            url.query_pairs()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-        };
+        let query = |name: &str| http::query_param(&url, name);
         match (req.method(), url.path()) {
             (Method::Get, "/connect") => self.connect(&req, query("since")),
             (Method::Post, "/claim") => Ok(self.claim(query("owner").unwrap_or_default())),

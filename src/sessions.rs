@@ -68,12 +68,7 @@ impl DurableObject for Sessions {
     /// the other: a connect admitted first is in the rooms the logout returns.
     async fn fetch(&self, req: Request) -> Result<Response> {
         let url = req.url()?;
-        let text = |name: &str| {
-            url.query_pairs()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
+        let text = |name: &str| http::query_param(&url, name).unwrap_or_default();
         let number = |name: &str| text(name).parse::<i64>().unwrap_or(0);
         let now = (worker::Date::now().as_millis() / 1000) as i64;
         let (user, jti) = (text("user"), text("jti"));

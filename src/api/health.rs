@@ -8,9 +8,10 @@ use crate::http;
 use crate::sessions::Ledger;
 use crate::store::Store;
 
-/// A ledger name no account can have (usernames never contain a space: `protocol::Username`),
-/// used only to prove Durable Objects answer.
-const HEALTH_PROBE_USER: &str = " health";
+/// A ledger name no account can have (usernames are letters, digits, `_`, `.` and `-`:
+/// `protocol::Username`) and that needs no escaping in the ledger's query; used only to prove
+/// Durable Objects answer.
+const HEALTH_PROBE_USER: &str = "~health";
 
 pub async fn healthz(env: &Env) -> Response {
     let d1 = match Store::from_env(env) {

@@ -10,6 +10,7 @@ use worker::{Env, Headers, Request, RequestInit, Response};
 use super::{guard, rooms};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
+use crate::http;
 use crate::room;
 
 /// Longest `Sec-WebSocket-Protocol` header read.
@@ -36,12 +37,7 @@ pub async fn connect(
 
     let (token, via_subprotocol) = match subprotocol_token(&req)? {
         Some(token) => (Some(token), true),
-        None => (
-            url.query_pairs()
-                .find(|(k, _)| k == "token")
-                .map(|(_, v)| v.into_owned()),
-            false,
-        ),
+        None => (http::query_param(&url, "token"), false),
     };
     let badge = guard::authenticate_for_room(env, token.as_deref(), &room).await?;
     let access = guard::room_access(env, &room, &badge)
@@ -77,10 +73,7 @@ pub async fn connect(
     if via_subprotocol {
         headers.set(room::SUBPROTOCOL_HEADER, "bearer")?;
     }
-    let since = url
-        .query_pairs()
-        .find(|(k, _)| k == "since")
-        .map(|(_, v)| v.into_owned());
+    let since = http::query_param(&url, "since");
     // Parsed here, so only a plain number ever reaches the room's URL.
     let target = match since.map(|s| s.parse::<u64>()) {
         Some(Ok(n)) => format!("https://room.internal/connect?since={n}"),
