@@ -21,10 +21,10 @@ pub use limiter::Limiter;
 pub use room::ChatRoom;
 pub use sessions::Sessions;
 
-use worker::{event, Context, Env, Request, Response, Result};
+use worker::{event, worker_sys::web_sys, Context, Env, Request, Result};
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<web_sys::Response> {
     log::set_level_from_env(&env);
     Ok(api::handle(req, env).await)
 }

@@ -8,14 +8,22 @@ mod token;
 mod users;
 mod ws;
 
-use worker::{Env, Method, Request, Response};
+use worker::{worker_sys::web_sys, Env, Method, Request, Response};
 
 use crate::error::{ApiError, ApiResult};
 
 /// Longest URL (path and query) the router reads.
 const MAX_URL_BYTES: usize = 8 * 1024;
 
-pub async fn handle(req: Request, env: Env) -> Response {
+/// A handler's answer: a response built here, or one from a Durable Object handed back
+/// untouched. The room's 101 is passed: it carries the client's WebSocket, and converting it
+/// to a `worker::Response` and back would build a second JS Response around it per connection.
+pub enum Reply {
+    Built(Response),
+    Passed(web_sys::Response),
+}
+
+pub async fn handle(req: Request, env: Env) -> web_sys::Response {
     let started = worker::Date::now().as_millis();
     let method = req.method();
     let path = req.path();
@@ -26,15 +34,16 @@ pub async fn handle(req: Request, env: Env) -> Response {
         .flatten()
         .unwrap_or_else(|| crate::auth::badge::random_id()[..16].to_owned());
     let response = match route(req, &env, &method, &path, &request_id).await {
-        Ok(response) => response,
+        Ok(Reply::Passed(response)) if response.status() == 101 => {
+            // An opened WebSocket is logged once, by its room (`ws_connect`, with this request
+            // id): a second line per connection would double the log volume of a reconnect storm.
+            return response;
+        }
+        Ok(Reply::Passed(response)) => Response::from(response),
+        Ok(Reply::Built(response)) => response,
         Err(err) => err.into_response(),
     };
     let status = response.status_code();
-    if status == 101 {
-        // An opened WebSocket is logged once, by its room (`ws_connect`, with this request id):
-        // a second line per connection would double the log volume of a reconnect storm.
-        return response;
-    }
     let elapsed = worker::Date::now().as_millis().saturating_sub(started);
     // The path never holds a secret (tokens travel in headers, bodies or the query, which is
     // not logged); it is cut short so a client cannot flood the log.
@@ -50,7 +59,7 @@ pub async fn handle(req: Request, env: Env) -> Response {
             ("duration_ms", &elapsed.to_string()),
         ],
     );
-    response
+    response.into()
 }
 
 async fn route(
@@ -59,7 +68,7 @@ async fn route(
     method: &Method,
     path: &str,
     request_id: &str,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply> {
     if req.url()?.as_str().len() > MAX_URL_BYTES {
         return Err(ApiError::new(414, "URL too long"));
     }
@@ -71,7 +80,7 @@ async fn route(
             Err(ApiError::method_not_allowed(allow))
         }
     };
-    match segments.as_slice() {
+    let built = match segments.as_slice() {
         // FastAPI serves `/users/`; accept the slash-less spelling too rather than redirect.
         ["users", ""] | ["users"] => {
             only(&[Method::Post], "POST")?;
@@ -91,7 +100,9 @@ async fn route(
         }
         ["ws", room] => {
             only(&[Method::Get], "GET")?;
-            ws::connect(req, env, room, request_id).await
+            return ws::connect(req, env, room, request_id)
+                .await
+                .map(Reply::Passed);
         }
         ["rooms"] | ["rooms", ""] => {
             only(&[Method::Post], "POST")?;
@@ -114,7 +125,8 @@ async fn route(
             rooms::change_member(req, env, room, user).await
         }
         _ => Err(ApiError::not_found()),
-    }
+    };
+    built.map(Reply::Built)
 }
 
 /// Seconds since the epoch from the runtime clock (chrono's clock panics on wasm32).

@@ -5,7 +5,9 @@
 //! The badge comes from `Sec-WebSocket-Protocol: bearer, <JWT>` (browsers cannot set headers on
 //! a WebSocket, and a URL ends up in logs and history) or, for older clients, `?token=<JWT>`.
 
-use worker::{Env, Headers, Request, RequestInit, Response};
+use worker::wasm_bindgen::JsCast;
+use worker::{wasm_bindgen_futures::JsFuture, worker_sys, Env, Headers, Request, RequestInit};
+use worker_sys::web_sys;
 
 use super::{guard, rooms};
 use crate::config::Config;
@@ -21,7 +23,7 @@ pub async fn connect(
     env: &Env,
     raw_room: &str,
     request_id: &str,
-) -> ApiResult<Response> {
+) -> ApiResult<web_sys::Response> {
     let room = rooms::parse_room(raw_room)?;
     let wants_upgrade = req
         .headers()
@@ -89,8 +91,19 @@ pub async fn connect(
     let forwarded = Request::new_with_init(&target, &init)?;
 
     let namespace = env.durable_object(room::BINDING)?;
-    let stub = namespace.id_from_name(room.as_str())?.get_stub()?;
-    let response = stub.fetch_with_request(forwarded).await?;
+    let stub: worker_sys::DurableObject = namespace
+        .id_from_name(room.as_str())?
+        .get_stub()?
+        .into_rpc();
+    // The room's answer goes back as it came (see `super::Reply`).
+    let pending = stub
+        .fetch_with_request(forwarded.inner())
+        .map_err(worker::Error::from)?;
+    let response = JsFuture::from(pending)
+        .await
+        .map_err(worker::Error::from)?
+        .dyn_into::<web_sys::Response>()
+        .map_err(worker::Error::from)?;
     Ok(response)
 }
 
