@@ -58,8 +58,9 @@ impl DurableObject for Sessions {
 
     /// Internal routes, called only by the Worker (a Durable Object is not reachable from
     /// outside). `user` is the lowercased username.
-    /// - `/admit?user&jti&iat&exp[&room&max_rooms]`: `{"admitted"}`; with `room`, also records
-    ///   the socket's room, unless the user already has sockets in `max_rooms` rooms.
+    /// - `/admit?user&jti&iat&exp[&room&max_rooms]`: an empty answer whose status is the
+    ///   verdict (`Verdict::status`); with `room`, an admission also records the socket's room,
+    ///   unless the user already has sockets in `max_rooms` rooms.
     /// - `/revoke?user&jti&exp`: revokes one badge; `{"rooms"}` where it had sockets.
     /// - `/revoke_all?user&at&exp`: revokes the user's badges issued up to `at`; `{"rooms"}`.
     /// - `/ping`: `{"ok": true}` (health check).
@@ -78,7 +79,9 @@ impl DurableObject for Sessions {
                 let room = (!room.is_empty()).then_some(room.as_str());
                 self.prune(now)?;
                 let room = room.map(|r| (r, number("max_rooms")));
-                self.admit(&user, &jti, number("iat"), number("exp"), room)?
+                let verdict = self.admit(&user, &jti, number("iat"), number("exp"), room)?;
+                // The answer is the status alone: no body for the Worker to stream and parse.
+                return Response::empty().map(|r| r.with_status(verdict.status()));
             }
             "/revoke" => {
                 let rooms = self.take_rooms(&user, Some(&jti))?;
@@ -110,6 +113,30 @@ impl DurableObject for Sessions {
             }
         };
         Ok(http::json(200, &body))
+    }
+}
+
+/// A shard's answer to `/admit`, carried as the response status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Admitted,
+    Revoked,
+    TooManyRooms,
+}
+
+impl Verdict {
+    fn status(self) -> u16 {
+        match self {
+            Verdict::Admitted => 204,
+            Verdict::Revoked => 403,
+            Verdict::TooManyRooms => 429,
+        }
+    }
+
+    fn from_status(status: u16) -> Option<Verdict> {
+        [Verdict::Admitted, Verdict::Revoked, Verdict::TooManyRooms]
+            .into_iter()
+            .find(|v| v.status() == status)
     }
 }
 
@@ -153,7 +180,7 @@ impl Sessions {
         issued_at: i64,
         expires_at: i64,
         socket: Option<(&str, i64)>,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<Verdict> {
         let sql = self.sql();
         let standing = sql
             .exec(
@@ -166,20 +193,20 @@ impl Sessions {
         // `<=`: the stamp has one-second resolution, so a badge from the same second as a
         // "log out everywhere" is refused too (a login right after it simply logs in again).
         if standing.revoked != 0 || standing.not_before.is_some_and(|nb| issued_at <= nb) {
-            return Ok(serde_json::json!({ "admitted": false, "reason": "revoked" }));
+            return Ok(Verdict::Revoked);
         }
         let Some((room, max_rooms)) = socket else {
-            return Ok(serde_json::json!({ "admitted": true }));
+            return Ok(Verdict::Admitted);
         };
         // Counted per badge and room; a badge reopening a room it is recorded in adds nothing.
         if standing.rooms >= max_rooms && !self.recorded(user, jti, room)? {
-            return Ok(serde_json::json!({ "admitted": false, "reason": "too_many_rooms" }));
+            return Ok(Verdict::TooManyRooms);
         }
         sql.exec(
             "INSERT OR IGNORE INTO sockets (username, jti, room, exp) VALUES (?, ?, ?, ?)",
             vec![user.into(), jti.into(), room.into(), expires_at.into()],
         )?;
-        Ok(serde_json::json!({ "admitted": true }))
+        Ok(Verdict::Admitted)
     }
 
     fn recorded(&self, user: &str, jti: &str, room: &str) -> Result<bool> {
@@ -234,13 +261,6 @@ pub struct Ledger {
 }
 
 #[derive(Deserialize)]
-struct Admission {
-    admitted: bool,
-    #[serde(default)]
-    reason: String,
-}
-
-#[derive(Deserialize)]
 struct Rooms {
     rooms: Vec<String>,
 }
@@ -282,14 +302,17 @@ impl Ledger {
             "jti={}&iat={}&exp={}{socket}",
             badge.jti, badge.issued_at, badge.expires_at
         );
-        let answer: Admission = self.call("/admit", &query).await?.json().await?;
-        match (answer.admitted, answer.reason.as_str()) {
-            (true, _) => Ok(()),
-            (false, "too_many_rooms") => Err(ApiError::new(
+        let status = self.call("/admit", &query).await?.status_code();
+        match Verdict::from_status(status) {
+            Some(Verdict::Admitted) => Ok(()),
+            Some(Verdict::TooManyRooms) => Err(ApiError::new(
                 429,
                 "too many rooms open with this account; log out or wait for older badges to expire",
             )),
-            (false, _) => {
+            None => Err(ApiError::internal(format!(
+                "session ledger answered {status} to an admission"
+            ))),
+            Some(Verdict::Revoked) => {
                 crate::log::event(
                     "info",
                     "auth_refused",
@@ -353,5 +376,14 @@ mod tests {
             "1000 users should land on every shard"
         );
         assert!((0..1000).all(|i| shard_of(&format!("u{i}")) < SHARDS));
+    }
+
+    #[test]
+    fn every_verdict_reads_back_from_its_status() {
+        for verdict in [Verdict::Admitted, Verdict::Revoked, Verdict::TooManyRooms] {
+            assert_eq!(Verdict::from_status(verdict.status()), Some(verdict));
+        }
+        assert_eq!(Verdict::from_status(200), None);
+        assert_eq!(Verdict::from_status(500), None);
     }
 }
