@@ -11,7 +11,7 @@
 #   --baseline-only        A is a second baseline instance instead of Clubhouse
 #   --urls A B             use running servers (CPU is read from the processes on each URL's port, if local)
 #   --repeats N            repeats per scenario (default 3)
-#   --scenarios LIST       comma list of room100,room1000,rooms50,login (default: all four)
+#   --scenarios LIST       comma list of room100,room1000,rooms50,solo,login (default: all five)
 #   --quick                smaller sizes (smoke test)
 #   --no-build             don't run scripts/build before starting Clubhouse (use the existing build/)
 #   --out FILE             results JSON (default bench/results/<timestamp>.json); raw runs go to FILE.jsonl
@@ -33,7 +33,7 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 mode=both
 URL_A="" URL_B=""
 REPEATS=3
-SCENARIOS="room100,room1000,rooms50,login"
+SCENARIOS="room100,room1000,rooms50,solo,login"
 QUICK=0
 BUILD=1
 OUT=""
@@ -232,6 +232,7 @@ scenario_args() {
       room1000) echo "--clients 200 --rooms 1 --senders 1 --messages 50 --window $WINDOW" ;;
       rooms50)  echo "--clients 100 --rooms 10 --senders 10 --messages 50 --window 1" ;;
       login)    echo "--clients 0 --users 10 --login-burst 40 --login-concurrency 8" ;;
+      solo)     echo "--clients 1 --rooms 1 --senders 1 --messages 500 --window $WINDOW" ;;
       *) die "unknown scenario $s" ;;
     esac
   else
@@ -240,6 +241,7 @@ scenario_args() {
       room1000) echo "--clients 1000 --rooms 1 --senders 1 --messages 200 --window $WINDOW" ;;
       rooms50)  echo "--clients 1000 --rooms 50 --senders 50 --messages 100 --window 1" ;;
       login)    echo "--clients 0 --users 20 --login-burst 200 --login-concurrency 8" ;;
+      solo)     echo "--clients 1 --rooms 1 --senders 1 --messages 5000 --window $WINDOW" ;;
       *) die "unknown scenario $s" ;;
     esac
   fi
