@@ -245,7 +245,7 @@ impl DurableObject for ChatRoom {
     }
 }
 
-// The Hibernation API handlers, exported by hand instead of by `#[durable_object(fetch)]`.
+// The Hibernation API handlers, exported by hand instead of by `#[durable_object(websocket)]`.
 // That macro wraps every handler in a Rust future and a JS promise (a promise, a microtask and a
 // task per frame), about 15 % of a message's CPU in the room's profile (`bench/profile.sh`
 // with one client). Nothing here awaits, so the handlers run to completion synchronously; the
