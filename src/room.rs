@@ -115,6 +115,8 @@ extern "C" {
 #[durable_object(fetch)]
 pub struct ChatRoom {
     state: State,
+    /// The object's SQLite handle, looked up once rather than per message.
+    sql: SqlStorage,
     /// The room's name (`id_from_name`), known to the runtime even after hibernation.
     name: String,
     config: RoomConfig,
@@ -198,6 +200,7 @@ impl DurableObject for ChatRoom {
         let config = RoomConfig::from_env(&env);
         Self {
             name: state.id().name().unwrap_or_default(),
+            sql,
             state,
             presence: Rc::new(RefCell::new(PresenceBatch::new(config.presence_batch_ms))),
             config,
@@ -392,10 +395,6 @@ impl ChatRoom {
         Ok(())
     }
 
-    fn sql(&self) -> SqlStorage {
-        self.state.storage().sql()
-    }
-
     /// The object is the authority on privacy: a room claimed private after the Worker looked
     /// it up still refuses a request that was only checked as public.
     fn private_and_not_member(&self, req: &Request) -> bool {
@@ -404,7 +403,7 @@ impl ChatRoom {
 
     /// Writes one metadata entry to storage and to the in-memory copy.
     fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.sql().exec(
+        self.sql.exec(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             vec![key.into(), value.into()],
         )?;
@@ -541,7 +540,7 @@ impl ChatRoom {
         bindings: Vec<SqlStorageValue>,
     ) -> Result<Vec<ChatMessage>> {
         let rows = self
-            .sql()
+            .sql
             .exec(
                 &format!("SELECT id, username, content, ts FROM messages WHERE {condition}"),
                 bindings,
@@ -643,7 +642,7 @@ impl ChatRoom {
             last_ts: Option<i64>,
         }
         let counts = self
-            .sql()
+            .sql
             .exec(
                 "SELECT COUNT(*) AS stored, MIN(id) AS oldest, MAX(id) AS newest, MAX(ts) AS last_ts FROM messages",
                 None,
@@ -658,14 +657,14 @@ impl ChatRoom {
             "oldest_id": counts.as_ref().and_then(|c| c.oldest),
             "newest_id": counts.as_ref().and_then(|c| c.newest),
             "last_message_ts": counts.as_ref().and_then(|c| c.last_ts),
-            "storage_bytes": self.sql().database_size(),
+            "storage_bytes": self.sql.database_size(),
         })
     }
 
     /// Stores one message and drops the oldest beyond the history cap. SQLite calls on the
     /// object's own storage are synchronous, so ids are assigned and stored in arrival order.
     fn store_message(&self, id: i64, username: &str, content: &str, ts: i64) -> Result<()> {
-        let sql = self.sql();
+        let sql = &self.sql;
         sql.exec_raw(
             "INSERT INTO messages (id, username, content, ts) VALUES (?, ?, ?, ?)",
             vec![

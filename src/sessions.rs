@@ -32,7 +32,8 @@ const PRUNE_EVERY_SECS: i64 = 60;
 
 #[durable_object(fetch)]
 pub struct Sessions {
-    state: State,
+    /// The object's SQLite handle, looked up once rather than per call.
+    sql: worker::SqlStorage,
     /// When expired rows were last dropped (seconds).
     pruned_at: Cell<i64>,
 }
@@ -51,7 +52,7 @@ impl DurableObject for Sessions {
             sql.exec(ddl, None).expect("creating the ledger tables");
         }
         Self {
-            state,
+            sql,
             pruned_at: Cell::new(0),
         }
     }
@@ -85,14 +86,14 @@ impl DurableObject for Sessions {
             }
             "/revoke" => {
                 let rooms = self.take_rooms(&user, Some(&jti))?;
-                self.sql().exec(
+                self.sql.exec(
                     "INSERT OR REPLACE INTO revoked (jti, exp) VALUES (?, ?)",
                     vec![jti.into(), number("exp").into()],
                 )?;
                 serde_json::json!({ "rooms": rooms })
             }
             "/revoke_all" => {
-                self.sql().exec(
+                self.sql.exec(
                     "INSERT INTO not_before (username, at, exp) VALUES (?, ?, ?)
                      ON CONFLICT (username) DO UPDATE
                      SET at = MAX(at, excluded.at), exp = MAX(exp, excluded.exp)",
@@ -153,16 +154,12 @@ struct RoomRow {
 }
 
 impl Sessions {
-    fn sql(&self) -> worker::SqlStorage {
-        self.state.storage().sql()
-    }
-
     /// Drops rows that can no longer matter: badges past their expiry can open nothing.
     fn prune(&self, now: i64) -> Result<()> {
         if now - self.pruned_at.get() < PRUNE_EVERY_SECS {
             return Ok(());
         }
-        let sql = self.sql();
+        let sql = &self.sql;
         for table in ["sockets", "revoked", "not_before"] {
             sql.exec(
                 &format!("DELETE FROM {table} WHERE exp < ?"),
@@ -181,7 +178,7 @@ impl Sessions {
         expires_at: i64,
         socket: Option<(&str, i64)>,
     ) -> Result<Verdict> {
-        let sql = self.sql();
+        let sql = &self.sql;
         let standing = sql
             .exec(
                 "SELECT (SELECT at FROM not_before WHERE username = ?1) AS not_before,
@@ -215,7 +212,7 @@ impl Sessions {
             known: i64,
         }
         let known = self
-            .sql()
+            .sql
             .exec(
                 "SELECT EXISTS (SELECT 1 FROM sockets WHERE username = ? AND jti = ? AND room = ?) AS known",
                 vec![user.into(), jti.into(), room.into()],
@@ -227,7 +224,7 @@ impl Sessions {
     /// Rooms where one of the user's badges (or, with `None`, any of them) has sockets;
     /// forgets those records, since the caller is about to close the sockets.
     fn take_rooms(&self, user: &str, jti: Option<&str>) -> Result<Vec<String>> {
-        let sql = self.sql();
+        let sql = &self.sql;
         let (filter, binds): (&str, Vec<worker::SqlStorageValue>) = match jti {
             Some(j) => ("username = ? AND jti = ?", vec![user.into(), j.into()]),
             None => ("username = ?", vec![user.into()]),
