@@ -91,20 +91,17 @@ pub async fn connect(
     let forwarded = Request::new_with_init(&target, &init)?;
 
     let namespace = env.durable_object(room::BINDING)?;
-    let stub: worker_sys::DurableObject = namespace
-        .id_from_name(room.as_str())?
-        .get_stub()?
-        .into_rpc();
+    let stub = namespace.id_from_name(room.as_str())?.get_stub()?;
     // The room's answer goes back as it came (see `super::Reply`).
-    let pending = stub
-        .fetch_with_request(forwarded.inner())
-        .map_err(worker::Error::from)?;
-    let response = JsFuture::from(pending)
-        .await
-        .map_err(worker::Error::from)?
-        .dyn_into::<web_sys::Response>()
-        .map_err(worker::Error::from)?;
-    Ok(response)
+    Ok(fetch_untouched(stub, &forwarded).await?)
+}
+
+/// [`worker::Stub::fetch_with_request`], but the JS response as the object answered it, not
+/// converted to a `worker::Response`.
+async fn fetch_untouched(stub: worker::Stub, req: &Request) -> worker::Result<web_sys::Response> {
+    let stub: worker_sys::DurableObject = stub.into_rpc();
+    let answer = JsFuture::from(stub.fetch_with_request(req.inner())?).await?;
+    Ok(answer.dyn_into::<web_sys::Response>()?)
 }
 
 /// The badge from `Sec-WebSocket-Protocol: bearer, <JWT>`, if the client used that transport.
