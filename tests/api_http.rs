@@ -385,7 +385,7 @@ async fn login_with_missing_fields_is_a_json_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_are_404_json() {
     let c = client();
-    // (`/` and the files of public/ are the browser client's static assets.)
+    // (`/` and the files of public/ are the browser client: see the_page_is_served_by_the_worker.)
     for path in [
         "/nope",
         "/users/extra",
@@ -400,6 +400,91 @@ async fn unknown_paths_are_404_json() {
     }
     let resp = c.http.post(c.url("/nope")).body("{}").send().await.unwrap();
     expect_json_error(resp, 404, "POST /nope").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The browser client (public/, compiled into the Worker)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_served_by_the_worker_with_etags_and_its_security_headers() {
+    let c = client();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (path, file, media) in [
+        ("/", "index.html", "text/html"),
+        ("/index.html", "index.html", "text/html"),
+        ("/app.js", "app.js", "text/javascript"),
+        ("/app.css", "app.css", "text/css"),
+        ("/favicon.svg", "favicon.svg", "image/svg+xml"),
+    ] {
+        let resp = c.http.get(c.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "GET {path}");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        assert!(
+            header("content-type").starts_with(media),
+            "GET {path}: {}",
+            header("content-type")
+        );
+        let csp = header("content-security-policy");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        assert_eq!(header("cache-control"), "no-cache");
+        let etag = header("etag");
+        assert!(
+            etag.starts_with('"') && etag.ends_with('"'),
+            "GET {path}: etag {etag:?}"
+        );
+        let body = resp.bytes().await.unwrap();
+        assert_eq!(
+            body.as_ref(),
+            std::fs::read(repo.join("public").join(file)).unwrap(),
+            "GET {path}"
+        );
+
+        // Revalidation: the same tag is a 304 without a body; another tag gets the file again.
+        let again = c
+            .http
+            .get(c.url(path))
+            .header("If-None-Match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "GET {path} If-None-Match");
+        assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+        assert!(again.bytes().await.unwrap().is_empty());
+        let stale = c
+            .http
+            .get(c.url(path))
+            .header("If-None-Match", "\"0000\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), 200, "GET {path} with a stale tag");
+
+        let head = c.http.head(c.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), 200, "HEAD {path}");
+        assert_eq!(head.headers()["etag"].to_str().unwrap(), etag);
+        assert!(
+            head.bytes().await.unwrap().is_empty(),
+            "HEAD {path} has no body"
+        );
+
+        let post = c.http.post(c.url(path)).body("x").send().await.unwrap();
+        assert_eq!(post.headers()["allow"].to_str().unwrap(), "GET, HEAD");
+        expect_json_error(post, 405, &format!("POST {path}")).await;
+    }
+    for path in ["/_headers", "/public/app.js", "/app.js/", "/index.htm"] {
+        let resp = c.http.get(c.url(path)).send().await.unwrap();
+        expect_json_error(resp, 404, &format!("GET {path}")).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 
 mod guard;
 mod health;
+mod page;
 mod rooms;
 mod token;
 mod users;
@@ -124,7 +125,11 @@ async fn route(
             only(&[Method::Put, Method::Delete], "PUT, DELETE")?;
             rooms::change_member(req, env, room, user).await
         }
-        _ => Err(ApiError::not_found()),
+        // The browser client: a handful of fixed paths, after every API route.
+        _ => match page::find(path) {
+            Some(file) => page::serve(&req, file),
+            None => Err(ApiError::not_found()),
+        },
     };
     built.map(Reply::Built)
 }

@@ -26,7 +26,7 @@ import {
 
 test('two users chat, see presence, XSS stays text, screenshots', { timeout: 180_000 }, async () => {
   await withServerAndBrowser(startServer, {}, async ({ server, browser }) => {
-    // Static assets come with the security headers of public/_headers.
+    // The page comes with its security headers (src/api/page.rs).
     const res = await fetch(`${server.baseUrl}/`);
     const csp = res.headers.get('content-security-policy') || '';
     assert.match(csp, /default-src 'none'/);

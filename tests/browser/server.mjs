@@ -124,10 +124,10 @@ export async function startServer({ stateDir, vars = RELAXED_LIMITS } = {}) {
   const dir = fs.mkdtempSync(path.join(root, 'clubhouse-browser-'));
   const persist = stateDir ? path.resolve(stateDir) : path.join(dir, 'state');
   fs.mkdirSync(persist, { recursive: true });
-  // Serve a snapshot of build/, public/ and migrations/: wrangler dev reloads (dropping every
-  // socket) when `main` or the assets change, so edits in the repo must not reach a running server.
+  // Serve a snapshot of build/ (the page is compiled in) and migrations/: wrangler dev reloads
+  // (dropping every socket) when `main` changes, so edits in the repo must not reach a running server.
   const snapshot = path.join(dir, 'snapshot');
-  for (const part of ['build', 'public', 'migrations']) {
+  for (const part of ['build', 'migrations']) {
     const from = path.join(REPO_ROOT, part);
     if (fs.existsSync(from)) fs.cpSync(from, path.join(snapshot, part), { recursive: true });
   }

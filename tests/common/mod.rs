@@ -289,11 +289,11 @@ impl Server {
 
         let original = std::fs::read_to_string(repo.join("wrangler.toml"))
             .expect("read wrangler.toml at the repo root");
-        // Serve a snapshot of the built Worker, the assets and the migrations: wrangler dev watches
-        // `main` and `[assets]` and reloads (dropping every socket) when they change, so an edit or a
-        // rebuild in the repo during a test run must not reach a running server.
+        // Serve a snapshot of the built Worker (the page is compiled in) and the migrations:
+        // wrangler dev watches `main` and reloads (dropping every socket) when it changes, so an
+        // edit or a rebuild in the repo during a test run must not reach a running server.
         let snapshot = dir.join("snapshot");
-        for part in ["build", "public", "migrations"] {
+        for part in ["build", "migrations"] {
             if repo.join(part).is_dir() {
                 copy_dir(&repo.join(part), &snapshot.join(part)).expect("snapshot the build");
             }
