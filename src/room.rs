@@ -519,6 +519,11 @@ impl ChatRoom {
             Some(s) => (s, MAX_CATCH_UP),
             None => (0, RECENT_HISTORY),
         };
+        // Nothing newer than `after` exists (an empty room, or a client that is up to date on
+        // reconnect): no query, and nothing missed.
+        if after >= self.last_id.get() {
+            return Ok((Vec::new(), false));
+        }
         let mut rows = self.query_messages(
             "id > ? ORDER BY id DESC LIMIT ?",
             vec![after.into(), (limit + 1).into()],
