@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Where the Worker's workerd process spends its CPU per connection, native code included: starts Clubhouse (or,
+# with --baseline, the JS baseline) under `wrangler dev`, warms it with one unmeasured load run, then records the
+# workerd that runs the Worker with `perf` from the moment a second run starts connecting until all its sockets
+# are open, and splits the samples by the runtime API they were spent under (bench/tools/perf_by_api.py).
+#
+#   bash bench/native_profile.sh [--baseline] [--hz F] [--out FILE] [-- BENCH ARGS...]
+#   default load: --clients 1000 --rooms 50 --senders 1 --messages 10
+#
+# bench/profile.sh sees only JS and WASM inside the isolate; this sees the whole process (subrequests, SQLite
+# commits, WebSocket plumbing, GC), which is where most of a connection's cost is. Clubhouse runs with the limits
+# a load test must lift and LOG_LEVEL=error (CLUBHOUSE_EXTRA_VARS adds more). Needs `perf` (linux-tools) with
+# perf_event_paranoid <= 2, build/ (bash scripts/build) and the release load tool. Not a benchmark: one run, and
+# the profiler costs CPU; use bench/run.sh for figures.
+set -euo pipefail
+WORK_PREFIX=clubhouse-native-profile
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SIDE=clubhouse HZ=4999 OUT=""
+BENCH_ARGS=(--clients 1000 --rooms 50 --senders 1 --messages 10)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --baseline) SIDE=baseline ;;
+    --hz) HZ="$2"; shift ;;
+    --out) OUT="$2"; shift ;;
+    --) shift; BENCH_ARGS=("$@"); break ;;
+    *) die "unknown option $1 (see the header of $0)" ;;
+  esac
+  shift
+done
+command -v perf >/dev/null || die "perf is not installed (linux-tools)"
+BIN="$BENCH_DIR/target/release/clubhouse-bench"
+[ -x "$BIN" ] || cargo build --release --quiet --manifest-path "$BENCH_DIR/Cargo.toml"
+OUT="${OUT:-${TMPDIR:-/tmp}/clubhouse-native-$SIDE-connect.perf}"
+
+if [ "$SIDE" = baseline ]; then
+  prepare_baseline base
+  spawn_server base "$BASE_DIR" "$BASE_WRANGLER"
+else
+  prepare_clubhouse ch
+  spawn_clubhouse ch "RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000 LOG_LEVEL:error ${CLUBHOUSE_EXTRA_VARS:-}"
+fi
+wait_http
+workerd_pids "$SERVER_PID" "$SERVER_PORT"
+[ -n "$WORKER_PID" ] || die "no workerd running the Worker found"
+log "$SIDE on $SERVER_URL, Worker workerd pid $WORKER_PID; warm-up run"
+"$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" > "$WORK/warm.txt" 2>&1 \
+  || { tail -n 5 "$WORK/warm.txt" >&2; die "warm-up run failed"; }
+
+log "measured run: perf from \"connecting\" to \"connected\""
+PERF_PID_FILE="$WORK/perf.pid"
+"$BIN" -v --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" 2>&1 >"$WORK/bench.txt" \
+  | while IFS= read -r line; do
+      printf '%s\n' "$line" >&2
+      case "$line" in
+        *connecting*)
+          perf record -F "$HZ" -g -p "$WORKER_PID" -o "$OUT" >"$WORK/perf.log" 2>&1 &
+          echo $! > "$PERF_PID_FILE" ;;
+        *connected*)
+          if [ -f "$PERF_PID_FILE" ]; then kill -INT "$(cat "$PERF_PID_FILE")"; fi ;;
+      esac
+    done
+[ -f "$PERF_PID_FILE" ] || die "the run never reached \"connecting\""
+for _ in $(seq 1 100); do kill -0 "$(cat "$PERF_PID_FILE")" 2>/dev/null || break; sleep 0.1; done
+grep -E '^ *connect:' "$WORK/bench.txt" || true
+OPENED="$(sed -nE 's/^ *connect: ok ([0-9]+).*/\1/p' "$WORK/bench.txt" | head -1)"
+[ -n "$OPENED" ] && [ "$OPENED" -gt 0 ] || die "no connection opened"
+perf script -i "$OUT" 2>/dev/null > "$WORK/perf.txt"
+python3 "$BENCH_DIR/tools/perf_by_api.py" "$WORK/perf.txt" "$HZ" "$OPENED" connection
+log "raw profile: $OUT (perf report -i $OUT)"
