@@ -42,6 +42,9 @@ pub const ROOM_HEADER: &str = "x-clubhouse-room";
 pub const JTI_HEADER: &str = "x-clubhouse-jti";
 /// `member` when the Worker checked membership of a private room, `public` otherwise.
 pub const ACCESS_HEADER: &str = "x-clubhouse-access";
+/// On the room's 403 to a request checked only as public: the room is private, and the caller
+/// should look up the user's membership (D1) and ask again as `member`.
+pub const PRIVATE_HEADER: &str = "x-clubhouse-private";
 /// Set to `bearer` when the client sent its badge as a WebSocket subprotocol.
 pub const SUBPROTOCOL_HEADER: &str = "x-clubhouse-subprotocol";
 /// The Worker's request id, so the room's `ws_connect` line (the upgrade's only log line) can
@@ -424,7 +427,9 @@ impl ChatRoom {
             return refuse(400, "missing identity");
         }
         if self.private_and_not_member(req) {
-            return refuse(403, "this room is private");
+            let mut refusal = refuse(403, "this room is private")?;
+            refusal.headers_mut().set(PRIVATE_HEADER, "1")?;
+            return Ok(refusal);
         }
         let since = match since.map(|s| s.parse::<i64>()) {
             None => None,

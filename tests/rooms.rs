@@ -811,6 +811,63 @@ async fn only_members_get_in_and_only_the_owner_manages_members() {
     assert_eq!(h["messages"][0]["content"], "members only");
 }
 
+/// The Worker sends a socket for a room it has not seen to the room without asking D1 (public
+/// rooms need no membership lookup); a private room refuses it and only then are memberships
+/// read. After a restart no isolate knows which rooms are private, so every first socket takes
+/// that path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_private_rooms_still_admit_only_members() {
+    let server = tokio::task::spawn_blocking(|| Server::start(ServerOptions::default()))
+        .await
+        .unwrap();
+    let c = server.client();
+    let room = unique_name("club");
+    let (owner, to) = c.new_user("owner").await;
+    let (member, tm) = c.new_user("member").await;
+    let (_, tx) = c.new_user("outsider").await;
+    assert_eq!(create_private_room(&c, &to, &room).await.status(), 201);
+    assert_eq!(
+        change_member(&c, Method::PUT, &to, &room, &member)
+            .await
+            .status(),
+        200
+    );
+
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    let c = server.client();
+
+    // The outsider's socket reaches the room, which refuses it: a plain 403, nothing internal.
+    let resp = c
+        .upgrade_attempt(&format!("/ws/{room}?token={}", urlencode(&tx)))
+        .await;
+    assert!(
+        resp.headers().keys().all(|k| !k.as_str().starts_with("x-clubhouse")),
+        "{:?}",
+        resp.headers()
+    );
+    expect_json_error(resp, 403, "outsider after a restart").await;
+    // The member and the owner are asked about in D1 and get in; a message goes between them.
+    let mut m = c.ws(&room, &tm).await;
+    let mut o = c.ws(&room, &to).await;
+    o.send_message(&room, "still private").await;
+    let got = m.next_message().await;
+    assert_eq!(got["content"], "still private");
+    assert_eq!(got["username"], owner.as_str());
+    // A second outsider attempt (the room is now known private: D1 first) is refused too.
+    let resp = c
+        .upgrade_attempt(&format!("/ws/{room}?token={}", urlencode(&tx)))
+        .await;
+    expect_json_error(resp, 403, "outsider, room known private").await;
+    // Public rooms are unaffected.
+    let mut p = c.ws(&unique_name("pub"), &tx).await;
+    p.roundtrip_ping().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_member_closes_their_sockets_with_1008_and_keeps_them_out() {
     let c = client();

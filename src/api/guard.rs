@@ -100,6 +100,27 @@ pub async fn room_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<R
 /// Forgets a cached "public" verdict (the room has just been made private).
 pub fn forget_public(room: &RoomId) {
     KNOWN_PUBLIC.with(|k| k.borrow_mut().remove(room.as_str()));
+    remember_private(room);
+}
+
+thread_local! {
+    /// Rooms this isolate has seen to be private: a socket for one of them reads the user's
+    /// membership from D1 before asking the room, rather than after the room's refusal.
+    static KNOWN_PRIVATE: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+pub fn known_private(room: &RoomId) -> bool {
+    KNOWN_PRIVATE.with(|k| k.borrow().contains(room.as_str()))
+}
+
+pub fn remember_private(room: &RoomId) {
+    KNOWN_PRIVATE.with(|k| {
+        let mut known = k.borrow_mut();
+        if known.len() >= KNOWN_PUBLIC_MAX {
+            known.clear();
+        }
+        known.insert(room.as_str().to_owned());
+    });
 }
 
 /// The client's IP as Cloudflare reports it; locally, whatever the dev proxy says.

@@ -10,10 +10,13 @@ use worker::{wasm_bindgen_futures::JsFuture, worker_sys, Env, Headers, Request, 
 use worker_sys::web_sys;
 
 use super::{guard, rooms};
+use crate::auth::badge::Badge;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::http;
+use crate::protocol::RoomId;
 use crate::room;
+use crate::store::RoomAccess;
 
 /// Longest `Sec-WebSocket-Protocol` header read.
 const MAX_PROTOCOL_HEADER: usize = 4200;
@@ -42,58 +45,111 @@ pub async fn connect(
         None => (http::query_param(&url, "token"), false),
     };
     let badge = guard::authenticate_for_room(env, token.as_deref(), &room).await?;
-    let access = guard::room_access(env, &room, &badge)
-        .await
-        .inspect_err(|_| {
-            crate::log::event(
-                "info",
-                "ws_refused",
-                &[
-                    ("reason", "not_a_member"),
-                    ("username", badge.username.as_str()),
-                    ("room", room.as_str()),
-                ],
-            );
-        })?;
-
-    // Rebuild the request for the room: the client's headers minus any identity headers it tried
-    // to set, plus the identity we verified.
-    let headers = Headers::new();
-    for (name, value) in req.headers().entries() {
-        if !name
-            .to_ascii_lowercase()
-            .starts_with(room::IDENTITY_HEADER_PREFIX)
-        {
-            headers.append(&name, &value)?;
-        }
-    }
-    headers.set(room::USER_HEADER, badge.username.as_str())?;
-    headers.set(room::ROOM_HEADER, room.as_str())?;
-    headers.set(room::JTI_HEADER, &badge.jti)?;
-    headers.set(room::ACCESS_HEADER, rooms::access_label(&access))?;
-    headers.set(room::REQUEST_ID_HEADER, request_id)?;
-    if via_subprotocol {
-        headers.set(room::SUBPROTOCOL_HEADER, "bearer")?;
-    }
-    let since = http::query_param(&url, "since");
-    // Parsed here, so only a plain number ever reaches the room's URL.
-    let target = match since.map(|s| s.parse::<u64>()) {
-        Some(Ok(n)) => format!("https://room.internal/connect?since={n}"),
+    let since = match http::query_param(&url, "since").map(|s| s.parse::<u64>()) {
+        // Parsed here, so only a plain number ever reaches the room's URL.
+        Some(Ok(n)) => Some(n),
         Some(Err(_)) => {
             return Err(ApiError::unprocessable(
                 "since must be a non-negative integer",
             ))
         }
-        None => "https://room.internal/connect".to_owned(),
+        None => None,
     };
-    let mut init = RequestInit::new();
-    init.with_headers(headers);
-    let forwarded = Request::new_with_init(&target, &init)?;
+    let forward = Forward {
+        client: &req,
+        badge: &badge,
+        room: &room,
+        since,
+        request_id,
+        via_subprotocol,
+    };
 
-    let namespace = env.durable_object(room::BINDING)?;
-    let stub = namespace.id_from_name(room.as_str())?.get_stub()?;
-    // The room's answer goes back as it came (see `super::Reply`).
-    Ok(fetch_untouched(stub, &forwarded).await?)
+    // Public rooms, the common case, need no D1 query: the room is the authority on privacy
+    // and answers a socket checked only as public with a marked 403 when it is private. Only
+    // then, or for a room this isolate already knows to be private, are memberships read.
+    let mut access = if guard::known_private(&room) {
+        member_access(env, &room, &badge).await?
+    } else {
+        RoomAccess::Public
+    };
+    loop {
+        let stub = env
+            .durable_object(room::BINDING)?
+            .id_from_name(room.as_str())?
+            .get_stub()?;
+        // The room's answer goes back as it came (see `super::Reply`).
+        let answer = fetch_untouched(stub, &forward.request(&access)?).await?;
+        let private =
+            answer.status() == 403 && answer.headers().has(room::PRIVATE_HEADER).unwrap_or(false);
+        if !private {
+            return Ok(answer);
+        }
+        if matches!(access, RoomAccess::Public) {
+            guard::forget_public(&room);
+            access = member_access(env, &room, &badge).await?;
+            if matches!(access, RoomAccess::Member { .. }) {
+                continue; // ask again, as a member
+            }
+        }
+        // D1 has no record of the room yet (it is being claimed), or the room still refuses.
+        return Err(ApiError::new(403, "this room is private"));
+    }
+}
+
+/// The user's standing in a private room, from D1; a 403 (logged) when not a member.
+async fn member_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<RoomAccess> {
+    guard::room_access(env, room, badge).await.inspect_err(|_| {
+        crate::log::event(
+            "info",
+            "ws_refused",
+            &[
+                ("reason", "not_a_member"),
+                ("username", badge.username.as_str()),
+                ("room", room.as_str()),
+            ],
+        );
+    })
+}
+
+/// What the Worker hands the room for one upgrade.
+struct Forward<'a> {
+    client: &'a Request,
+    badge: &'a Badge,
+    room: &'a RoomId,
+    since: Option<u64>,
+    request_id: &'a str,
+    via_subprotocol: bool,
+}
+
+impl Forward<'_> {
+    /// The client's request rebuilt for the room: its headers minus any identity headers it
+    /// tried to set, plus the identity we verified and the access we checked.
+    fn request(&self, access: &RoomAccess) -> worker::Result<Request> {
+        let headers = Headers::new();
+        for (name, value) in self.client.headers().entries() {
+            if !name
+                .to_ascii_lowercase()
+                .starts_with(room::IDENTITY_HEADER_PREFIX)
+            {
+                headers.append(&name, &value)?;
+            }
+        }
+        headers.set(room::USER_HEADER, self.badge.username.as_str())?;
+        headers.set(room::ROOM_HEADER, self.room.as_str())?;
+        headers.set(room::JTI_HEADER, &self.badge.jti)?;
+        headers.set(room::ACCESS_HEADER, rooms::access_label(access))?;
+        headers.set(room::REQUEST_ID_HEADER, self.request_id)?;
+        if self.via_subprotocol {
+            headers.set(room::SUBPROTOCOL_HEADER, "bearer")?;
+        }
+        let target = match self.since {
+            Some(n) => format!("https://room.internal/connect?since={n}"),
+            None => "https://room.internal/connect".to_owned(),
+        };
+        let mut init = RequestInit::new();
+        init.with_headers(headers);
+        Request::new_with_init(&target, &init)
+    }
 }
 
 /// [`worker::Stub::fetch_with_request`], but the JS response as the object answered it, not
