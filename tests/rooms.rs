@@ -846,7 +846,9 @@ async fn after_a_restart_private_rooms_still_admit_only_members() {
         .upgrade_attempt(&format!("/ws/{room}?token={}", urlencode(&tx)))
         .await;
     assert!(
-        resp.headers().keys().all(|k| !k.as_str().starts_with("x-clubhouse")),
+        resp.headers()
+            .keys()
+            .all(|k| !k.as_str().starts_with("x-clubhouse")),
         "{:?}",
         resp.headers()
     );
