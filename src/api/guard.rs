@@ -20,8 +20,28 @@ thread_local! {
     /// cannot be claimed), and the room object re-checks privacy itself, so a stale entry can
     /// never let anyone into a private room; it only saves a D1 query per connection.
     static KNOWN_PUBLIC: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    /// Rooms this isolate has seen to be private: a socket for one of them reads the user's
+    /// membership from D1 before asking the room, rather than after the room's refusal.
+    static KNOWN_PRIVATE: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
 }
-const KNOWN_PUBLIC_MAX: usize = 10_000;
+/// Most room names either cache holds; a full cache starts over rather than grow.
+const KNOWN_ROOMS_MAX: usize = 10_000;
+
+type KnownRooms = std::thread::LocalKey<RefCell<HashSet<String>>>;
+
+fn remember(cache: &'static KnownRooms, room: &RoomId) {
+    cache.with(|k| {
+        let mut known = k.borrow_mut();
+        if known.len() >= KNOWN_ROOMS_MAX {
+            known.clear();
+        }
+        known.insert(room.as_str().to_owned());
+    });
+}
+
+fn knows(cache: &'static KnownRooms, room: &RoomId) -> bool {
+    cache.with(|k| k.borrow().contains(room.as_str()))
+}
 
 pub fn badge_keys(env: &Env) -> ApiResult<Rc<BadgeKeys>> {
     config::badge_keys(env).map_err(|why| {
@@ -75,7 +95,7 @@ pub async fn bearer(req: &Request, env: &Env) -> ApiResult<Badge> {
 
 /// What `badge` may do in `room`: 403 for a private room it is not a member of.
 pub async fn room_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<RoomAccess> {
-    if KNOWN_PUBLIC.with(|k| k.borrow().contains(room.as_str())) {
+    if knows(&KNOWN_PUBLIC, room) {
         return Ok(RoomAccess::Public);
     }
     let access = Store::from_env(env)?
@@ -84,43 +104,23 @@ pub async fn room_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<R
     match access {
         RoomAccess::Denied => Err(ApiError::new(403, "this room is private")),
         RoomAccess::Public => {
-            KNOWN_PUBLIC.with(|k| {
-                let mut known = k.borrow_mut();
-                if known.len() >= KNOWN_PUBLIC_MAX {
-                    known.clear();
-                }
-                known.insert(room.as_str().to_owned());
-            });
+            remember(&KNOWN_PUBLIC, room);
             Ok(access)
         }
         RoomAccess::Member { .. } => Ok(access),
     }
 }
 
-/// Forgets a cached "public" verdict (the room has just been made private).
-pub fn forget_public(room: &RoomId) {
+/// The room has just been made private, or said it is: forgets a cached "public" verdict, and
+/// later sockets to it go to D1 first.
+pub fn mark_private(room: &RoomId) {
     KNOWN_PUBLIC.with(|k| k.borrow_mut().remove(room.as_str()));
-    remember_private(room);
+    remember(&KNOWN_PRIVATE, room);
 }
 
-thread_local! {
-    /// Rooms this isolate has seen to be private: a socket for one of them reads the user's
-    /// membership from D1 before asking the room, rather than after the room's refusal.
-    static KNOWN_PRIVATE: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-}
-
+/// Whether this isolate has seen `room` to be private.
 pub fn known_private(room: &RoomId) -> bool {
-    KNOWN_PRIVATE.with(|k| k.borrow().contains(room.as_str()))
-}
-
-pub fn remember_private(room: &RoomId) {
-    KNOWN_PRIVATE.with(|k| {
-        let mut known = k.borrow_mut();
-        if known.len() >= KNOWN_PUBLIC_MAX {
-            known.clear();
-        }
-        known.insert(room.as_str().to_owned());
-    });
+    knows(&KNOWN_PRIVATE, room)
 }
 
 /// The client's IP as Cloudflare reports it; locally, whatever the dev proxy says.

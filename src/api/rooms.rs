@@ -102,7 +102,7 @@ pub async fn create(mut req: Request, env: &Env) -> ApiResult<Response> {
     Store::from_env(env)?
         .create_room(room.as_str(), owner, worker::Date::now().as_millis() as f64)
         .await?;
-    guard::forget_public(&room);
+    guard::mark_private(&room);
     crate::log::event(
         "info",
         "room_created",

@@ -85,7 +85,7 @@ pub async fn connect(
             return Ok(answer);
         }
         if matches!(access, RoomAccess::Public) {
-            guard::forget_public(&room);
+            guard::mark_private(&room);
             access = member_access(env, &room, &badge).await?;
             if matches!(access, RoomAccess::Member { .. }) {
                 continue; // ask again, as a member
