@@ -126,6 +126,8 @@ enum Verdict {
 }
 
 impl Verdict {
+    const ALL: [Verdict; 3] = [Verdict::Admitted, Verdict::Revoked, Verdict::TooManyRooms];
+
     fn status(self) -> u16 {
         match self {
             Verdict::Admitted => 204,
@@ -135,9 +137,7 @@ impl Verdict {
     }
 
     fn from_status(status: u16) -> Option<Verdict> {
-        [Verdict::Admitted, Verdict::Revoked, Verdict::TooManyRooms]
-            .into_iter()
-            .find(|v| v.status() == status)
+        Verdict::ALL.into_iter().find(|v| v.status() == status)
     }
 }
 
@@ -377,7 +377,7 @@ mod tests {
 
     #[test]
     fn every_verdict_reads_back_from_its_status() {
-        for verdict in [Verdict::Admitted, Verdict::Revoked, Verdict::TooManyRooms] {
+        for verdict in Verdict::ALL {
             assert_eq!(Verdict::from_status(verdict.status()), Some(verdict));
         }
         assert_eq!(Verdict::from_status(200), None);
