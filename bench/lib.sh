@@ -191,6 +191,19 @@ spawn_clubhouse() {
   STATE_FROM="$CH_STATE" spawn_server "$name" "$CH_CFGDIR" "$WRANGLER" --config "$CH_CFGDIR/wrangler.toml" "${vars[@]+"${vars[@]}"}"
 }
 
+# spawn_profiled SIDE (clubhouse|baseline): starts the server a profiler looks at (no wait). Clubhouse gets the
+# limits a load test must lift and LOG_LEVEL=error; CLUBHOUSE_EXTRA_VARS adds more. Used by profile.sh and
+# native_profile.sh.
+spawn_profiled() {
+  if [ "$1" = baseline ]; then
+    prepare_baseline base
+    spawn_server base "$BASE_DIR" "$BASE_WRANGLER"
+  else
+    prepare_clubhouse ch
+    spawn_clubhouse ch "RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000 LOG_LEVEL:error ${CLUBHOUSE_EXTRA_VARS:-}"
+  fi
+}
+
 # median of numbers on stdin (one per line)
 median() { sort -g | awk '{ v[NR] = $1 } END { if (!NR) { print "nan"; exit } if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 

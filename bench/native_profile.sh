@@ -33,13 +33,7 @@ BIN="$BENCH_DIR/target/release/clubhouse-bench"
 [ -x "$BIN" ] || cargo build --release --quiet --manifest-path "$BENCH_DIR/Cargo.toml"
 OUT="${OUT:-${TMPDIR:-/tmp}/clubhouse-native-$SIDE-connect.perf}"
 
-if [ "$SIDE" = baseline ]; then
-  prepare_baseline base
-  spawn_server base "$BASE_DIR" "$BASE_WRANGLER"
-else
-  prepare_clubhouse ch
-  spawn_clubhouse ch "RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000 LOG_LEVEL:error ${CLUBHOUSE_EXTRA_VARS:-}"
-fi
+spawn_profiled "$SIDE"
 wait_http
 workerd_pids "$SERVER_PID" "$SERVER_PORT"
 [ -n "$WORKER_PID" ] || die "no workerd running the Worker found"

@@ -37,13 +37,7 @@ BIN="$BENCH_DIR/target/release/clubhouse-bench"
 OUT="${OUT:-$BENCH_DIR/results/profile-$SIDE-$PHASE.json}"
 mkdir -p "$(dirname "$OUT")"
 
-if [ "$SIDE" = baseline ]; then
-  prepare_baseline base
-  spawn_server base "$BASE_DIR" "$BASE_WRANGLER"
-else
-  prepare_clubhouse ch
-  spawn_clubhouse ch "RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000 LOG_LEVEL:error ${CLUBHOUSE_EXTRA_VARS:-}"
-fi
+spawn_profiled "$SIDE"
 wait_http
 INSPECTOR_PORT="$(ps -o args= -p "$SERVER_PID" | grep -o -- '--inspector-port [0-9]*' | awk '{ print $2 }')"
 [ -n "$INSPECTOR_PORT" ] || die "no --inspector-port on the server's command line"
