@@ -825,13 +825,7 @@ async fn after_a_restart_private_rooms_still_admit_only_members() {
     let (owner, to) = c.new_user("owner").await;
     let (member, tm) = c.new_user("member").await;
     let (_, tx) = c.new_user("outsider").await;
-    assert_eq!(create_private_room(&c, &to, &room).await.status(), 201);
-    assert_eq!(
-        change_member(&c, Method::PUT, &to, &room, &member)
-            .await
-            .status(),
-        200
-    );
+    private_room_with_member(&c, &to, &room, &member).await;
 
     let server = tokio::task::spawn_blocking(move || {
         server.restart();
@@ -876,13 +870,7 @@ async fn removing_a_member_closes_their_sockets_with_1008_and_keeps_them_out() {
     let room = unique_name("kick");
     let (_, to) = c.new_user("owner").await;
     let (member, tm) = c.new_user("member").await;
-    assert_eq!(create_private_room(&c, &to, &room).await.status(), 201);
-    assert_eq!(
-        change_member(&c, Method::PUT, &to, &room, &member)
-            .await
-            .status(),
-        200
-    );
+    private_room_with_member(&c, &to, &room, &member).await;
 
     let mut o = c.ws(&room, &to).await;
     o.roundtrip_ping().await;

@@ -97,6 +97,14 @@ pub async fn change_member(
         .expect("PUT/DELETE member")
 }
 
+/// A new private room owned by `owner_token`'s user, with `member` added; asserts both steps.
+pub async fn private_room_with_member(c: &Client, owner_token: &str, room: &str, member: &str) {
+    let created = create_private_room(c, owner_token, room).await;
+    assert_eq!(created.status(), 201, "POST /rooms {room}");
+    let added = change_member(c, reqwest::Method::PUT, owner_token, room, member).await;
+    assert_eq!(added.status(), 200, "PUT member {member} in {room}");
+}
+
 /// `POST /logout` (optionally `?all=true`) with `token`.
 pub async fn logout(c: &Client, token: &str, all: bool) -> reqwest::Response {
     let path = if all { "/logout?all=true" } else { "/logout" };
