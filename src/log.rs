@@ -2,8 +2,16 @@
 //! can filter on fields. Callers pass only fields that are safe to keep: never a token, a
 //! password or a message's content. `LOG_LEVEL` (`debug`, `info`, `warn`, `error`; default
 //! `info`) drops lines below it.
+//!
+//! Per-socket lines (`ws_connect`, `ws_close`) are written by the room through a [`LineBatch`]:
+//! one line per socket in a quiet room, one line per room and half second during a burst. Each
+//! `console.log` is a log event to ship and store (Workers Logs bills per event; under
+//! `wrangler dev` each one is a message to the dev server's node process), and a reconnect storm
+//! is exactly when a per-socket line costs most.
 
 use std::sync::atomic::{AtomicU8, Ordering};
+
+use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -44,10 +52,14 @@ pub fn set_level_from_env(env: &worker::Env) {
     THRESHOLD.store(level as u8, Ordering::Relaxed);
 }
 
-/// Formats one log line as JSON: `{"level", "event", ...fields}`. A field whose value is an
-/// integer is written as a number.
-pub fn line(level: &str, event: &str, fields: &[(&str, &str)]) -> String {
-    let mut map = serde_json::Map::new();
+/// Whether lines at `level` pass `LOG_LEVEL`.
+pub fn enabled(level: Level) -> bool {
+    level as u8 >= THRESHOLD.load(Ordering::Relaxed)
+}
+
+/// `{"level", "event", ...fields}`. A field whose value is an integer is written as a number.
+fn fields_map(level: &str, event: &str, fields: &[(&str, &str)]) -> Map<String, Value> {
+    let mut map = Map::new();
     map.insert("level".into(), level.into());
     map.insert("event".into(), event.into());
     for (k, v) in fields {
@@ -58,24 +70,144 @@ pub fn line(level: &str, event: &str, fields: &[(&str, &str)]) -> String {
         };
         map.insert((*k).into(), value);
     }
-    serde_json::Value::Object(map).to_string()
+    map
+}
+
+/// Formats one log line as JSON: `{"level", "event", ...fields}`.
+pub fn line(level: &str, event: &str, fields: &[(&str, &str)]) -> String {
+    Value::Object(fields_map(level, event, fields)).to_string()
+}
+
+/// One line for a batch of per-socket entries: `{"level", "event", ...fields, "count",
+/// "sockets": [...]}`.
+pub fn batch_line(
+    level: &str,
+    event: &str,
+    fields: &[(&str, &str)],
+    sockets: Vec<Value>,
+) -> String {
+    let mut map = fields_map(level, event, fields);
+    map.insert("count".into(), sockets.len().into());
+    map.insert("sockets".into(), Value::Array(sockets));
+    Value::Object(map).to_string()
 }
 
 /// Writes one structured log line, stamped with the time, if `level` passes `LOG_LEVEL`.
 pub fn event(level: &str, event: &str, fields: &[(&str, &str)]) {
     let level = Level::parse(level).unwrap_or(Level::Info);
-    if (level as u8) < THRESHOLD.load(Ordering::Relaxed) {
+    if !enabled(level) {
         return;
     }
-    let ts: String = worker::js_sys::Date::new_0().to_iso_string().into();
+    let ts = now_iso();
     let mut all = Vec::with_capacity(fields.len() + 1);
     all.push(("ts", ts.as_str()));
     all.extend_from_slice(fields);
-    let text = line(level.name(), event, &all);
+    write(level, &line(level.name(), event, &all));
+}
+
+/// Writes a [`LineBatch`]'s entries as one `info` line (nothing if there are none).
+pub fn socket_batch(event: &str, fields: &[(&str, &str)], sockets: Vec<Value>) {
+    if sockets.is_empty() || !enabled(Level::Info) {
+        return;
+    }
+    let ts = now_iso();
+    let mut all = Vec::with_capacity(fields.len() + 1);
+    all.push(("ts", ts.as_str()));
+    all.extend_from_slice(fields);
+    write(Level::Info, &batch_line("info", event, &all, sockets));
+}
+
+fn now_iso() -> String {
+    worker::js_sys::Date::new_0().to_iso_string().into()
+}
+
+fn write(level: Level, text: &str) {
     match level {
         Level::Error => worker::console_error!("{text}"),
         Level::Warn => worker::console_warn!("{text}"),
         _ => worker::console_log!("{text}"),
+    }
+}
+
+/// How long a room gathers per-socket entries after writing a line, once sockets come faster
+/// than that (milliseconds).
+pub const BATCH_WINDOW_MS: f64 = 500.0;
+/// Most entries in one line: a fuller batch is written at once (a line stays under ~16 KB).
+pub const BATCH_MAX_ENTRIES: usize = 100;
+/// A flush this late is taken as lost, so a lost timer cannot hold entries back for good.
+const LOST_FLUSH_MS: f64 = 5_000.0;
+
+/// Per-socket log entries of one event in one room, with the same leading-edge rule as
+/// presence (`presence.rs`): the first entry after a quiet window is written at once, later
+/// ones wait for one flush at (last line + window). Pure, so it is unit-tested natively; the
+/// room runs the timer. In memory only: entries waiting when the runtime evicts the room are
+/// lost (it does not evict an object with a timer pending).
+#[derive(Debug)]
+pub struct LineBatch {
+    window_ms: f64,
+    last_written: Option<f64>,
+    pending: Vec<Value>,
+    flush_due: Option<f64>,
+}
+
+/// What the room does after [`LineBatch::add`].
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// Write these entries now, as one line.
+    Write(Vec<Value>),
+    /// Queued; start the (one) flush timer, due in `delay_ms`, then write [`LineBatch::take`].
+    Schedule { delay_ms: f64 },
+    /// Queued; a flush is already scheduled.
+    Wait,
+}
+
+impl LineBatch {
+    pub fn new(window_ms: f64) -> Self {
+        Self {
+            window_ms,
+            last_written: None,
+            pending: Vec::new(),
+            flush_due: None,
+        }
+    }
+
+    pub fn add(&mut self, entry: Value, now: f64) -> Step {
+        let quiet = self
+            .last_written
+            .is_none_or(|last| now - last >= self.window_ms);
+        if self.pending.is_empty() && quiet {
+            self.last_written = Some(now);
+            return Step::Write(vec![entry]);
+        }
+        self.pending.push(entry);
+        if self.pending.len() >= BATCH_MAX_ENTRIES {
+            // The scheduled flush, if any, stays scheduled and writes whatever comes next.
+            return Step::Write(self.drain(now));
+        }
+        if self.flush_due.is_some_and(|due| now < due + LOST_FLUSH_MS) {
+            return Step::Wait;
+        }
+        let due = self
+            .last_written
+            .map_or(now, |last| last + self.window_ms)
+            .max(now);
+        self.flush_due = Some(due);
+        Step::Schedule {
+            delay_ms: due - now,
+        }
+    }
+
+    /// The flush timer fired: everything waiting, to write as one line now (possibly empty).
+    pub fn take(&mut self, now: f64) -> Vec<Value> {
+        self.flush_due = None;
+        self.drain(now)
+    }
+
+    fn drain(&mut self, now: f64) -> Vec<Value> {
+        if !self.pending.is_empty() {
+            self.last_written = Some(now);
+        }
+        std::mem::take(&mut self.pending)
     }
 }
 
@@ -99,6 +231,86 @@ mod tests {
         assert_eq!(v["reason"], "bad \"token\"");
         assert_eq!(v["status"], 401);
         assert_eq!(v["code"], "007", "not a plain integer: kept as text");
+    }
+
+    fn entry(n: u32) -> Value {
+        serde_json::json!({ "n": n })
+    }
+
+    #[test]
+    fn a_quiet_room_writes_each_socket_at_once() {
+        let mut batch = LineBatch::new(500.0);
+        assert_eq!(batch.add(entry(1), 0.0), Step::Write(vec![entry(1)]));
+        assert_eq!(batch.add(entry(2), 600.0), Step::Write(vec![entry(2)]));
+        assert_eq!(batch.add(entry(3), 1100.0), Step::Write(vec![entry(3)]));
+    }
+
+    #[test]
+    fn a_burst_is_one_line_per_window() {
+        let mut batch = LineBatch::new(500.0);
+        assert_eq!(batch.add(entry(1), 0.0), Step::Write(vec![entry(1)]));
+        assert_eq!(
+            batch.add(entry(2), 10.0),
+            Step::Schedule { delay_ms: 490.0 }
+        );
+        assert_eq!(batch.add(entry(3), 20.0), Step::Wait);
+        assert_eq!(batch.take(500.0), vec![entry(2), entry(3)]);
+        // Right after a flushed line, the next entry waits a whole window again.
+        assert_eq!(
+            batch.add(entry(4), 510.0),
+            Step::Schedule { delay_ms: 490.0 }
+        );
+        assert_eq!(batch.take(1000.0), vec![entry(4)]);
+        assert_eq!(batch.take(1000.0), Vec::<Value>::new(), "nothing twice");
+    }
+
+    #[test]
+    fn a_full_batch_is_written_at_once_and_nothing_is_lost() {
+        let mut batch = LineBatch::new(500.0);
+        let mut written = vec![];
+        let mut timers = 0;
+        for n in 0..(3 * BATCH_MAX_ENTRIES as u32) {
+            match batch.add(entry(n), 1.0 + n as f64 / 1000.0) {
+                Step::Write(entries) => {
+                    assert!(entries.len() <= BATCH_MAX_ENTRIES);
+                    written.extend(entries);
+                }
+                Step::Schedule { .. } => timers += 1,
+                Step::Wait => {}
+            }
+        }
+        written.extend(batch.take(600.0));
+        assert_eq!(timers, 1, "one timer for the whole burst");
+        let expected: Vec<Value> = (0..(3 * BATCH_MAX_ENTRIES as u32)).map(entry).collect();
+        assert_eq!(written, expected);
+    }
+
+    #[test]
+    fn a_lost_timer_does_not_hold_entries_for_good() {
+        let mut batch = LineBatch::new(500.0);
+        batch.add(entry(1), 0.0);
+        assert!(matches!(batch.add(entry(2), 1.0), Step::Schedule { .. }));
+        // The timer never fires; much later another entry schedules a new one.
+        assert!(matches!(
+            batch.add(entry(3), 1.0 + 500.0 + LOST_FLUSH_MS),
+            Step::Schedule { .. }
+        ));
+        assert_eq!(batch.take(6000.0), vec![entry(2), entry(3)]);
+    }
+
+    #[test]
+    fn batch_lines_carry_the_count_and_the_entries() {
+        let l = batch_line(
+            "info",
+            "ws_connect",
+            &[("room", "lobby")],
+            vec![entry(1), entry(2)],
+        );
+        let v: Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["event"], "ws_connect");
+        assert_eq!(v["room"], "lobby");
+        assert_eq!(v["count"], 2);
+        assert_eq!(v["sockets"][1]["n"], 2);
     }
 
     #[test]

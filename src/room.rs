@@ -28,6 +28,7 @@ use worker::{js_sys, wasm_bindgen_futures, worker_sys::web_sys};
 
 use crate::config::RoomConfig;
 use crate::http;
+use crate::log::{self, LineBatch, Step};
 use crate::presence::{Decision, PresenceBatch};
 use crate::protocol::{self, error_frame, ChatMessage, ServerFrame};
 use crate::ratelimit::{ConnectionLimiter, Verdict};
@@ -134,6 +135,9 @@ pub struct ChatRoom {
     /// Join/leave announcements: when the last went out, and the batch waiting for its flush.
     /// Shared with the flush timer's future. Lost on eviction (see `presence.rs`).
     presence: Rc<RefCell<PresenceBatch>>,
+    /// `ws_connect` and `ws_close` entries waiting for their line (`log::LineBatch`).
+    connect_log: Rc<RefCell<LineBatch>>,
+    close_log: Rc<RefCell<LineBatch>>,
 }
 
 /// Whether the room has been used or claimed, and by whom. Stored as key/value rows in `meta`.
@@ -206,6 +210,8 @@ impl DurableObject for ChatRoom {
             sql,
             state,
             presence: Rc::new(RefCell::new(PresenceBatch::new(config.presence_batch_ms))),
+            connect_log: Rc::new(RefCell::new(LineBatch::new(log::BATCH_WINDOW_MS))),
+            close_log: Rc::new(RefCell::new(LineBatch::new(log::BATCH_WINDOW_MS))),
             config,
             last_id: Cell::new(last),
             online: RefCell::new(None),
@@ -498,15 +504,13 @@ impl ChatRoom {
         }
         // After its own join: the new socket saw its user online, the state after that join.
         self.presence.borrow_mut().snapshot_sent(&user);
-        crate::log::event(
-            "info",
-            "ws_connect",
-            &[
-                ("username", &user),
-                ("room", &room),
-                ("request_id", &header(req, REQUEST_ID_HEADER)),
-            ],
-        );
+        self.log_socket(&self.connect_log, "ws_connect", || {
+            serde_json::json!({
+                "username": user,
+                "request_id": header(req, REQUEST_ID_HEADER),
+                "at": worker::Date::now().as_millis(),
+            })
+        });
 
         let mut response = Response::from_websocket(pair.client)?;
         if header(req, SUBPROTOCOL_HEADER) == "bearer" {
@@ -746,6 +750,36 @@ impl ChatRoom {
         }
     }
 
+    /// Logs one socket's `event` line, or queues it for the room's next line of that event
+    /// (`log::LineBatch`), whose flush this may schedule.
+    fn log_socket(
+        &self,
+        batch: &Rc<RefCell<LineBatch>>,
+        event: &'static str,
+        entry: impl FnOnce() -> serde_json::Value,
+    ) {
+        if !log::enabled(log::Level::Info) {
+            return;
+        }
+        let now = worker::Date::now().as_millis() as f64;
+        let step = batch.borrow_mut().add(entry(), now);
+        match step {
+            Step::Write(entries) => log::socket_batch(event, &[("room", &self.name)], entries),
+            Step::Wait => {}
+            Step::Schedule { delay_ms } => {
+                let batch = Rc::clone(batch);
+                let room = self.name.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    worker::Delay::from(Duration::from_millis(delay_ms.ceil() as u64)).await;
+                    let entries = batch
+                        .borrow_mut()
+                        .take(worker::Date::now().as_millis() as f64);
+                    log::socket_batch(event, &[("room", &room)], entries);
+                });
+            }
+        }
+    }
+
     fn rate_check(&self, conn: u32, now: f64) -> Verdict {
         let mut limiters = self.limiters.borrow_mut();
         limiters
@@ -782,15 +816,13 @@ impl ChatRoom {
         let members: Vec<Member> = closing.iter().filter_map(Member::of).collect();
         for member in &members {
             self.limiters.borrow_mut().remove(&member.conn);
-            crate::log::event(
-                "info",
-                "ws_close",
-                &[
-                    ("username", &member.user),
-                    ("room", &self.name),
-                    ("code", &code.to_string()),
-                ],
-            );
+            self.log_socket(&self.close_log, "ws_close", || {
+                serde_json::json!({
+                    "username": member.user,
+                    "code": code,
+                    "at": worker::Date::now().as_millis(),
+                })
+            });
         }
         let users: BTreeSet<&str> = members.iter().map(|m| m.user.as_str()).collect();
         for user in users {

@@ -96,12 +96,37 @@ async fn without_a_usable_jwt_secret_healthz_is_503_and_login_is_503() {
 // ---------------------------------------------------------------------------------------------
 
 /// The JSON objects among the log's lines (a line may carry a prefix before the `{`).
-fn json_lines(log: &str) -> Vec<Value> {
+fn raw_json_lines(log: &str) -> Vec<Value> {
     log.lines()
         .filter_map(|l| l.find('{').map(|i| &l[i..]))
         .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
         .filter(|v| v.get("event").is_some())
         .collect()
+}
+
+/// [`raw_json_lines`] with each batched per-socket line (`"count"`, `"sockets": [...]`) spread
+/// into one object per socket: the line's fields plus the socket's.
+fn json_lines(log: &str) -> Vec<Value> {
+    let mut out = vec![];
+    for line in raw_json_lines(log) {
+        let Some(sockets) = line.get("sockets").and_then(Value::as_array) else {
+            out.push(line);
+            continue;
+        };
+        assert_eq!(
+            line["count"].as_u64(),
+            Some(sockets.len() as u64),
+            "count and sockets disagree: {line}"
+        );
+        for socket in sockets {
+            let mut one = line.as_object().unwrap().clone();
+            one.remove("sockets");
+            one.remove("count");
+            one.extend(socket.as_object().unwrap().clone());
+            out.push(Value::Object(one));
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,6 +247,56 @@ async fn logs_are_structured_json_and_never_hold_secrets() {
         "secrets in the log:\n{}",
         leaks.join("\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_sockets_is_logged_in_a_few_lines_each_socket_once() {
+    const SOCKETS: usize = 30;
+    let server = ops().await;
+    let c = server.client();
+    let (name, token) = c.new_user("burstlog").await;
+    let room = unique_name("burstroom");
+    let mut sockets = vec![];
+    for _ in 0..SOCKETS {
+        sockets.push(c.ws(&room, &token).await);
+    }
+    for ws in sockets {
+        ws.close().await;
+    }
+    // Past the batch window (500 ms), so the last lines are out.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let log = server.log();
+    for event in ["ws_connect", "ws_close"] {
+        let lines: Vec<Value> = raw_json_lines(&log)
+            .into_iter()
+            .filter(|v| v["event"] == event && v["room"] == room.as_str())
+            .collect();
+        let entries: Vec<Value> = json_lines(&log)
+            .into_iter()
+            .filter(|v| v["event"] == event && v["room"] == room.as_str())
+            .collect();
+        assert_eq!(
+            entries.len(),
+            SOCKETS,
+            "every {event} logged once: {lines:?}"
+        );
+        assert!(
+            entries.iter().all(|v| v["username"] == name.as_str()),
+            "{event} entries name the user: {entries:?}"
+        );
+        assert!(
+            lines.len() <= SOCKETS / 3,
+            "{} {event} lines for {SOCKETS} sockets in about a second: not batched",
+            lines.len()
+        );
+    }
+    let ids: std::collections::HashSet<String> = json_lines(&log)
+        .into_iter()
+        .filter(|v| v["event"] == "ws_connect" && v["room"] == room.as_str())
+        .filter_map(|v| v["request_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(ids.len(), SOCKETS, "one request id per socket");
 }
 
 // ---------------------------------------------------------------------------------------------
