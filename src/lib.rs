@@ -3,6 +3,7 @@
 //! Entry points only. The request path is: `api` (router and handlers) → `auth` (badges,
 //! passwords) → `store` (D1) or `room` (one Durable Object per room) → `protocol` (wire format).
 
+pub mod admissions;
 pub mod api;
 pub mod auth;
 pub mod config;

@@ -26,12 +26,15 @@ use worker::{
 };
 use worker::{js_sys, wasm_bindgen_futures, worker_sys::web_sys};
 
-use crate::config::RoomConfig;
+use crate::admissions::Admissions;
+use crate::auth::badge::Badge;
+use crate::config::{Config, RoomConfig};
 use crate::http;
 use crate::log::{self, LineBatch, Step};
 use crate::presence::{Decision, PresenceBatch};
 use crate::protocol::{self, error_frame, ChatMessage, ServerFrame};
 use crate::ratelimit::{ConnectionLimiter, Verdict};
+use crate::sessions::Ledger;
 
 /// The Durable Object binding in wrangler.toml.
 pub const BINDING: &str = "ROOMS";
@@ -41,6 +44,9 @@ pub const IDENTITY_HEADER_PREFIX: &str = "x-clubhouse-";
 pub const USER_HEADER: &str = "x-clubhouse-user";
 pub const ROOM_HEADER: &str = "x-clubhouse-room";
 pub const JTI_HEADER: &str = "x-clubhouse-jti";
+/// The badge's issue and expiry times (seconds), for the session ledger's admission.
+pub const IAT_HEADER: &str = "x-clubhouse-iat";
+pub const EXP_HEADER: &str = "x-clubhouse-exp";
 /// `member` when the Worker checked membership of a private room, `public` otherwise.
 pub const ACCESS_HEADER: &str = "x-clubhouse-access";
 /// On the room's 403 to a request checked only as public: the room is private, and the caller
@@ -51,6 +57,9 @@ pub const SUBPROTOCOL_HEADER: &str = "x-clubhouse-subprotocol";
 /// The Worker's request id, so the room's `ws_connect` line (the upgrade's only log line) can
 /// be matched with the client's request.
 pub const REQUEST_ID_HEADER: &str = "x-clubhouse-request-id";
+
+/// How often expired rows of `badges` are dropped (seconds).
+const PRUNE_BADGES_EVERY_SECS: i64 = 60;
 
 /// Messages sent on connect without `since`.
 pub const RECENT_HISTORY: i64 = 50;
@@ -119,6 +128,7 @@ extern "C" {
 #[durable_object(fetch)]
 pub struct ChatRoom {
     state: State,
+    env: Env,
     /// The object's SQLite handle, looked up once rather than per message.
     sql: SqlStorage,
     /// The room's name (`id_from_name`), known to the runtime even after hibernation.
@@ -138,6 +148,11 @@ pub struct ChatRoom {
     /// `ws_connect` and `ws_close` entries waiting for their line (`log::LineBatch`).
     connect_log: Rc<RefCell<LineBatch>>,
     close_log: Rc<RefCell<LineBatch>>,
+    /// Badges the session ledger has admitted here (`admissions.rs`), loaded from the `badges`
+    /// table on the first connect after a wake-up (message wake-ups never need it).
+    admissions: RefCell<Option<Admissions>>,
+    /// When expired `badges` rows were last dropped (seconds).
+    badges_pruned_at: Cell<i64>,
 }
 
 /// Whether the room has been used or claimed, and by whom. Stored as key/value rows in `meta`.
@@ -175,6 +190,8 @@ impl DurableObject for ChatRoom {
             "CREATE TABLE IF NOT EXISTS messages (
                 id INTEGER PRIMARY KEY, username TEXT NOT NULL, content TEXT NOT NULL, ts INTEGER NOT NULL)",
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS badges (
+                jti TEXT PRIMARY KEY, username TEXT NOT NULL, exp INTEGER NOT NULL)",
         ] {
             sql.exec(ddl, None).expect("creating the room's tables");
         }
@@ -217,6 +234,9 @@ impl DurableObject for ChatRoom {
             online: RefCell::new(None),
             limiters: RefCell::new(HashMap::new()),
             meta: RefCell::new(meta),
+            admissions: RefCell::new(None),
+            badges_pruned_at: Cell::new(0),
+            env,
         }
     }
 
@@ -224,7 +244,7 @@ impl DurableObject for ChatRoom {
         let url = req.url()?;
         let query = |name: &str| http::query_param(&url, name);
         match (req.method(), url.path()) {
-            (Method::Get, "/connect") => self.connect(&req, query("since")),
+            (Method::Get, "/connect") => self.connect(&req, query("since")).await,
             (Method::Post, "/claim") => Ok(self.claim(query("owner").unwrap_or_default())),
             (Method::Get, "/info") => Ok(http::json(200, &self.info())),
             (Method::Get, "/messages" | "/members") if self.private_and_not_member(&req) => {
@@ -242,8 +262,14 @@ impl DurableObject for ChatRoom {
             }
             (Method::Post, "/revoke") => {
                 let closed = match (query("jti"), query("user")) {
-                    (Some(jti), _) => self.close_tagged(&jti_tag(&jti), "token revoked"),
-                    (None, Some(user)) => self.close_tagged(&user_tag(&user), "token revoked"),
+                    (Some(jti), _) => {
+                        self.forget_badges("jti", &jti)?;
+                        self.close_tagged(&jti_tag(&jti), "token revoked")
+                    }
+                    (None, Some(user)) => {
+                        self.forget_badges("username", &user)?;
+                        self.close_tagged(&user_tag(&user), "token revoked")
+                    }
                     _ => 0,
                 };
                 Ok(http::json(200, &serde_json::json!({ "closed": closed })))
@@ -329,6 +355,25 @@ fn flush_presence(state: &JsValue, batch: &RefCell<PresenceBatch>, broadcast_max
             .borrow_mut()
             .announced(worker::Date::now().as_millis() as f64);
     }
+}
+
+/// What the checks before an accept found out.
+struct Opening {
+    /// Sockets in the room before this one.
+    room_sockets: usize,
+    /// Whether the user already had a socket here.
+    was_online: bool,
+}
+
+/// The verified badge the Worker described in its headers.
+fn badge_from_headers(req: &Request, user: &str, jti: &str) -> Option<Badge> {
+    let number = |name: &str| header(req, name).parse::<i64>().ok();
+    Some(Badge {
+        username: crate::protocol::Username::parse(user).ok()?,
+        jti: jti.to_owned(),
+        issued_at: number(IAT_HEADER)?,
+        expires_at: number(EXP_HEADER)?,
+    })
 }
 
 fn header(req: &Request, name: &str) -> String {
@@ -420,51 +465,59 @@ impl ChatRoom {
         Ok(())
     }
 
-    /// Accepts a WebSocket for a member the Worker has already authenticated. Everything from
-    /// the accept to the return runs without an `await`, so no message can slip in between
-    /// the history we send and the live frames that follow: nothing lost, nothing twice.
-    fn connect(&self, req: &Request, since: Option<String>) -> Result<Response> {
+    /// Accepts a WebSocket for a member whose badge signature the Worker has verified: asks the
+    /// session ledger to admit the badge here unless it already did (`admissions.rs`). Everything
+    /// from the last check to the return runs without an `await`, so no message can slip in
+    /// between the history we send and the live frames that follow: nothing lost, nothing twice.
+    async fn connect(&self, req: &Request, since: Option<String>) -> Result<Response> {
         let (user, room, jti) = (
             header(req, USER_HEADER),
             header(req, ROOM_HEADER),
             header(req, JTI_HEADER),
         );
-        if user.is_empty() || room.is_empty() {
+        if user.is_empty() || room.is_empty() || jti.is_empty() {
             return refuse(400, "missing identity");
-        }
-        if self.private_and_not_member(req) {
-            let mut refusal = refuse(403, "this room is private")?;
-            refusal.headers_mut().set(PRIVATE_HEADER, "1")?;
-            return Ok(refusal);
         }
         let since = match since.map(|s| s.parse::<i64>()) {
             None => None,
             Some(Ok(n)) if n >= 0 => Some(n),
             Some(_) => return refuse(422, "since must be a non-negative integer"),
         };
-        let room_sockets = self.socket_count();
-        if room_sockets >= self.config.max_sockets_per_room {
-            crate::log::event(
-                "warn",
-                "ws_refused",
-                &[("reason", "room_full"), ("room", &room)],
-            );
-            return refuse(503, "room is full");
+        let mut opening = match self.may_open(req, &user, &room)? {
+            Ok(opening) => opening,
+            Err(refusal) => return Ok(refusal),
+        };
+        let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
+        if !self.with_admissions(|a| a.knows(&jti, now_secs))? {
+            let asked_at = worker::Date::now().as_millis() as f64;
+            let badge = match badge_from_headers(req, &user, &jti) {
+                Some(badge) => badge,
+                None => return refuse(400, "missing identity"),
+            };
+            let max_rooms = Config::from_env(&self.env).max_rooms_per_user;
+            let admission = match Ledger::for_user(&self.env, &user) {
+                Ok(ledger) => ledger.admit_socket(&badge, &room, max_rooms).await,
+                Err(e) => Err(e),
+            };
+            if let Err(refusal) = admission {
+                return Ok(refusal.into_response());
+            }
+            // A logout may have reached the room while the ledger answered (it listed this room
+            // only because the ledger had just recorded it).
+            if self.with_admissions(|a| a.revoked_since(&jti, &user, asked_at))? {
+                return refuse(401, "Could not validate credentials");
+            }
+            self.remember_badge(&jti, &user, badge.expires_at, now_secs)?;
+            // And the room may have filled up, or been made private, meanwhile.
+            opening = match self.may_open(req, &user, &room)? {
+                Ok(opening) => opening,
+                Err(refusal) => return Ok(refusal),
+            };
         }
-        let user_sockets = self.state.get_websockets_with_tag(&user_tag(&user));
-        if user_sockets.len() >= self.config.max_sockets_per_user {
-            crate::log::event(
-                "warn",
-                "ws_refused",
-                &[
-                    ("reason", "too_many_sockets"),
-                    ("username", &user),
-                    ("room", &room),
-                ],
-            );
-            return refuse(429, "too many connections to this room for this user");
-        }
-        let was_online = !user_sockets.is_empty();
+        let Opening {
+            room_sockets,
+            was_online,
+        } = opening;
         if !self.meta.borrow().used {
             self.set_meta("used", "1")?;
         }
@@ -519,6 +572,98 @@ impl ChatRoom {
                 .set("Sec-WebSocket-Protocol", "bearer")?;
         }
         Ok(response)
+    }
+
+    /// Whether `user` may open one more socket here now: the room's privacy, and its limits.
+    fn may_open(
+        &self,
+        req: &Request,
+        user: &str,
+        room: &str,
+    ) -> Result<std::result::Result<Opening, Response>> {
+        if self.private_and_not_member(req) {
+            let mut refusal = refuse(403, "this room is private")?;
+            refusal.headers_mut().set(PRIVATE_HEADER, "1")?;
+            return Ok(Err(refusal));
+        }
+        let room_sockets = self.socket_count();
+        if room_sockets >= self.config.max_sockets_per_room {
+            crate::log::event(
+                "warn",
+                "ws_refused",
+                &[("reason", "room_full"), ("room", room)],
+            );
+            return refuse(503, "room is full").map(Err);
+        }
+        let user_sockets = self.state.get_websockets_with_tag(&user_tag(user));
+        if user_sockets.len() >= self.config.max_sockets_per_user {
+            crate::log::event(
+                "warn",
+                "ws_refused",
+                &[
+                    ("reason", "too_many_sockets"),
+                    ("username", user),
+                    ("room", room),
+                ],
+            );
+            return refuse(429, "too many connections to this room for this user").map(Err);
+        }
+        Ok(Ok(Opening {
+            room_sockets,
+            was_online: !user_sockets.is_empty(),
+        }))
+    }
+
+    /// Runs `f` on the room's admitted badges, loading them from storage first if needed.
+    fn with_admissions<T>(&self, f: impl FnOnce(&mut Admissions) -> T) -> Result<T> {
+        let mut admissions = self.admissions.borrow_mut();
+        if admissions.is_none() {
+            #[derive(Deserialize)]
+            struct Row {
+                jti: String,
+                username: String,
+                exp: i64,
+            }
+            let rows = self
+                .sql
+                .exec("SELECT jti, username, exp FROM badges", None)?
+                .to_array::<Row>()?;
+            *admissions = Some(Admissions::from_rows(
+                rows.into_iter().map(|r| (r.jti, r.username, r.exp)),
+            ));
+        }
+        Ok(f(admissions.as_mut().expect("loaded above")))
+    }
+
+    /// The ledger admitted `jti` here: remembered in memory and storage, where expired rows are
+    /// dropped now and then.
+    fn remember_badge(&self, jti: &str, user: &str, expires_at: i64, now_secs: i64) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR REPLACE INTO badges (jti, username, exp) VALUES (?, ?, ?)",
+            vec![jti.into(), user.into(), expires_at.into()],
+        )?;
+        self.with_admissions(|a| a.admitted(jti, user, expires_at))?;
+        if now_secs - self.badges_pruned_at.get() >= PRUNE_BADGES_EVERY_SECS {
+            self.sql
+                .exec("DELETE FROM badges WHERE exp <= ?", vec![now_secs.into()])?;
+            self.with_admissions(|a| a.prune(now_secs))?;
+            self.badges_pruned_at.set(now_secs);
+        }
+        Ok(())
+    }
+
+    /// A revocation reached the room: forgets the badge (`column` = `jti`) or every badge of
+    /// the user (`column` = `username`), so their next socket goes to the ledger.
+    fn forget_badges(&self, column: &'static str, value: &str) -> Result<()> {
+        let now_ms = worker::Date::now().as_millis() as f64;
+        self.sql.exec(
+            &format!("DELETE FROM badges WHERE {column} = ?"),
+            vec![value.into()],
+        )?;
+        self.with_admissions(|a| match column {
+            "jti" => a.revoke_badge(value, now_ms),
+            _ => a.revoke_user(value, now_ms),
+        })
     }
 
     /// History sent on connect: the last 50 messages, or every message after `since` (the

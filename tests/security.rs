@@ -318,6 +318,38 @@ async fn logout_right_after_connecting_still_closes_the_socket() {
     .await;
 }
 
+/// A room remembers the badges the session ledger admitted into it (so a reconnect does not ask
+/// the ledger again), in storage that outlives a restart; a logout must clear that memory too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_remember_admitted_badges_across_restarts_and_forget_revoked_ones() {
+    let server = start(ServerOptions::relaxed_limits()).await;
+    let c = server.client();
+    let (user, t1) = c.new_user("remember").await;
+    let t2 = c.login(&user, DEFAULT_PASSWORD).await;
+    let room = unique_name("remember");
+    for token in [&t1, &t2] {
+        let mut ws = c.ws(&room, token).await;
+        ws.roundtrip_ping().await;
+        ws.close().await;
+    }
+    // No socket is open any more; the logout still reaches the room, which forgets the badge.
+    assert_eq!(logout(&c, &t1, false).await.status(), 200);
+    let server = restart(server).await;
+    let c = server.client();
+    assert_token_refused(&c, &t1, &room, "badge revoked before the restart").await;
+    // The other badge, admitted before the restart, is remembered and gets in.
+    let mut ws = c.ws(&room, &t2).await;
+    ws.roundtrip_ping().await;
+    ws.close().await;
+
+    // Logging out everywhere (a later second than the login: the stamp's resolution).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(logout(&c, &t2, true).await.status(), 200);
+    let server = restart(server).await;
+    let c = server.client();
+    assert_token_refused(&c, &t2, &room, "after logout everywhere and a restart").await;
+}
+
 /// The session ledger keeps one record per (badge, room) with sockets, so logout can close
 /// them; a client controls how many rooms it opens, so the records per account are bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
-//! `GET /ws/{room_id}`: check the origin, the badge and room access before any upgrade, then
-//! hand the socket to the room's Durable Object with the verified identity in headers only the
-//! Worker sets.
+//! `GET /ws/{room_id}`: check the origin, the badge's signature and room access before any
+//! upgrade, then hand the socket to the room's Durable Object with the verified identity in
+//! headers only the Worker sets. The room has the session ledger admit the badge (revocation).
 //!
 //! The badge comes from `Sec-WebSocket-Protocol: bearer, <JWT>` (browsers cannot set headers on
 //! a WebSocket, and a URL ends up in logs and history) or, for older clients, `?token=<JWT>`.
@@ -44,7 +44,9 @@ pub async fn connect(
         Some(token) => (Some(token), true),
         None => (http::query_param(&url, "token"), false),
     };
-    let badge = guard::authenticate_for_room(env, token.as_deref(), &room).await?;
+    // The signature and times only: the room asks the session ledger about revocation, and
+    // only for a badge it has not had admitted before (`admissions.rs`).
+    let badge = guard::verify_signature(env, token.as_deref())?;
     let since = match http::query_param(&url, "since").map(|s| s.parse::<u64>()) {
         // Parsed here, so only a plain number ever reaches the room's URL.
         Some(Ok(n)) => Some(n),
@@ -137,6 +139,8 @@ impl Forward<'_> {
         headers.set(room::USER_HEADER, self.badge.username.as_str())?;
         headers.set(room::ROOM_HEADER, self.room.as_str())?;
         headers.set(room::JTI_HEADER, &self.badge.jti)?;
+        headers.set(room::IAT_HEADER, &self.badge.issued_at.to_string())?;
+        headers.set(room::EXP_HEADER, &self.badge.expires_at.to_string())?;
         headers.set(room::ACCESS_HEADER, rooms::access_label(access))?;
         headers.set(room::REQUEST_ID_HEADER, self.request_id)?;
         if self.via_subprotocol {
