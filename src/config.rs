@@ -182,6 +182,7 @@ impl Config {
 
 thread_local! {
     static CONFIG: OnceCell<Rc<Config>> = const { OnceCell::new() };
+    static ROOM_CONFIG: OnceCell<Rc<RoomConfig>> = const { OnceCell::new() };
     static BADGE_KEYS: OnceCell<Result<Rc<BadgeKeys>, KeyError>> = const { OnceCell::new() };
 }
 
@@ -232,12 +233,20 @@ impl RoomConfig {
         (config, problems)
     }
 
-    pub fn from_env(env: &worker::Env) -> Self {
-        let (config, problems) = Self::from_lookup(&|name| env_string(env, name));
-        for p in problems {
-            crate::log::event("warn", "config_invalid", &[("problem", &p)]);
-        }
-        config
+    /// Read once per isolate, like [`Config::from_env`]: a room is constructed again on every
+    /// wake-up from hibernation, and each setting read crosses into JS.
+    pub fn from_env(env: &worker::Env) -> Rc<Self> {
+        ROOM_CONFIG.with(|cached| {
+            cached
+                .get_or_init(|| {
+                    let (config, problems) = Self::from_lookup(&|name| env_string(env, name));
+                    for p in problems {
+                        crate::log::event("warn", "config_invalid", &[("problem", &p)]);
+                    }
+                    Rc::new(config)
+                })
+                .clone()
+        })
     }
 }
 

@@ -133,7 +133,7 @@ pub struct ChatRoom {
     sql: SqlStorage,
     /// The room's name (`id_from_name`), known to the runtime even after hibernation.
     name: String,
-    config: RoomConfig,
+    config: Rc<RoomConfig>,
     /// Id of the newest stored message; reloaded from storage on every wake-up.
     last_id: Cell<i64>,
     /// Usernames online, built from the live sockets on first use after a wake-up.

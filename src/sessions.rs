@@ -1,11 +1,12 @@
 //! The session ledger: which badges are revoked and in which rooms each badge has opened
 //! sockets, kept in Durable Objects (`Sessions`), each owning a fixed shard of the users.
 //!
-//! Why a Durable Object rather than KV + D1: a connect needs both "is this badge revoked?" and
-//! "remember this socket's room for a later logout". Here that is ONE call answered from the
-//! object's own SQLite, and it is exact and immediate everywhere (KV is eventually consistent
-//! across locations, so a revoked badge could still get in elsewhere for a while). Logout asks
-//! the same object, which hands back the rooms to close sockets in.
+//! Why a Durable Object rather than KV + D1: a socket's admission needs both "is this badge
+//! revoked?" and "remember this socket's room for a later logout". Here that is ONE call (made
+//! by the room, once per badge: `admissions.rs`) answered from the object's own SQLite, and it
+//! is exact and immediate everywhere (KV is eventually consistent across locations, so a
+//! revoked badge could still get in elsewhere for a while). Logout asks the same object, which
+//! hands back the rooms to close sockets in.
 //!
 //! Why shards rather than one object per user: a new Durable Object costs far more to start
 //! than a call to a running one (measured locally: ~2 ms of CPU against ~0.3 ms), and most
@@ -250,7 +251,8 @@ pub fn shard_of(user: &str) -> u32 {
     hash % SHARDS
 }
 
-/// The Worker's handle on one user's entries in the ledger.
+/// A handle on one user's entries in the ledger, for the Worker (requests, logout) and the
+/// rooms (socket admissions).
 pub struct Ledger {
     stub: worker::Stub,
     /// Lowercased: names are unique ignoring case.
