@@ -153,7 +153,27 @@ pub struct ChatRoom {
     admissions: RefCell<Option<Admissions>>,
     /// When expired `badges` rows were last dropped (seconds).
     badges_pruned_at: Cell<i64>,
+    /// Whether all of [`SCHEMA`]'s tables exist (`ensure_schema`).
+    schema_ready: Cell<bool>,
 }
+
+/// The room's tables in its SQLite storage.
+const SCHEMA: [(&str, &str); 3] = [
+    (
+        "messages",
+        "CREATE TABLE IF NOT EXISTS messages (
+            id INTEGER PRIMARY KEY, username TEXT NOT NULL, content TEXT NOT NULL, ts INTEGER NOT NULL)",
+    ),
+    (
+        "meta",
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
+    (
+        "badges",
+        "CREATE TABLE IF NOT EXISTS badges (
+            jti TEXT PRIMARY KEY, username TEXT NOT NULL, exp INTEGER NOT NULL)",
+    ),
+];
 
 /// Whether the room has been used or claimed, and by whom. Stored as key/value rows in `meta`.
 #[derive(Debug, Default)]
@@ -186,37 +206,53 @@ impl DurableObject for ChatRoom {
     fn new(state: State, env: Env) -> Self {
         crate::log::set_level_from_env(&env);
         let sql = state.storage().sql();
-        for ddl in [
-            "CREATE TABLE IF NOT EXISTS messages (
-                id INTEGER PRIMARY KEY, username TEXT NOT NULL, content TEXT NOT NULL, ts INTEGER NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS badges (
-                jti TEXT PRIMARY KEY, username TEXT NOT NULL, exp INTEGER NOT NULL)",
-        ] {
-            sql.exec(ddl, None).expect("creating the room's tables");
+        // Read-only on a wake-up. A new room creates its tables only with its first write
+        // (`ensure_schema`), so that commit is the one its first connect waits for anyway:
+        // tables created here would be a commit of their own before the first request runs.
+        #[derive(Deserialize)]
+        struct Table {
+            name: String,
         }
+        let tables: Vec<String> = sql
+            .exec(
+                "SELECT name FROM sqlite_master WHERE type = 'table'
+                 AND name IN ('messages', 'meta', 'badges')",
+                None,
+            )
+            .and_then(|c| c.to_array::<Table>())
+            .expect("listing the room's tables")
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        let has = |name: &str| tables.iter().any(|t| t == name);
         #[derive(Deserialize)]
         struct MaxId {
             last: i64,
         }
-        let last = sql
-            .exec("SELECT COALESCE(MAX(id), 0) AS last FROM messages", None)
-            .and_then(|c| c.one::<MaxId>())
-            .map(|r| r.last)
-            .expect("reading the last message id");
+        let last = if has("messages") {
+            sql.exec("SELECT COALESCE(MAX(id), 0) AS last FROM messages", None)
+                .and_then(|c| c.one::<MaxId>())
+                .map(|r| r.last)
+                .expect("reading the last message id")
+        } else {
+            0
+        };
         #[derive(Deserialize)]
         struct MetaRow {
             key: String,
             value: String,
         }
         let mut meta = RoomMeta::default();
-        let rows = sql
-            .exec("SELECT key, value FROM meta", None)
-            .and_then(|c| c.to_array::<MetaRow>())
-            .expect("reading the room's metadata");
-        for row in rows {
-            meta.apply(&row.key, &row.value);
+        if has("meta") {
+            let rows = sql
+                .exec("SELECT key, value FROM meta", None)
+                .and_then(|c| c.to_array::<MetaRow>())
+                .expect("reading the room's metadata");
+            for row in rows {
+                meta.apply(&row.key, &row.value);
+            }
         }
+        let schema_ready = SCHEMA.iter().all(|(name, _)| has(name));
         // Answer heartbeats without waking the object (and without billing a wake-up).
         if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
             state.set_websocket_auto_response(&pair);
@@ -236,6 +272,7 @@ impl DurableObject for ChatRoom {
             meta: RefCell::new(meta),
             admissions: RefCell::new(None),
             badges_pruned_at: Cell::new(0),
+            schema_ready: Cell::new(schema_ready),
             env,
         }
     }
@@ -455,8 +492,20 @@ impl ChatRoom {
         self.meta.borrow().private && header(req, ACCESS_HEADER) != "member"
     }
 
+    /// Creates the room's tables if this is its first use of them: call before any statement.
+    fn ensure_schema(&self) -> Result<()> {
+        if !self.schema_ready.get() {
+            for (_, ddl) in SCHEMA {
+                self.sql.exec(ddl, None)?;
+            }
+            self.schema_ready.set(true);
+        }
+        Ok(())
+    }
+
     /// Writes one metadata entry to storage and to the in-memory copy.
     fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.ensure_schema()?;
         self.sql.exec(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             vec![key.into(), value.into()],
@@ -617,6 +666,11 @@ impl ChatRoom {
     /// Runs `f` on the room's admitted badges, loading them from storage first if needed.
     fn with_admissions<T>(&self, f: impl FnOnce(&mut Admissions) -> T) -> Result<T> {
         let mut admissions = self.admissions.borrow_mut();
+        if admissions.is_none() && !self.schema_ready.get() {
+            // No `badges` table yet: nothing was ever admitted here (and no write now, which
+            // would hold the ledger call back until it is committed).
+            *admissions = Some(Admissions::default());
+        }
         if admissions.is_none() {
             #[derive(Deserialize)]
             struct Row {
@@ -638,6 +692,7 @@ impl ChatRoom {
     /// The ledger admitted `jti` here: remembered in memory and storage, where expired rows are
     /// dropped now and then.
     fn remember_badge(&self, jti: &str, user: &str, expires_at: i64, now_secs: i64) -> Result<()> {
+        self.ensure_schema()?;
         self.sql.exec(
             "INSERT OR REPLACE INTO badges (jti, username, exp) VALUES (?, ?, ?)",
             vec![jti.into(), user.into(), expires_at.into()],
@@ -656,6 +711,7 @@ impl ChatRoom {
     /// the user (`column` = `username`), so their next socket goes to the ledger.
     fn forget_badges(&self, column: &'static str, value: &str) -> Result<()> {
         let now_ms = worker::Date::now().as_millis() as f64;
+        self.ensure_schema()?;
         self.sql.exec(
             &format!("DELETE FROM badges WHERE {column} = ?"),
             vec![value.into()],
@@ -698,6 +754,7 @@ impl ChatRoom {
         condition: &str,
         bindings: Vec<SqlStorageValue>,
     ) -> Result<Vec<ChatMessage>> {
+        self.ensure_schema()?;
         let rows = self
             .sql
             .exec(
@@ -801,11 +858,13 @@ impl ChatRoom {
             last_ts: Option<i64>,
         }
         let counts = self
-            .sql
-            .exec(
-                "SELECT COUNT(*) AS stored, MIN(id) AS oldest, MAX(id) AS newest, MAX(ts) AS last_ts FROM messages",
-                None,
-            )
+            .ensure_schema()
+            .and_then(|_| {
+                self.sql.exec(
+                    "SELECT COUNT(*) AS stored, MIN(id) AS oldest, MAX(id) AS newest, MAX(ts) AS last_ts FROM messages",
+                    None,
+                )
+            })
             .and_then(|c| c.one::<Counts>())
             .ok();
         serde_json::json!({
@@ -823,6 +882,7 @@ impl ChatRoom {
     /// Stores one message and drops the oldest beyond the history cap. SQLite calls on the
     /// object's own storage are synchronous, so ids are assigned and stored in arrival order.
     fn store_message(&self, id: i64, username: &str, content: &str, ts: i64) -> Result<()> {
+        self.ensure_schema()?;
         let sql = &self.sql;
         sql.exec_raw(
             "INSERT INTO messages (id, username, content, ts) VALUES (?, ?, ?, ?)",
