@@ -166,18 +166,26 @@ impl Config {
     /// The settings, read once per isolate and shared: vars and secrets only change with a new
     /// deployment, which starts new isolates, and reading ~15 of them crosses into JS each time.
     pub fn from_env(env: &worker::Env) -> Rc<Self> {
-        CONFIG.with(|cached| {
-            cached
-                .get_or_init(|| {
-                    let (config, problems) = Self::from_lookup(&|name| env_string(env, name));
-                    for p in problems {
-                        crate::log::event("warn", "config_invalid", &[("problem", &p)]);
-                    }
-                    Rc::new(config)
-                })
-                .clone()
-        })
+        read_once(&CONFIG, || Self::from_lookup(&|name| env_string(env, name)))
     }
+}
+
+/// Settings read once per isolate into `cache`, each problem found logged that first time.
+fn read_once<T>(
+    cache: &'static std::thread::LocalKey<OnceCell<Rc<T>>>,
+    read: impl FnOnce() -> (T, Vec<String>),
+) -> Rc<T> {
+    cache.with(|cached| {
+        cached
+            .get_or_init(|| {
+                let (config, problems) = read();
+                for p in problems {
+                    crate::log::event("warn", "config_invalid", &[("problem", &p)]);
+                }
+                Rc::new(config)
+            })
+            .clone()
+    })
 }
 
 thread_local! {
@@ -236,16 +244,8 @@ impl RoomConfig {
     /// Read once per isolate, like [`Config::from_env`]: a room is constructed again on every
     /// wake-up from hibernation, and each setting read crosses into JS.
     pub fn from_env(env: &worker::Env) -> Rc<Self> {
-        ROOM_CONFIG.with(|cached| {
-            cached
-                .get_or_init(|| {
-                    let (config, problems) = Self::from_lookup(&|name| env_string(env, name));
-                    for p in problems {
-                        crate::log::event("warn", "config_invalid", &[("problem", &p)]);
-                    }
-                    Rc::new(config)
-                })
-                .clone()
+        read_once(&ROOM_CONFIG, || {
+            Self::from_lookup(&|name| env_string(env, name))
         })
     }
 }

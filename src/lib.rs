@@ -6,6 +6,7 @@
 pub mod admissions;
 pub mod api;
 pub mod auth;
+pub mod burst;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde_json::{Map, Value};
 
+use crate::burst::BurstWindow;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Debug = 0,
@@ -134,8 +136,6 @@ fn write(level: Level, text: &str) {
 pub const BATCH_WINDOW_MS: f64 = 500.0;
 /// Most entries in one line: a fuller batch is written at once (a line stays under ~16 KB).
 pub const BATCH_MAX_ENTRIES: usize = 100;
-/// A flush this late is taken as lost, so a lost timer cannot hold entries back for good.
-const LOST_FLUSH_MS: f64 = 5_000.0;
 
 /// Per-socket log entries of one event in one room, with the same leading-edge rule as
 /// presence (`presence.rs`): the first entry after a quiet window is written at once, later
@@ -144,10 +144,9 @@ const LOST_FLUSH_MS: f64 = 5_000.0;
 /// lost (it does not evict an object with a timer pending).
 #[derive(Debug)]
 pub struct LineBatch {
-    window_ms: f64,
-    last_written: Option<f64>,
+    /// When the last line was written, and the scheduled flush (`burst.rs`).
+    window: BurstWindow,
     pending: Vec<Value>,
-    flush_due: Option<f64>,
 }
 
 /// What the room does after [`LineBatch::add`].
@@ -164,19 +163,14 @@ pub enum Step {
 impl LineBatch {
     pub fn new(window_ms: f64) -> Self {
         Self {
-            window_ms,
-            last_written: None,
+            window: BurstWindow::new(window_ms),
             pending: Vec::new(),
-            flush_due: None,
         }
     }
 
     pub fn add(&mut self, entry: Value, now: f64) -> Step {
-        let quiet = self
-            .last_written
-            .is_none_or(|last| now - last >= self.window_ms);
-        if self.pending.is_empty() && quiet {
-            self.last_written = Some(now);
+        if self.pending.is_empty() && self.window.quiet(now) {
+            self.window.sent(now);
             return Step::Write(vec![entry]);
         }
         self.pending.push(entry);
@@ -184,28 +178,21 @@ impl LineBatch {
             // The scheduled flush, if any, stays scheduled and writes whatever comes next.
             return Step::Write(self.drain(now));
         }
-        if self.flush_due.is_some_and(|due| now < due + LOST_FLUSH_MS) {
-            return Step::Wait;
-        }
-        let due = self
-            .last_written
-            .map_or(now, |last| last + self.window_ms)
-            .max(now);
-        self.flush_due = Some(due);
-        Step::Schedule {
-            delay_ms: due - now,
+        match self.window.schedule(now) {
+            Some(delay_ms) => Step::Schedule { delay_ms },
+            None => Step::Wait,
         }
     }
 
     /// The flush timer fired: everything waiting, to write as one line now (possibly empty).
     pub fn take(&mut self, now: f64) -> Vec<Value> {
-        self.flush_due = None;
+        self.window.fired();
         self.drain(now)
     }
 
     fn drain(&mut self, now: f64) -> Vec<Value> {
         if !self.pending.is_empty() {
-            self.last_written = Some(now);
+            self.window.sent(now);
         }
         std::mem::take(&mut self.pending)
     }
@@ -292,7 +279,7 @@ mod tests {
         assert!(matches!(batch.add(entry(2), 1.0), Step::Schedule { .. }));
         // The timer never fires; much later another entry schedules a new one.
         assert!(matches!(
-            batch.add(entry(3), 1.0 + 500.0 + LOST_FLUSH_MS),
+            batch.add(entry(3), 1.0 + 500.0 + crate::burst::LOST_FLUSH_MS),
             Step::Schedule { .. }
         ));
         assert_eq!(batch.take(6000.0), vec![entry(2), entry(3)]);

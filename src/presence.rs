@@ -31,11 +31,7 @@
 
 use std::collections::HashMap;
 
-/// A flush that is this late (past its due time) is taken as lost (it cannot normally be: the
-/// timer lives as long as the object), and the next change schedules a new one, so a lost timer
-/// can never silence announcements for good. A late timer that fires after all only finds an
-/// empty or newer batch: flushing twice is harmless.
-pub const LOST_FLUSH_MS: f64 = 5_000.0;
+use crate::burst::BurstWindow;
 
 /// What the room should do with one join or leave.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,14 +99,12 @@ impl Pending {
 /// flush. Times are milliseconds (`Date.now()`).
 #[derive(Debug)]
 pub struct PresenceBatch {
-    window_ms: f64,
-    /// When the last announcement (single frame or flush) reached at least one member.
-    last_announced: Option<f64>,
+    /// When the last announcement (single frame or flush) reached at least one member, and
+    /// the scheduled flush (`burst.rs`).
+    window: BurstWindow,
     /// Changes waiting for the flush, by user (one entry per user, ordered by `order`).
     pending: HashMap<String, Pending>,
     next_order: u64,
-    /// When the scheduled flush is due, if one is.
-    flush_due: Option<f64>,
     /// How many `presence` frames (snapshots of who is online) connects have sent.
     snapshots: u64,
 }
@@ -119,21 +113,16 @@ impl PresenceBatch {
     /// `window_ms` is `PRESENCE_BATCH_MS`; 0 sends every change at once (no batching).
     pub fn new(window_ms: u64) -> Self {
         Self {
-            window_ms: window_ms as f64,
-            last_announced: None,
+            window: BurstWindow::new(window_ms as f64),
             pending: HashMap::new(),
             next_order: 0,
-            flush_due: None,
             snapshots: 0,
         }
     }
 
     /// A user's first socket opened (`joined`) or last socket closed, at `now`.
     pub fn record(&mut self, user: &str, joined: bool, now: f64) -> Decision {
-        let quiet = self
-            .last_announced
-            .is_none_or(|last| now - last >= self.window_ms);
-        if self.pending.is_empty() && quiet {
+        if self.pending.is_empty() && self.window.quiet(now) {
             return Decision::SendNow;
         }
         let order = self.next_order;
@@ -172,16 +161,9 @@ impl PresenceBatch {
     }
 
     fn queued(&mut self, now: f64) -> Decision {
-        if self.flush_due.is_some_and(|due| now < due + LOST_FLUSH_MS) {
-            return Decision::Queued;
-        }
-        let due = self
-            .last_announced
-            .map_or(now, |last| last + self.window_ms)
-            .max(now);
-        self.flush_due = Some(due);
-        Decision::Schedule {
-            delay_ms: due - now,
+        match self.window.schedule(now) {
+            Some(delay_ms) => Decision::Schedule { delay_ms },
+            None => Decision::Queued,
         }
     }
 
@@ -196,16 +178,13 @@ impl PresenceBatch {
 
     /// An announcement (single frame or flush) went out at `now` to at least one member.
     pub fn announced(&mut self, now: f64) {
-        self.last_announced = Some(match self.last_announced {
-            Some(last) => last.max(now),
-            None => now,
-        });
+        self.window.sent(now);
     }
 
     /// The flush timer fired: everything queued, as one frame's content (possibly empty, when
     /// all of it cancelled out). Call [`PresenceBatch::announced`] if it was sent to anyone.
     pub fn flush(&mut self) -> Changes {
-        self.flush_due = None;
+        self.window.fired();
         let mut pending: Vec<(String, Pending)> =
             self.pending.drain().filter(|(_, p)| p.listed()).collect();
         pending.sort_unstable_by_key(|(_, p)| p.order);
@@ -224,6 +203,7 @@ impl PresenceBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::burst::LOST_FLUSH_MS;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 

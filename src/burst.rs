@@ -1,0 +1,100 @@
+//! The timing shared by the batches that coalesce bursts (`presence.rs` for join/leave frames,
+//! `log.rs` for per-socket log lines): the first event after a quiet window goes out at once;
+//! later ones wait for one flush, due at (last send + window). Pure, so it is unit-tested
+//! natively; the room runs the timers.
+
+/// A flush this late (past its due time) is taken as lost (it cannot normally be: the timer lives
+/// as long as the object), and the next event schedules a new one, so a lost timer can never hold
+/// a batch back for good. A late timer that fires after all only finds an empty or newer batch.
+pub const LOST_FLUSH_MS: f64 = 5_000.0;
+
+/// When the last send was and whether a flush is scheduled. Times are milliseconds
+/// (`Date.now()`).
+#[derive(Debug)]
+pub struct BurstWindow {
+    window_ms: f64,
+    last_sent: Option<f64>,
+    flush_due: Option<f64>,
+}
+
+impl BurstWindow {
+    /// `window_ms` 0: every event is quiet (no batching).
+    pub fn new(window_ms: f64) -> Self {
+        Self {
+            window_ms,
+            last_sent: None,
+            flush_due: None,
+        }
+    }
+
+    /// Nothing was sent within the window before `now`.
+    pub fn quiet(&self, now: f64) -> bool {
+        self.last_sent
+            .is_none_or(|last| now - last >= self.window_ms)
+    }
+
+    /// An event was queued at `now`: the delay of the flush to schedule, or `None` when one is
+    /// already scheduled (and not lost).
+    pub fn schedule(&mut self, now: f64) -> Option<f64> {
+        if self.flush_due.is_some_and(|due| now < due + LOST_FLUSH_MS) {
+            return None;
+        }
+        let due = self
+            .last_sent
+            .map_or(now, |last| last + self.window_ms)
+            .max(now);
+        self.flush_due = Some(due);
+        Some(due - now)
+    }
+
+    /// Something went out at `now`.
+    pub fn sent(&mut self, now: f64) {
+        self.last_sent = Some(self.last_sent.map_or(now, |last| last.max(now)));
+    }
+
+    /// The scheduled flush fired.
+    pub fn fired(&mut self) {
+        self.flush_due = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_until_something_is_sent_then_for_a_window() {
+        let mut w = BurstWindow::new(100.0);
+        assert!(w.quiet(0.0));
+        w.sent(0.0);
+        assert!(!w.quiet(99.0));
+        assert!(w.quiet(100.0));
+    }
+
+    #[test]
+    fn one_flush_at_a_time_due_a_window_after_the_last_send() {
+        let mut w = BurstWindow::new(100.0);
+        w.sent(0.0);
+        assert_eq!(w.schedule(10.0), Some(90.0));
+        assert_eq!(w.schedule(20.0), None, "already scheduled");
+        w.fired();
+        w.sent(100.0);
+        assert_eq!(w.schedule(150.0), Some(50.0));
+    }
+
+    #[test]
+    fn a_lost_flush_is_scheduled_again() {
+        let mut w = BurstWindow::new(100.0);
+        w.sent(0.0);
+        assert_eq!(w.schedule(10.0), Some(90.0));
+        assert_eq!(w.schedule(100.0 + LOST_FLUSH_MS - 1.0), None);
+        assert_eq!(w.schedule(100.0 + LOST_FLUSH_MS), Some(0.0));
+    }
+
+    #[test]
+    fn without_a_window_every_event_is_quiet() {
+        let mut w = BurstWindow::new(0.0);
+        w.sent(5.0);
+        assert!(w.quiet(5.0));
+    }
+}
