@@ -100,11 +100,7 @@ pub fn event(level: &str, event: &str, fields: &[(&str, &str)]) {
     if !enabled(level) {
         return;
     }
-    let ts = now_iso();
-    let mut all = Vec::with_capacity(fields.len() + 1);
-    all.push(("ts", ts.as_str()));
-    all.extend_from_slice(fields);
-    write(level, &line(level.name(), event, &all));
+    write_stamped(level, event, fields, None);
 }
 
 /// Writes a [`LineBatch`]'s entries as one `info` line (nothing if there are none).
@@ -112,18 +108,19 @@ pub fn socket_batch(event: &str, fields: &[(&str, &str)], sockets: Vec<Value>) {
     if sockets.is_empty() || !enabled(Level::Info) {
         return;
     }
-    let ts = now_iso();
+    write_stamped(Level::Info, event, fields, Some(sockets));
+}
+
+/// Writes `fields` after `"ts"`, the time now, as [`line`] or, with `sockets`, [`batch_line`].
+fn write_stamped(level: Level, event: &str, fields: &[(&str, &str)], sockets: Option<Vec<Value>>) {
+    let ts: String = worker::js_sys::Date::new_0().to_iso_string().into();
     let mut all = Vec::with_capacity(fields.len() + 1);
     all.push(("ts", ts.as_str()));
     all.extend_from_slice(fields);
-    write(Level::Info, &batch_line("info", event, &all, sockets));
-}
-
-fn now_iso() -> String {
-    worker::js_sys::Date::new_0().to_iso_string().into()
-}
-
-fn write(level: Level, text: &str) {
+    let text = match sockets {
+        Some(sockets) => batch_line(level.name(), event, &all, sockets),
+        None => line(level.name(), event, &all),
+    };
     match level {
         Level::Error => worker::console_error!("{text}"),
         Level::Warn => worker::console_warn!("{text}"),

@@ -300,11 +300,11 @@ impl DurableObject for ChatRoom {
             (Method::Post, "/revoke") => {
                 let closed = match (query("jti"), query("user")) {
                     (Some(jti), _) => {
-                        self.forget_badges("jti", &jti)?;
+                        self.forget_badges(Revoked::Badge(&jti))?;
                         self.close_tagged(&jti_tag(&jti), "token revoked")
                     }
                     (None, Some(user)) => {
-                        self.forget_badges("username", &user)?;
+                        self.forget_badges(Revoked::User(&user))?;
                         self.close_tagged(&user_tag(&user), "token revoked")
                     }
                     _ => 0,
@@ -400,6 +400,15 @@ struct Opening {
     room_sockets: usize,
     /// Whether the user already had a socket here.
     was_online: bool,
+}
+
+/// What a `/revoke` from a logout covers.
+#[derive(Clone, Copy)]
+enum Revoked<'a> {
+    /// One badge, by its `jti`.
+    Badge(&'a str),
+    /// Every badge of the user issued so far.
+    User(&'a str),
 }
 
 /// The verified badge the Worker described in its headers.
@@ -544,11 +553,12 @@ impl ChatRoom {
                 None => return refuse(400, "missing identity"),
             };
             let max_rooms = Config::from_env(&self.env).max_rooms_per_user;
-            let admission = match Ledger::for_user(&self.env, &user) {
-                Ok(ledger) => ledger.admit_socket(&badge, &room, max_rooms).await,
-                Err(e) => Err(e),
+            let admission = async {
+                Ledger::for_user(&self.env, &user)?
+                    .admit_socket(&badge, &room, max_rooms)
+                    .await
             };
-            if let Err(refusal) = admission {
+            if let Err(refusal) = admission.await {
                 return Ok(refusal.into_response());
             }
             // A logout may have reached the room while the ledger answered (it listed this room
@@ -610,7 +620,6 @@ impl ChatRoom {
             serde_json::json!({
                 "username": user,
                 "request_id": header(req, REQUEST_ID_HEADER),
-                "at": worker::Date::now().as_millis(),
             })
         });
 
@@ -666,27 +675,31 @@ impl ChatRoom {
     /// Runs `f` on the room's admitted badges, loading them from storage first if needed.
     fn with_admissions<T>(&self, f: impl FnOnce(&mut Admissions) -> T) -> Result<T> {
         let mut admissions = self.admissions.borrow_mut();
-        if admissions.is_none() && !self.schema_ready.get() {
-            // No `badges` table yet: nothing was ever admitted here (and no write now, which
-            // would hold the ledger call back until it is committed).
-            *admissions = Some(Admissions::default());
-        }
         if admissions.is_none() {
-            #[derive(Deserialize)]
-            struct Row {
-                jti: String,
-                username: String,
-                exp: i64,
-            }
-            let rows = self
-                .sql
-                .exec("SELECT jti, username, exp FROM badges", None)?
-                .to_array::<Row>()?;
-            *admissions = Some(Admissions::from_rows(
-                rows.into_iter().map(|r| (r.jti, r.username, r.exp)),
-            ));
+            *admissions = Some(self.load_admissions()?);
         }
         Ok(f(admissions.as_mut().expect("loaded above")))
+    }
+
+    fn load_admissions(&self) -> Result<Admissions> {
+        if !self.schema_ready.get() {
+            // No `badges` table yet: nothing was ever admitted here (and no write now, which
+            // would hold the ledger call back until it is committed).
+            return Ok(Admissions::default());
+        }
+        #[derive(Deserialize)]
+        struct Row {
+            jti: String,
+            username: String,
+            exp: i64,
+        }
+        let rows = self
+            .sql
+            .exec("SELECT jti, username, exp FROM badges", None)?
+            .to_array::<Row>()?;
+        Ok(Admissions::from_rows(
+            rows.into_iter().map(|r| (r.jti, r.username, r.exp)),
+        ))
     }
 
     /// The ledger admitted `jti` here: remembered in memory and storage, where expired rows are
@@ -707,18 +720,24 @@ impl ChatRoom {
         Ok(())
     }
 
-    /// A revocation reached the room: forgets the badge (`column` = `jti`) or every badge of
-    /// the user (`column` = `username`), so their next socket goes to the ledger.
-    fn forget_badges(&self, column: &'static str, value: &str) -> Result<()> {
+    /// A revocation reached the room: forgets the badge or every badge of the user, so their
+    /// next socket goes to the ledger.
+    fn forget_badges(&self, revoked: Revoked) -> Result<()> {
+        let (column, value) = match revoked {
+            Revoked::Badge(jti) => ("jti", jti),
+            Revoked::User(user) => ("username", user),
+        };
+        // Without the table nothing was ever admitted here; no need to create it now.
+        if self.schema_ready.get() {
+            self.sql.exec(
+                &format!("DELETE FROM badges WHERE {column} = ?"),
+                vec![value.into()],
+            )?;
+        }
         let now_ms = worker::Date::now().as_millis() as f64;
-        self.ensure_schema()?;
-        self.sql.exec(
-            &format!("DELETE FROM badges WHERE {column} = ?"),
-            vec![value.into()],
-        )?;
-        self.with_admissions(|a| match column {
-            "jti" => a.revoke_badge(value, now_ms),
-            _ => a.revoke_user(value, now_ms),
+        self.with_admissions(|a| match revoked {
+            Revoked::Badge(jti) => a.revoke_badge(jti, now_ms),
+            Revoked::User(user) => a.revoke_user(user, now_ms),
         })
     }
 
@@ -956,7 +975,7 @@ impl ChatRoom {
     }
 
     /// Logs one socket's `event` line, or queues it for the room's next line of that event
-    /// (`log::LineBatch`), whose flush this may schedule.
+    /// (`log::LineBatch`), whose flush this may schedule. The entry gets `at`, the time now.
     fn log_socket(
         &self,
         batch: &Rc<RefCell<LineBatch>>,
@@ -967,7 +986,9 @@ impl ChatRoom {
             return;
         }
         let now = worker::Date::now().as_millis() as f64;
-        let step = batch.borrow_mut().add(entry(), now);
+        let mut entry = entry();
+        entry["at"] = (now as u64).into();
+        let step = batch.borrow_mut().add(entry, now);
         match step {
             Step::Write(entries) => log::socket_batch(event, &[("room", &self.name)], entries),
             Step::Wait => {}
@@ -1025,7 +1046,6 @@ impl ChatRoom {
                 serde_json::json!({
                     "username": member.user,
                     "code": code,
-                    "at": worker::Date::now().as_millis(),
                 })
             });
         }
