@@ -817,9 +817,7 @@ async fn only_members_get_in_and_only_the_owner_manages_members() {
 /// that path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_private_rooms_still_admit_only_members() {
-    let server = tokio::task::spawn_blocking(|| Server::start(ServerOptions::default()))
-        .await
-        .unwrap();
+    let server = start(ServerOptions::default()).await;
     let c = server.client();
     let room = unique_name("club");
     let (owner, to) = c.new_user("owner").await;
@@ -827,12 +825,7 @@ async fn after_a_restart_private_rooms_still_admit_only_members() {
     let (_, tx) = c.new_user("outsider").await;
     private_room_with_member(&c, &to, &room, &member).await;
 
-    let server = tokio::task::spawn_blocking(move || {
-        server.restart();
-        server
-    })
-    .await
-    .unwrap();
+    let server = restart(server).await;
     let c = server.client();
 
     // The outsider's socket reaches the room, which refuses it: a plain 403, nothing internal.
@@ -1094,11 +1087,7 @@ async fn ping_text_gets_pong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_is_trimmed_to_the_cap_and_ids_keep_increasing() {
-    let server = tokio::task::spawn_blocking(|| {
-        Server::start(ServerOptions::relaxed_limits().var("HISTORY_CAP", "100"))
-    })
-    .await
-    .unwrap();
+    let server = start(ServerOptions::relaxed_limits().var("HISTORY_CAP", "100")).await;
     let c = server.client();
     let room = unique_name("cap");
     let (_, t) = c.new_user("capper").await;
@@ -1273,11 +1262,7 @@ async fn a_room_works_the_same_after_a_quiet_spell() {
 /// would grow with the square of the room), while the presence frame still lists everyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_rooms_stop_announcing_joins_but_presence_still_lists_everyone() {
-    let server = tokio::task::spawn_blocking(|| {
-        Server::start(ServerOptions::relaxed_limits().var("PRESENCE_BROADCAST_MAX", "2"))
-    })
-    .await
-    .unwrap();
+    let server = start(ServerOptions::relaxed_limits().var("PRESENCE_BROADCAST_MAX", "2")).await;
     let c = server.client();
     let room = unique_name("big");
     let (_, ta) = c.new_user("first").await;
