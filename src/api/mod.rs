@@ -28,12 +28,7 @@ pub async fn handle(req: Request, env: Env) -> web_sys::Response {
     let started = worker::Date::now().as_millis();
     let method = req.method();
     let path = req.path();
-    let request_id = req
-        .headers()
-        .get("cf-ray")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| crate::auth::badge::random_id()[..16].to_owned());
+    let request_id = request_id(req.headers().get("cf-ray").ok().flatten());
     let response = match route(req, &env, &method, &path, &request_id).await {
         Ok(Reply::Passed(response)) if response.status() == 101 => {
             // An opened WebSocket is logged once, by its room (`ws_connect`, with this request
@@ -137,4 +132,32 @@ async fn route(
 /// Seconds since the epoch from the runtime clock (chrono's clock panics on wasm32).
 pub fn now_secs() -> i64 {
     (worker::Date::now().as_millis() / 1000) as i64
+}
+
+/// Longest request id kept from `cf-ray` (Cloudflare's are ~20 characters).
+const MAX_REQUEST_ID: usize = 64;
+
+/// The request id: Cloudflare's `cf-ray`, cut short (the edge sets it, but locally a client can,
+/// and it goes into the logs and to the room), or a fresh one.
+fn request_id(cf_ray: Option<String>) -> String {
+    match cf_ray {
+        Some(ray) if !ray.is_empty() => ray.chars().take(MAX_REQUEST_ID).collect(),
+        _ => crate::auth::badge::random_id()[..16].to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_bounded() {
+        assert_eq!(
+            request_id(Some("8e1f2a3b4c5d6e7f-AMS".into())),
+            "8e1f2a3b4c5d6e7f-AMS"
+        );
+        assert_eq!(request_id(Some("x".repeat(10_000))).len(), MAX_REQUEST_ID);
+        assert_eq!(request_id(None).len(), 16);
+        assert_eq!(request_id(Some(String::new())).len(), 16);
+    }
 }
