@@ -14,6 +14,19 @@ pub fn query_param(url: &worker::Url, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The path of a serialised URL (as the runtime gives `Request.url`), without parsing it: in a
+/// serialised http(s) URL the first `/` after `://` starts the path, and `?` or `#` ends it.
+pub fn path_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[after_scheme..];
+    let Some(start) = rest.find('/') else {
+        return "/";
+    };
+    let path = &rest[start..];
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    &path[..end]
+}
+
 /// Largest request body any route reads.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
@@ -82,5 +95,25 @@ pub fn bearer_token(req: &Request) -> ApiResult<Option<String>> {
             Ok(Some(token.trim().to_owned()))
         }
         _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_of;
+
+    #[test]
+    fn path_of_a_serialised_url() {
+        assert_eq!(
+            path_of("http://127.0.0.1:8787/ws/lobby?token=a.b.c"),
+            "/ws/lobby"
+        );
+        assert_eq!(path_of("https://chat.example.com/users/"), "/users/");
+        assert_eq!(path_of("https://chat.example.com/"), "/");
+        assert_eq!(path_of("https://chat.example.com/a#frag"), "/a");
+        assert_eq!(path_of("https://chat.example.com/a?b=/c"), "/a");
+        assert_eq!(path_of("https://chat.example.com"), "/");
+        // The same as worker::Request::path for what the runtime serialises.
+        assert_eq!(path_of("http://h/%2e%2e/x?y"), "/%2e%2e/x");
     }
 }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod burst;
 pub mod config;
 pub mod error;
+pub mod handover;
 pub mod http;
 pub mod limiter;
 pub mod log;
@@ -23,10 +24,10 @@ pub use limiter::Limiter;
 pub use room::ChatRoom;
 pub use sessions::Sessions;
 
-use worker::{event, worker_sys::web_sys, Context, Env, Request, Result};
+use worker::{event, worker_sys::web_sys, Context, Env, Result};
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<web_sys::Response> {
+async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys::Response> {
     log::set_level_from_env(&env);
     Ok(api::handle(req, env).await)
 }

@@ -8,7 +8,8 @@
 //! refill within seconds, and hibernation only follows seconds of silence).
 //!
 //! Only the Worker talks to this object: it verifies the badge and room access first and passes
-//! the identity in headers it sets itself. Paths here are internal.
+//! the identity in headers it sets itself (for a socket: one `handover` header). Paths here are
+//! internal.
 //!
 //! Joins and leaves are announced at once in a quiet room and batched during bursts
 //! (`presence.rs`); the batch and its flush timer are in memory only, like the caches.
@@ -27,8 +28,8 @@ use worker::{
 use worker::{js_sys, wasm_bindgen_futures, worker_sys::web_sys};
 
 use crate::admissions::Admissions;
-use crate::auth::badge::Badge;
 use crate::config::{Config, RoomConfig};
+use crate::handover::{self, Handover};
 use crate::http;
 use crate::log::{self, LineBatch, Step};
 use crate::presence::{Decision, PresenceBatch};
@@ -38,25 +39,15 @@ use crate::sessions::Ledger;
 
 /// The Durable Object binding in wrangler.toml.
 pub const BINDING: &str = "ROOMS";
-/// Identity headers set by the Worker after it verified the badge. Any client-sent header with
-/// this prefix is stripped before forwarding.
-pub const IDENTITY_HEADER_PREFIX: &str = "x-clubhouse-";
+/// Identity headers the Worker sets on the requests it builds for the room's HTTP routes
+/// (reads, stats, admin); a socket's identity travels in [`handover::HEADER`].
 pub const USER_HEADER: &str = "x-clubhouse-user";
 pub const ROOM_HEADER: &str = "x-clubhouse-room";
-pub const JTI_HEADER: &str = "x-clubhouse-jti";
-/// The badge's issue and expiry times (seconds), for the session ledger's admission.
-pub const IAT_HEADER: &str = "x-clubhouse-iat";
-pub const EXP_HEADER: &str = "x-clubhouse-exp";
 /// `member` when the Worker checked membership of a private room, `public` otherwise.
 pub const ACCESS_HEADER: &str = "x-clubhouse-access";
 /// On the room's 403 to a request checked only as public: the room is private, and the caller
 /// should look up the user's membership (D1) and ask again as `member`.
 pub const PRIVATE_HEADER: &str = "x-clubhouse-private";
-/// Set to `bearer` when the client sent its badge as a WebSocket subprotocol.
-pub const SUBPROTOCOL_HEADER: &str = "x-clubhouse-subprotocol";
-/// The Worker's request id, so the room's `ws_connect` line (the upgrade's only log line) can
-/// be matched with the client's request.
-pub const REQUEST_ID_HEADER: &str = "x-clubhouse-request-id";
 
 /// How often expired rows of `badges` are dropped (seconds).
 const PRUNE_BADGES_EVERY_SECS: i64 = 60;
@@ -155,6 +146,12 @@ pub struct ChatRoom {
     badges_pruned_at: Cell<i64>,
     /// Whether all of [`SCHEMA`]'s tables exist (`ensure_schema`).
     schema_ready: Cell<bool>,
+    /// How many sockets the room holds: counted once per wake-up (the runtime builds its list
+    /// of sockets anew on every call, so counting on every connect would cost O(n) each), then
+    /// kept by accepts; any socket closing or failing makes the next use count again.
+    open_sockets: Cell<Option<usize>>,
+    /// The next connection id (random start per wake-up, then sequential: unique per room).
+    next_conn: Cell<Option<u32>>,
 }
 
 /// The room's tables in its SQLite storage.
@@ -273,15 +270,28 @@ impl DurableObject for ChatRoom {
             admissions: RefCell::new(None),
             badges_pruned_at: Cell::new(0),
             schema_ready: Cell::new(schema_ready),
+            open_sockets: Cell::new(None),
+            next_conn: Cell::new(None),
             env,
         }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        if req.method() == Method::Get && req.path() == "/connect" {
+            // The hot path: everything it needs is in the handover, no URL to parse.
+            return match req
+                .headers()
+                .get(handover::HEADER)?
+                .as_deref()
+                .and_then(Handover::decode)
+            {
+                Some(handover) => self.connect(handover).await,
+                None => refuse(400, "missing identity"),
+            };
+        }
         let url = req.url()?;
         let query = |name: &str| http::query_param(&url, name);
         match (req.method(), url.path()) {
-            (Method::Get, "/connect") => self.connect(&req, query("since")).await,
             (Method::Post, "/claim") => Ok(self.claim(query("owner").unwrap_or_default())),
             (Method::Get, "/info") => Ok(http::json(200, &self.info())),
             (Method::Get, "/messages" | "/members") if self.private_and_not_member(&req) => {
@@ -411,17 +421,6 @@ enum Revoked<'a> {
     User(&'a str),
 }
 
-/// The verified badge the Worker described in its headers.
-fn badge_from_headers(req: &Request, user: &str, jti: &str) -> Option<Badge> {
-    let number = |name: &str| header(req, name).parse::<i64>().ok();
-    Some(Badge {
-        username: crate::protocol::Username::parse(user).ok()?,
-        jti: jti.to_owned(),
-        issued_at: number(IAT_HEADER)?,
-        expires_at: number(EXP_HEADER)?,
-    })
-}
-
 fn header(req: &Request, name: &str) -> String {
     req.headers().get(name).ok().flatten().unwrap_or_default()
 }
@@ -498,7 +497,11 @@ impl ChatRoom {
     /// The object is the authority on privacy: a room claimed private after the Worker looked
     /// it up still refuses a request that was only checked as public.
     fn private_and_not_member(&self, req: &Request) -> bool {
-        self.meta.borrow().private && header(req, ACCESS_HEADER) != "member"
+        self.refuses_outsiders(header(req, ACCESS_HEADER) == "member")
+    }
+
+    fn refuses_outsiders(&self, member: bool) -> bool {
+        self.meta.borrow().private && !member
     }
 
     /// Creates the room's tables if this is its first use of them: call before any statement.
@@ -527,35 +530,37 @@ impl ChatRoom {
     /// session ledger to admit the badge here unless it already did (`admissions.rs`). Everything
     /// from the last check to the return runs without an `await`, so no message can slip in
     /// between the history we send and the live frames that follow: nothing lost, nothing twice.
-    async fn connect(&self, req: &Request, since: Option<String>) -> Result<Response> {
-        let (user, room, jti) = (
-            header(req, USER_HEADER),
-            header(req, ROOM_HEADER),
-            header(req, JTI_HEADER),
-        );
-        if user.is_empty() || room.is_empty() || jti.is_empty() {
+    async fn connect(&self, handover: Handover) -> Result<Response> {
+        let Some(badge) = handover.badge() else {
+            return refuse(400, "missing identity");
+        };
+        let Handover {
+            user,
+            room,
+            jti,
+            member,
+            ..
+        } = &handover;
+        let (user, room, jti, member) = (user.clone(), room.as_str(), jti.as_str(), *member);
+        if room.is_empty() || jti.is_empty() {
             return refuse(400, "missing identity");
         }
-        let since = match since.map(|s| s.parse::<i64>()) {
+        let since = match handover.since.map(i64::try_from) {
             None => None,
-            Some(Ok(n)) if n >= 0 => Some(n),
-            Some(_) => return refuse(422, "since must be a non-negative integer"),
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => return refuse(422, "since must be a non-negative integer"),
         };
-        let mut opening = match self.may_open(req, &user, &room)? {
+        let mut opening = match self.may_open(&user, room, member)? {
             Ok(opening) => opening,
             Err(refusal) => return Ok(refusal),
         };
         let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
-        if !self.with_admissions(|a| a.knows(&jti, now_secs))? {
+        if !self.with_admissions(|a| a.knows(jti, now_secs))? {
             let asked_at = worker::Date::now().as_millis() as f64;
-            let badge = match badge_from_headers(req, &user, &jti) {
-                Some(badge) => badge,
-                None => return refuse(400, "missing identity"),
-            };
             let max_rooms = Config::from_env(&self.env).max_rooms_per_user;
             let admission = async {
                 Ledger::for_user(&self.env, &user)?
-                    .admit_socket(&badge, &room, max_rooms)
+                    .admit_socket(&badge, room, max_rooms)
                     .await
             };
             if let Err(refusal) = admission.await {
@@ -563,12 +568,12 @@ impl ChatRoom {
             }
             // A logout may have reached the room while the ledger answered (it listed this room
             // only because the ledger had just recorded it).
-            if self.with_admissions(|a| a.revoked_since(&jti, &user, asked_at))? {
+            if self.with_admissions(|a| a.revoked_since(jti, &user, asked_at))? {
                 return refuse(401, "Could not validate credentials");
             }
-            self.remember_badge(&jti, &user, badge.expires_at, now_secs)?;
+            self.remember_badge(jti, &user, badge.expires_at, now_secs)?;
             // And the room may have filled up, or been made private, meanwhile.
-            opening = match self.may_open(req, &user, &room)? {
+            opening = match self.may_open(&user, room, member)? {
                 Ok(opening) => opening,
                 Err(refusal) => return Ok(refusal),
             };
@@ -582,16 +587,16 @@ impl ChatRoom {
         }
 
         let pair = WebSocketPair::new()?;
-        let mut conn_bytes = [0u8; 4];
-        getrandom::getrandom(&mut conn_bytes)
-            .map_err(|e| worker::Error::RustError(e.to_string()))?;
-        let member = Member {
+        let socket_member = Member {
             user: user.clone(),
-            conn: u32::from_le_bytes(conn_bytes),
+            conn: self.new_conn_id()?,
         };
         self.state
-            .accept_websocket_with_tags(&pair.server, &[&user_tag(&user), &jti_tag(&jti)]);
-        member.attach_to(&pair.server)?;
+            .accept_websocket_with_tags(&pair.server, &[&user_tag(&user), &jti_tag(jti)]);
+        if let Some(n) = self.open_sockets.get() {
+            self.open_sockets.set(Some(n + 1));
+        }
+        socket_member.attach_to(&pair.server)?;
 
         let (messages, truncated) = self.history(since)?;
         send_quietly(
@@ -619,12 +624,12 @@ impl ChatRoom {
         self.log_socket(&self.connect_log, "ws_connect", || {
             serde_json::json!({
                 "username": user,
-                "request_id": header(req, REQUEST_ID_HEADER),
+                "request_id": handover.request_id,
             })
         });
 
         let mut response = Response::from_websocket(pair.client)?;
-        if header(req, SUBPROTOCOL_HEADER) == "bearer" {
+        if handover.bearer {
             response
                 .headers_mut()
                 .set("Sec-WebSocket-Protocol", "bearer")?;
@@ -635,11 +640,11 @@ impl ChatRoom {
     /// Whether `user` may open one more socket here now: the room's privacy, and its limits.
     fn may_open(
         &self,
-        req: &Request,
         user: &str,
         room: &str,
+        member: bool,
     ) -> Result<std::result::Result<Opening, Response>> {
-        if self.private_and_not_member(req) {
+        if self.refuses_outsiders(member) {
             let mut refusal = refuse(403, "this room is private")?;
             refusal.headers_mut().set(PRIVATE_HEADER, "1")?;
             return Ok(Err(refusal));
@@ -924,7 +929,34 @@ impl ChatRoom {
     }
 
     fn socket_count(&self) -> usize {
+        if let Some(n) = self.open_sockets.get() {
+            return n;
+        }
+        let n = self.listed_sockets();
+        self.open_sockets.set(Some(n));
+        n
+    }
+
+    /// The sockets the runtime lists now, closing ones included; O(n), not cached.
+    fn listed_sockets(&self) -> usize {
         socket_count_js(self.state.as_raw()) as usize
+    }
+
+    /// A connection id for a new socket: keys its rate bucket, so it must not repeat in the
+    /// room. A random start per wake-up (one call for random bytes, not one per connect), then
+    /// sequential.
+    fn new_conn_id(&self) -> Result<u32> {
+        let id = match self.next_conn.get() {
+            Some(id) => id,
+            None => {
+                let mut bytes = [0u8; 4];
+                getrandom::getrandom(&mut bytes)
+                    .map_err(|e| worker::Error::RustError(e.to_string()))?;
+                u32::from_le_bytes(bytes)
+            }
+        };
+        self.next_conn.set(Some(id.wrapping_add(1)));
+        Ok(id)
     }
 
     /// Sends one serialised frame to every socket in the room but `except`; returns how many
@@ -1039,6 +1071,9 @@ impl ChatRoom {
     /// Bookkeeping when sockets go: their rate buckets, and a `leave` for each user who has no
     /// socket left. Sockets being closed may still be listed by the runtime, hence `closing`.
     fn forget(&self, closing: &[WebSocket], code: u16) {
+        // Counted again on next use, by when the runtime no longer lists these sockets (it
+        // may still list them now: the count below is not kept).
+        self.open_sockets.set(None);
         let members: Vec<Member> = closing.iter().filter_map(Member::of).collect();
         for member in &members {
             self.limiters.borrow_mut().remove(&member.conn);
@@ -1058,7 +1093,7 @@ impl ChatRoom {
                 .any(|other| !closing.contains(other));
             if !still_online
                 && self.online_set().remove(user)
-                && self.socket_count() <= self.config.presence_broadcast_max
+                && self.listed_sockets() <= self.config.presence_broadcast_max
             {
                 self.announce(user, false, closing);
             }

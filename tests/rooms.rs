@@ -1071,6 +1071,27 @@ async fn too_many_sockets_per_user_is_429_and_per_room_is_503() {
     expect_json_error(resp, 503, "fourth socket in a room of 3").await;
     let mut elsewhere = c.ws(&unique_name("roomy"), &t4).await;
     elsewhere.roundtrip_ping().await;
+    // The room keeps its count of sockets between connects: a socket that closes frees its
+    // slot all the same, and the room counts the newcomer too.
+    held.remove(0).close().await;
+    let mut admitted = None;
+    for _ in 0..20 {
+        if let Ok(mut s) = WsClient::connect(&c.ws_url(&room, &t4)).await {
+            s.roundtrip_ping().await;
+            admitted = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        admitted.is_some(),
+        "a closed socket's slot in the room is freed"
+    );
+    let (_, t5) = c.new_user("latecomer").await;
+    let resp = c
+        .upgrade_attempt(&format!("/ws/{room}?token={}", urlencode(&t5)))
+        .await;
+    expect_json_error(resp, 503, "the room is full again").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

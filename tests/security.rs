@@ -1189,7 +1189,15 @@ async fn client_sent_identity_headers_are_ignored() {
     let (mallory, tm) = c.new_user("mallory").await;
     let room = unique_name("spoofpriv");
     assert_eq!(create_private_room(&c, &to, &room).await.status(), 201);
+    // A well-formed handover (the header that carries a socket's identity to the room) that
+    // claims membership for another user, and the older per-field headers.
+    let handover = json!({
+        "user": "admin", "room": room, "jti": "x", "iat": 0, "exp": 4_000_000_000u64,
+        "member": true, "request_id": "spoofed", "bearer": false, "since": null,
+    })
+    .to_string();
     let spoof = [
+        ("X-Clubhouse-Socket", handover.as_str()),
         ("X-Clubhouse-User", "admin"),
         ("X-Clubhouse-Access", "member"),
         ("X-Clubhouse-Room", "elsewhere"),

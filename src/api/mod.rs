@@ -24,12 +24,15 @@ pub enum Reply {
     Passed(web_sys::Response),
 }
 
-pub async fn handle(req: Request, env: Env) -> web_sys::Response {
+/// Takes the runtime's request as it is: the WebSocket route reads it directly (`ws.rs`), the
+/// others through a `worker::Request`.
+pub async fn handle(req: web_sys::Request, env: Env) -> web_sys::Response {
     let started = worker::Date::now().as_millis();
-    let method = req.method();
-    let path = req.path();
+    let method = Method::from(req.method());
+    let url = req.url();
+    let path = crate::http::path_of(&url).to_owned();
     let request_id = request_id(req.headers().get("cf-ray").ok().flatten());
-    let response = match route(req, &env, &method, &path, &request_id).await {
+    let response = match route(req, &url, &env, &method, &path, &request_id).await {
         Ok(Reply::Passed(response)) if response.status() == 101 => {
             // An opened WebSocket is logged once, by its room (`ws_connect`, with this request
             // id): a second line per connection would double the log volume of a reconnect storm.
@@ -59,15 +62,18 @@ pub async fn handle(req: Request, env: Env) -> web_sys::Response {
 }
 
 async fn route(
-    req: Request,
+    raw: web_sys::Request,
+    url: &str,
     env: &Env,
     method: &Method,
     path: &str,
     request_id: &str,
 ) -> ApiResult<Reply> {
-    if req.url()?.as_str().len() > MAX_URL_BYTES {
+    if url.len() > MAX_URL_BYTES {
         return Err(ApiError::new(414, "URL too long"));
     }
+    // A handle on the same JS object (not `Request.clone()`, which would copy the body).
+    let req = || Request::from(Clone::clone(&raw));
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let only = |allowed: &[Method], allow: &'static str| -> ApiResult<()> {
         if allowed.contains(method) {
@@ -80,15 +86,15 @@ async fn route(
         // FastAPI serves `/users/`; accept the slash-less spelling too rather than redirect.
         ["users", ""] | ["users"] => {
             only(&[Method::Post], "POST")?;
-            users::signup(req, env).await
+            users::signup(req(), env).await
         }
         ["token"] => {
             only(&[Method::Post], "POST")?;
-            token::login(req, env).await
+            token::login(req(), env).await
         }
         ["logout"] => {
             only(&[Method::Post], "POST")?;
-            token::logout(req, env).await
+            token::logout(req(), env).await
         }
         ["healthz"] => {
             only(&[Method::Get], "GET")?;
@@ -96,33 +102,33 @@ async fn route(
         }
         ["ws", room] => {
             only(&[Method::Get], "GET")?;
-            return ws::connect(req, env, room, request_id)
+            return ws::connect(&raw, url, env, room, request_id)
                 .await
                 .map(Reply::Passed);
         }
         ["rooms"] | ["rooms", ""] => {
             only(&[Method::Post], "POST")?;
-            rooms::create(req, env).await
+            rooms::create(req(), env).await
         }
         ["rooms", room] => {
             only(&[Method::Get], "GET")?;
-            rooms::info(req, env, room).await
+            rooms::info(req(), env, room).await
         }
         ["rooms", room, what @ ("messages" | "members")] => {
             only(&[Method::Get], "GET")?;
-            rooms::read(req, env, room, what).await
+            rooms::read(req(), env, room, what).await
         }
         ["rooms", room, "stats"] => {
             only(&[Method::Get], "GET")?;
-            rooms::stats(req, env, room).await
+            rooms::stats(req(), env, room).await
         }
         ["rooms", room, "members", user] => {
             only(&[Method::Put, Method::Delete], "PUT, DELETE")?;
-            rooms::change_member(req, env, room, user).await
+            rooms::change_member(req(), env, room, user).await
         }
         // The browser client: a handful of fixed paths, after every API route.
         _ => match page::find(path) {
-            Some(file) => page::serve(&req, file),
+            Some(file) => page::serve(&req(), file),
             None => Err(ApiError::not_found()),
         },
     };
@@ -137,12 +143,19 @@ pub fn now_secs() -> i64 {
 /// Longest request id kept from `cf-ray` (Cloudflare's are ~20 characters).
 const MAX_REQUEST_ID: usize = 64;
 
-/// The request id: Cloudflare's `cf-ray`, cut short (the edge sets it, but locally a client can,
-/// and it goes into the logs and to the room), or a fresh one.
+/// The request id: Cloudflare's `cf-ray`, printable ASCII only and cut short (the edge sets
+/// it, but locally a client can, and it goes into the logs and to the room), or a fresh one.
 fn request_id(cf_ray: Option<String>) -> String {
-    match cf_ray {
-        Some(ray) if !ray.is_empty() => ray.chars().take(MAX_REQUEST_ID).collect(),
-        _ => crate::auth::badge::random_id()[..16].to_owned(),
+    let kept: String = cf_ray
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(MAX_REQUEST_ID)
+        .collect();
+    if kept.is_empty() {
+        crate::auth::badge::random_id()[..16].to_owned()
+    } else {
+        kept
     }
 }
 
@@ -159,5 +172,7 @@ mod tests {
         assert_eq!(request_id(Some("x".repeat(10_000))).len(), MAX_REQUEST_ID);
         assert_eq!(request_id(None).len(), 16);
         assert_eq!(request_id(Some(String::new())).len(), 16);
+        assert_eq!(request_id(Some("ab c\u{e9}\"d\n".into())), "abc\"d");
+        assert_eq!(request_id(Some(" \t".into())).len(), 16);
     }
 }

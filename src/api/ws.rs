@@ -1,6 +1,11 @@
 //! `GET /ws/{room_id}`: check the origin, the badge's signature and room access before any
-//! upgrade, then hand the socket to the room's Durable Object with the verified identity in
-//! headers only the Worker sets. The room has the session ledger admit the badge (revocation).
+//! upgrade, then hand the socket to the room's Durable Object with the verified identity in a
+//! request the Worker builds from scratch (`handover.rs`). The room has the session ledger
+//! admit the badge (revocation).
+//!
+//! This is the one route that reads the runtime's request directly rather than through
+//! `worker::Request`, whose conversion reads the method, URL, headers and `cf` object up
+//! front: a connect needs three headers and the URL, and a reconnect storm is all connects.
 //!
 //! The badge comes from `Sec-WebSocket-Protocol: bearer, <JWT>` (browsers cannot set headers on
 //! a WebSocket, and a URL ends up in logs and history) or, for older clients, `?token=<JWT>`.
@@ -13,6 +18,7 @@ use super::{guard, rooms};
 use crate::auth::badge::Badge;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
+use crate::handover::{self, Handover};
 use crate::http;
 use crate::protocol::RoomId;
 use crate::room;
@@ -22,25 +28,25 @@ use crate::store::RoomAccess;
 const MAX_PROTOCOL_HEADER: usize = 4200;
 
 pub async fn connect(
-    req: Request,
+    req: &web_sys::Request,
+    url: &str,
     env: &Env,
     raw_room: &str,
     request_id: &str,
 ) -> ApiResult<web_sys::Response> {
     let room = rooms::parse_room(raw_room)?;
-    let wants_upgrade = req
-        .headers()
-        .get("Upgrade")?
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let headers = req.headers();
+    let wants_upgrade =
+        header(&headers, "Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !wants_upgrade {
         return Err(
             ApiError::new(426, "expected a WebSocket upgrade").with_header("Upgrade", "websocket")
         );
     }
-    let url = req.url()?;
-    check_origin(&req, &url, &Config::from_env(env))?;
+    let url = worker::Url::parse(url).map_err(|_| ApiError::bad_request("invalid URL"))?;
+    check_origin(&headers, &url, &Config::from_env(env))?;
 
-    let (token, via_subprotocol) = match subprotocol_token(&req)? {
+    let (token, via_subprotocol) = match subprotocol_token(&headers)? {
         Some(token) => (Some(token), true),
         None => (http::query_param(&url, "token"), false),
     };
@@ -58,7 +64,6 @@ pub async fn connect(
         None => None,
     };
     let forward = Forward {
-        client: &req,
         badge: &badge,
         room: &room,
         since,
@@ -115,7 +120,6 @@ async fn member_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<Roo
 
 /// What the Worker hands the room for one upgrade.
 struct Forward<'a> {
-    client: &'a Request,
     badge: &'a Badge,
     room: &'a RoomId,
     since: Option<u64>,
@@ -124,36 +128,33 @@ struct Forward<'a> {
 }
 
 impl Forward<'_> {
-    /// The client's request rebuilt for the room: its headers minus any identity headers it
-    /// tried to set, plus the identity we verified and the access we checked.
+    /// The room's request, built from scratch: nothing the client sent reaches the room but
+    /// the upgrade itself (the runtime refuses a 101 to a request without it) and what the
+    /// handover says, which the Worker verified or parsed.
     fn request(&self, access: &RoomAccess) -> worker::Result<Request> {
-        let headers = Headers::new();
-        for (name, value) in self.client.headers().entries() {
-            if !name
-                .to_ascii_lowercase()
-                .starts_with(room::IDENTITY_HEADER_PREFIX)
-            {
-                headers.append(&name, &value)?;
-            }
-        }
-        headers.set(room::USER_HEADER, self.badge.username.as_str())?;
-        headers.set(room::ROOM_HEADER, self.room.as_str())?;
-        headers.set(room::JTI_HEADER, &self.badge.jti)?;
-        headers.set(room::IAT_HEADER, &self.badge.issued_at.to_string())?;
-        headers.set(room::EXP_HEADER, &self.badge.expires_at.to_string())?;
-        headers.set(room::ACCESS_HEADER, rooms::access_label(access))?;
-        headers.set(room::REQUEST_ID_HEADER, self.request_id)?;
-        if self.via_subprotocol {
-            headers.set(room::SUBPROTOCOL_HEADER, "bearer")?;
-        }
-        let target = match self.since {
-            Some(n) => format!("https://room.internal/connect?since={n}"),
-            None => "https://room.internal/connect".to_owned(),
+        let handover = Handover {
+            user: self.badge.username.as_str().to_owned(),
+            room: self.room.as_str().to_owned(),
+            jti: self.badge.jti.clone(),
+            iat: self.badge.issued_at,
+            exp: self.badge.expires_at,
+            member: matches!(access, RoomAccess::Member { .. }),
+            request_id: self.request_id.to_owned(),
+            bearer: self.via_subprotocol,
+            since: self.since,
         };
+        let headers = Headers::new();
+        headers.set("Upgrade", "websocket")?;
+        headers.set(handover::HEADER, &handover.encode())?;
         let mut init = RequestInit::new();
         init.with_headers(headers);
-        Request::new_with_init(&target, &init)
+        Request::new_with_init("https://room.internal/connect", &init)
     }
+}
+
+/// A header of the client's request; `None` if absent (or unreadable, which a valid name never is).
+fn header(headers: &web_sys::Headers, name: &str) -> Option<String> {
+    headers.get(name).ok().flatten()
 }
 
 /// [`worker::Stub::fetch_with_request`], but the JS response as the object answered it, not
@@ -165,8 +166,8 @@ async fn fetch_untouched(stub: worker::Stub, req: &Request) -> worker::Result<we
 }
 
 /// The badge from `Sec-WebSocket-Protocol: bearer, <JWT>`, if the client used that transport.
-fn subprotocol_token(req: &Request) -> ApiResult<Option<String>> {
-    let Some(value) = req.headers().get("Sec-WebSocket-Protocol")? else {
+fn subprotocol_token(headers: &web_sys::Headers) -> ApiResult<Option<String>> {
+    let Some(value) = header(headers, "Sec-WebSocket-Protocol") else {
         return Ok(None);
     };
     if value.len() > MAX_PROTOCOL_HEADER {
@@ -192,8 +193,8 @@ fn parse_bearer_subprotocol(value: &str) -> Option<String> {
 
 /// Cross-site WebSocket hijacking defence: a browser always sends `Origin`, and only the
 /// service's own origin and `ALLOWED_ORIGINS` may open sockets. Non-browser clients send none.
-fn check_origin(req: &Request, url: &worker::Url, config: &Config) -> ApiResult<()> {
-    let Some(origin) = req.headers().get("Origin")? else {
+fn check_origin(headers: &web_sys::Headers, url: &worker::Url, config: &Config) -> ApiResult<()> {
+    let Some(origin) = header(headers, "Origin") else {
         return Ok(());
     };
     let own = url.origin().ascii_serialization();
