@@ -156,7 +156,7 @@ prepare_baseline() {
 # it to a fresh .run dir for every start). Sets CH_CFGDIR. Never rebuilds: build/ must exist.
 prepare_clubhouse() {
   local name="$1"
-  [ -f "$REPO_ROOT/build/index.js" ] || die "$REPO_ROOT/build/index.js missing (run bash scripts/build once)"
+  [ -f "$REPO_ROOT/build/entry.mjs" ] || die "$REPO_ROOT/build/entry.mjs missing (run bash scripts/build once)"
   [ -x "$WRANGLER" ] || die "$WRANGLER missing (bash scripts/setup)"
   local cfgdir="$WORK/$name-cfg"
   mkdir -p "$cfgdir"

@@ -17,6 +17,9 @@
 use std::cell::Cell;
 
 use serde::Deserialize;
+use wasm_bindgen::prelude::*;
+use worker::js_sys;
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
 use crate::auth::badge::Badge;
@@ -59,10 +62,10 @@ impl DurableObject for Sessions {
     }
 
     /// Internal routes, called only by the Worker (a Durable Object is not reachable from
-    /// outside). `user` is the lowercased username.
-    /// - `/admit?user&jti&iat&exp[&room&max_rooms]`: an empty answer whose status is the
-    ///   verdict (`Verdict::status`); with `room`, an admission also records the socket's room,
-    ///   unless the user already has sockets in `max_rooms` rooms.
+    /// outside). `user` is the lowercased username. (A room's admissions come over RPC:
+    /// [`Sessions::admit_socket`].)
+    /// - `/admit?user&jti&iat&exp`: an empty answer whose status is the verdict
+    ///   (`Verdict::status`).
     /// - `/revoke?user&jti&exp`: revokes one badge; `{"rooms"}` where it had sockets.
     /// - `/revoke_all?user&at&exp`: revokes the user's badges issued up to `at`; `{"rooms"}`.
     /// - `/ping`: `{"ok": true}` (health check).
@@ -77,11 +80,8 @@ impl DurableObject for Sessions {
         let (user, jti) = (text("user"), text("jti"));
         let body = match url.path() {
             "/admit" => {
-                let room = text("room");
-                let room = (!room.is_empty()).then_some(room.as_str());
                 self.prune(now)?;
-                let room = room.map(|r| (r, number("max_rooms")));
-                let verdict = self.admit(&user, &jti, number("iat"), number("exp"), room)?;
+                let verdict = self.admit(&user, &jti, number("iat"), number("exp"), None)?;
                 // The answer is the status alone: no body for the Worker to stream and parse.
                 return Response::empty().map(|r| r.with_status(verdict.status()));
             }
@@ -118,7 +118,59 @@ impl DurableObject for Sessions {
     }
 }
 
-/// A shard's answer to `/admit`, carried as the response status.
+// Called by rooms over RPC rather than fetch: an admission is a few numbers and names each
+// way, and a fetch between two objects costs a whole HTTP request and response (headers, URL,
+// body stream) on both sides. The class is made a `DurableObject` subclass for this by the
+// build (scripts/build, build/entry.mjs): the runtime serves RPC only on those.
+#[wasm_bindgen]
+impl Sessions {
+    /// A room asks whether a badge may open a socket in `room` (`user` lowercased): the
+    /// verdict's status (`Verdict::status`). Refused if revoked, or if the user already has
+    /// sockets in `max_rooms` rooms; otherwise the room is recorded for a later logout. Runs
+    /// without an `await`, like the routes above.
+    #[wasm_bindgen(js_name = admitSocket)]
+    pub fn admit_socket(
+        &self,
+        user: &str,
+        jti: &str,
+        issued_at: f64,
+        expires_at: f64,
+        room: &str,
+        max_rooms: f64,
+    ) -> std::result::Result<u16, JsValue> {
+        let now = (worker::Date::now().as_millis() / 1000) as i64;
+        let admitted = self.prune(now).and_then(|()| {
+            self.admit(
+                user,
+                jti,
+                issued_at as i64,
+                expires_at as i64,
+                Some((room, max_rooms as i64)),
+            )
+        });
+        admitted
+            .map(Verdict::status)
+            .map_err(|e| JsValue::from_str(&e.to_string()))
+    }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// A ledger shard's stub, as an RPC target.
+    type ShardRpc;
+    #[wasm_bindgen(method, catch, js_name = admitSocket)]
+    fn admit_socket(
+        this: &ShardRpc,
+        user: &str,
+        jti: &str,
+        issued_at: f64,
+        expires_at: f64,
+        room: &str,
+        max_rooms: f64,
+    ) -> std::result::Result<js_sys::Promise, JsValue>;
+}
+
+/// A shard's answer to an admission, carried as a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Admitted,
@@ -284,42 +336,34 @@ impl Ledger {
             .await?)
     }
 
+    /// Refuses a revoked badge (401), or one whose user already has sockets in `max_rooms`
+    /// rooms (429); otherwise records that the badge opens a socket in `room`. Over RPC
+    /// ([`Sessions::admit_socket`]); `room` is a validated room id.
+    pub async fn admit_socket(self, badge: &Badge, room: &str, max_rooms: i64) -> ApiResult<()> {
+        let shard: ShardRpc = self.stub.into_rpc();
+        let call = shard
+            .admit_socket(
+                &self.user,
+                &badge.jti,
+                badge.issued_at as f64,
+                badge.expires_at as f64,
+                room,
+                max_rooms as f64,
+            )
+            .map_err(worker::Error::from)?;
+        let answer = JsFuture::from(call).await.map_err(worker::Error::from)?;
+        let status = answer.as_f64().map_or(0, |s| s as u16);
+        verdict_result(status, badge)
+    }
+
     /// Refuses a revoked badge (401).
     pub async fn admit(&self, badge: &Badge) -> ApiResult<()> {
-        self.ask_admission(badge, "").await
-    }
-
-    /// Refuses a revoked badge (401), or one whose user already has sockets in `max_rooms`
-    /// rooms (429); otherwise records that the badge opens a socket in `room`.
-    pub async fn admit_socket(&self, badge: &Badge, room: &str, max_rooms: i64) -> ApiResult<()> {
-        self.ask_admission(badge, &format!("&room={room}&max_rooms={max_rooms}"))
-            .await
-    }
-
-    async fn ask_admission(&self, badge: &Badge, socket: &str) -> ApiResult<()> {
         let query = format!(
-            "jti={}&iat={}&exp={}{socket}",
+            "jti={}&iat={}&exp={}",
             badge.jti, badge.issued_at, badge.expires_at
         );
         let status = self.call("/admit", &query).await?.status_code();
-        match Verdict::from_status(status) {
-            Some(Verdict::Admitted) => Ok(()),
-            Some(Verdict::TooManyRooms) => Err(ApiError::new(
-                429,
-                "too many rooms open with this account; log out or wait for older badges to expire",
-            )),
-            None => Err(ApiError::internal(format!(
-                "session ledger answered {status} to an admission"
-            ))),
-            Some(Verdict::Revoked) => {
-                crate::log::event(
-                    "info",
-                    "auth_refused",
-                    &[("reason", "revoked"), ("username", badge.username.as_str())],
-                );
-                Err(ApiError::unauthorized("Could not validate credentials"))
-            }
-        }
+        verdict_result(status, badge)
     }
 
     /// Revokes one badge, remembered until `keep_until` (when it would have expired anyway);
@@ -348,6 +392,28 @@ impl Ledger {
                 "session ledger answered {}",
                 response.status_code()
             )))
+        }
+    }
+}
+
+/// What a shard's verdict (as a status) means for the badge's request.
+fn verdict_result(status: u16, badge: &Badge) -> ApiResult<()> {
+    match Verdict::from_status(status) {
+        Some(Verdict::Admitted) => Ok(()),
+        Some(Verdict::TooManyRooms) => Err(ApiError::new(
+            429,
+            "too many rooms open with this account; log out or wait for older badges to expire",
+        )),
+        None => Err(ApiError::internal(format!(
+            "session ledger answered {status} to an admission"
+        ))),
+        Some(Verdict::Revoked) => {
+            crate::log::event(
+                "info",
+                "auth_refused",
+                &[("reason", "revoked"), ("username", badge.username.as_str())],
+            );
+            Err(ApiError::unauthorized("Could not validate credentials"))
         }
     }
 }

@@ -60,7 +60,7 @@ fn wrangler_bin() -> PathBuf {
 }
 
 fn built_worker() -> PathBuf {
-    let entry = repo_root().join("build/index.js");
+    let entry = repo_root().join("build/entry.mjs");
     assert!(
         entry.exists(),
         "{} is missing: the end-to-end tests run the built Worker; run `bash scripts/build` first \
