@@ -51,6 +51,9 @@ pub const PRIVATE_HEADER: &str = "x-clubhouse-private";
 
 /// How often expired rows of `badges` are dropped (seconds).
 const PRUNE_BADGES_EVERY_SECS: i64 = 60;
+/// How long an admitted badge waits to be written to `badges`, with the others admitted
+/// meanwhile (milliseconds); see [`BadgeSaves`].
+const SAVE_BADGES_AFTER_MS: u64 = 100;
 
 /// Messages sent on connect without `since`.
 pub const RECENT_HISTORY: i64 = 50;
@@ -144,6 +147,8 @@ pub struct ChatRoom {
     admissions: RefCell<Option<Admissions>>,
     /// When expired `badges` rows were last dropped (seconds).
     badges_pruned_at: Cell<i64>,
+    /// Admitted badges on their way to the `badges` table.
+    badge_saves: BadgeSaves,
     /// Whether all of [`SCHEMA`]'s tables exist (`ensure_schema`).
     schema_ready: Cell<bool>,
     /// How many sockets the room holds: counted once per wake-up (the runtime builds its list
@@ -269,6 +274,7 @@ impl DurableObject for ChatRoom {
             meta: RefCell::new(meta),
             admissions: RefCell::new(None),
             badges_pruned_at: Cell::new(0),
+            badge_saves: BadgeSaves::default(),
             schema_ready: Cell::new(schema_ready),
             open_sockets: Cell::new(None),
             next_conn: Cell::new(None),
@@ -410,6 +416,58 @@ struct Opening {
     room_sockets: usize,
     /// Whether the user already had a socket here.
     was_online: bool,
+}
+
+/// Admitted badges waiting to be written to the `badges` table, all in one commit a moment
+/// after the first of them. Why not in the connect's own commit: the room's copy only spares
+/// asking the ledger again after a restart (the ledger, the authority, has its own record from
+/// the admission), so a connect's 101 need not wait for it, and a burst of connects needs one
+/// commit rather than one each. A badge lost before it is written (eviction, crash) is simply
+/// asked about again; a badge revoked before it is written is never written.
+#[derive(Default)]
+struct BadgeSaves {
+    waiting: Rc<RefCell<Vec<(String, String, i64)>>>,
+    scheduled: Rc<Cell<bool>>,
+}
+
+impl BadgeSaves {
+    /// Queues one badge (jti, user, expiry); the first of a batch starts the timer.
+    fn add(&self, sql: &SqlStorage, jti: &str, user: &str, expires_at: i64) {
+        self.waiting
+            .borrow_mut()
+            .push((jti.to_owned(), user.to_owned(), expires_at));
+        if self.scheduled.replace(true) {
+            return;
+        }
+        let (waiting, scheduled, sql) = (
+            Rc::clone(&self.waiting),
+            Rc::clone(&self.scheduled),
+            sql.clone(),
+        );
+        wasm_bindgen_futures::spawn_local(async move {
+            worker::Delay::from(Duration::from_millis(SAVE_BADGES_AFTER_MS)).await;
+            scheduled.set(false);
+            for (jti, user, exp) in waiting.take() {
+                let saved = sql.exec(
+                    "INSERT OR REPLACE INTO badges (jti, username, exp) VALUES (?, ?, ?)",
+                    vec![jti.into(), user.into(), exp.into()],
+                );
+                if let Err(e) = saved {
+                    crate::log::event("warn", "badge_not_saved", &[("error", &e.to_string())]);
+                }
+            }
+        });
+    }
+
+    /// Drops waiting badges a revocation covers.
+    fn drop_revoked(&self, revoked: Revoked) {
+        self.waiting
+            .borrow_mut()
+            .retain(|(jti, user, _)| match revoked {
+                Revoked::Badge(j) => jti != j,
+                Revoked::User(u) => user != u,
+            });
+    }
 }
 
 /// What a `/revoke` from a logout covers.
@@ -707,14 +765,11 @@ impl ChatRoom {
         ))
     }
 
-    /// The ledger admitted `jti` here: remembered in memory and storage, where expired rows are
-    /// dropped now and then.
+    /// The ledger admitted `jti` here: remembered in memory at once and in storage shortly
+    /// after (`BadgeSaves`), where expired rows are dropped now and then.
     fn remember_badge(&self, jti: &str, user: &str, expires_at: i64, now_secs: i64) -> Result<()> {
         self.ensure_schema()?;
-        self.sql.exec(
-            "INSERT OR REPLACE INTO badges (jti, username, exp) VALUES (?, ?, ?)",
-            vec![jti.into(), user.into(), expires_at.into()],
-        )?;
+        self.badge_saves.add(&self.sql, jti, user, expires_at);
         self.with_admissions(|a| a.admitted(jti, user, expires_at))?;
         if now_secs - self.badges_pruned_at.get() >= PRUNE_BADGES_EVERY_SECS {
             self.sql
@@ -732,6 +787,8 @@ impl ChatRoom {
             Revoked::Badge(jti) => ("jti", jti),
             Revoked::User(user) => ("username", user),
         };
+        // Not written later either.
+        self.badge_saves.drop_revoked(revoked);
         // Without the table nothing was ever admitted here; no need to create it now.
         if self.schema_ready.get() {
             self.sql.exec(
