@@ -350,6 +350,31 @@ async fn rooms_remember_admitted_badges_across_restarts_and_forget_revoked_ones(
     assert_token_refused(&c, &t2, &room, "after logout everywhere and a restart").await;
 }
 
+/// A room writes its copy of an admitted badge a moment after the admission (with the others
+/// of a burst, in one commit). A logout in that moment must win: the badge is never written,
+/// or the room would let it back in after a restart without asking the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_badge_revoked_before_the_room_writes_it_down_is_not_remembered() {
+    let server = start(ServerOptions::relaxed_limits()).await;
+    let c = server.client();
+    let (_, token) = c.new_user("quickrevoke").await;
+    let room = unique_name("quickrevoke");
+    let mut ws = c.ws(&room, &token).await;
+    // At once: the room writes the badge down about 100 ms after admitting it.
+    assert_eq!(logout(&c, &token, false).await.status(), 200);
+    expect_closed_with(&mut ws, 1008, Duration::from_millis(1500), "revoked").await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // past the write
+    let server = restart(server).await;
+    let c = server.client();
+    assert_token_refused(
+        &c,
+        &token,
+        &room,
+        "badge revoked before the room wrote it down",
+    )
+    .await;
+}
+
 /// The session ledger keeps one record per (badge, room) with sockets, so logout can close
 /// them; a client controls how many rooms it opens, so the records per account are bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
