@@ -61,6 +61,9 @@ test('recovers from a dropped socket and a server restart with no duplicate and 
     await waitForMessage(alice.page, outage1[2]);
     await send(alice, 'back after the drop');
     await waitForMessage(bob.page, 'back after the drop');
+    // Alice's own copy too: otherwise the check can read her page between the frame's arrival
+    // and its rendering (the client's index already has it, the list not yet).
+    await waitForMessage(alice.page, 'back after the drop');
     await assertExactlyOnceInOrder(alice.page, ['before the drop', 'me too', ...outage1, 'back after the drop']);
 
     // 2. A dropped socket that is NOT held reconnects on its own (backoff), with nothing doubled.
