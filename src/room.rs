@@ -592,14 +592,12 @@ impl ChatRoom {
         let Some(badge) = handover.badge() else {
             return refuse(400, "missing identity");
         };
-        let Handover {
-            user,
-            room,
-            jti,
-            member,
-            ..
-        } = &handover;
-        let (user, room, jti, member) = (user.clone(), room.as_str(), jti.as_str(), *member);
+        let (user, room, jti, member) = (
+            handover.user.as_str(),
+            handover.room.as_str(),
+            handover.jti.as_str(),
+            handover.member,
+        );
         if room.is_empty() || jti.is_empty() {
             return refuse(400, "missing identity");
         }
@@ -608,7 +606,7 @@ impl ChatRoom {
             Some(Ok(n)) => Some(n),
             Some(Err(_)) => return refuse(422, "since must be a non-negative integer"),
         };
-        let mut opening = match self.may_open(&user, room, member)? {
+        let mut opening = match self.may_open(user, room, member)? {
             Ok(opening) => opening,
             Err(refusal) => return Ok(refusal),
         };
@@ -617,7 +615,7 @@ impl ChatRoom {
             let asked_at = worker::Date::now().as_millis() as f64;
             let max_rooms = Config::from_env(&self.env).max_rooms_per_user;
             let admission = async {
-                Ledger::for_user(&self.env, &user)?
+                Ledger::for_user(&self.env, user)?
                     .admit_socket(&badge, room, max_rooms)
                     .await
             };
@@ -626,12 +624,12 @@ impl ChatRoom {
             }
             // A logout may have reached the room while the ledger answered (it listed this room
             // only because the ledger had just recorded it).
-            if self.with_admissions(|a| a.revoked_since(jti, &user, asked_at))? {
+            if self.with_admissions(|a| a.revoked_since(jti, user, asked_at))? {
                 return refuse(401, "Could not validate credentials");
             }
-            self.remember_badge(jti, &user, badge.expires_at, now_secs)?;
+            self.remember_badge(jti, user, badge.expires_at, now_secs)?;
             // And the room may have filled up, or been made private, meanwhile.
-            opening = match self.may_open(&user, room, member)? {
+            opening = match self.may_open(user, room, member)? {
                 Ok(opening) => opening,
                 Err(refusal) => return Ok(refusal),
             };
@@ -646,11 +644,11 @@ impl ChatRoom {
 
         let pair = WebSocketPair::new()?;
         let socket_member = Member {
-            user: user.clone(),
+            user: user.to_owned(),
             conn: self.new_conn_id()?,
         };
         self.state
-            .accept_websocket_with_tags(&pair.server, &[&user_tag(&user), &jti_tag(jti)]);
+            .accept_websocket_with_tags(&pair.server, &[&user_tag(user), &jti_tag(jti)]);
         if let Some(n) = self.open_sockets.get() {
             self.open_sockets.set(Some(n + 1));
         }
@@ -667,7 +665,7 @@ impl ChatRoom {
         );
         let users = {
             let mut online = self.online_set();
-            online.insert(user.clone());
+            online.insert(user.to_owned());
             online.iter().cloned().collect::<Vec<_>>()
         };
         send_quietly(
@@ -675,10 +673,10 @@ impl ChatRoom {
             &ServerFrame::Presence { users: &users }.to_json(),
         );
         if !was_online && room_sockets < self.config.presence_broadcast_max {
-            self.announce(&user, true, std::slice::from_ref(&pair.server));
+            self.announce(user, true, std::slice::from_ref(&pair.server));
         }
         // After its own join: the new socket saw its user online, the state after that join.
-        self.presence.borrow_mut().snapshot_sent(&user);
+        self.presence.borrow_mut().snapshot_sent(user);
         self.log_socket(&self.connect_log, "ws_connect", || {
             serde_json::json!({
                 "username": user,

@@ -80,8 +80,7 @@ impl DurableObject for Sessions {
         let (user, jti) = (text("user"), text("jti"));
         let body = match url.path() {
             "/admit" => {
-                self.prune(now)?;
-                let verdict = self.admit(&user, &jti, number("iat"), number("exp"), None)?;
+                let verdict = self.admit(now, &user, &jti, number("iat"), number("exp"), None)?;
                 // The answer is the status alone: no body for the Worker to stream and parse.
                 return Response::empty().map(|r| r.with_status(verdict.status()));
             }
@@ -139,18 +138,16 @@ impl Sessions {
         max_rooms: f64,
     ) -> std::result::Result<u16, JsValue> {
         let now = (worker::Date::now().as_millis() / 1000) as i64;
-        let admitted = self.prune(now).and_then(|()| {
-            self.admit(
-                user,
-                jti,
-                issued_at as i64,
-                expires_at as i64,
-                Some((room, max_rooms as i64)),
-            )
-        });
-        admitted
-            .map(Verdict::status)
-            .map_err(|e| JsValue::from_str(&e.to_string()))
+        self.admit(
+            now,
+            user,
+            jti,
+            issued_at as i64,
+            expires_at as i64,
+            Some((room, max_rooms as i64)),
+        )
+        .map(Verdict::status)
+        .map_err(|e| JsValue::from_str(&e.to_string()))
     }
 }
 
@@ -223,14 +220,18 @@ impl Sessions {
         Ok(())
     }
 
+    /// The verdict on a badge at `now` (seconds), after dropping rows expired by then; with
+    /// `socket` (room, max_rooms), an admitted badge is recorded as having a socket there.
     fn admit(
         &self,
+        now: i64,
         user: &str,
         jti: &str,
         issued_at: i64,
         expires_at: i64,
         socket: Option<(&str, i64)>,
     ) -> Result<Verdict> {
+        self.prune(now)?;
         let sql = &self.sql;
         let standing = sql
             .exec(

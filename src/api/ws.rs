@@ -63,12 +63,17 @@ pub async fn connect(
         }
         None => None,
     };
-    let forward = Forward {
-        badge: &badge,
-        room: &room,
+    // Handed over as a public room's socket first; `member` changes if the room says private.
+    let mut handover = Handover {
+        user: badge.username.as_str().to_owned(),
+        room: room.as_str().to_owned(),
+        jti: badge.jti.clone(),
+        iat: badge.issued_at,
+        exp: badge.expires_at,
+        member: false,
+        request_id: request_id.to_owned(),
+        bearer: via_subprotocol,
         since,
-        request_id,
-        via_subprotocol,
     };
 
     // Public rooms, the common case, need no D1 query: the room is the authority on privacy
@@ -84,8 +89,9 @@ pub async fn connect(
             .durable_object(room::BINDING)?
             .id_from_name(room.as_str())?
             .get_stub()?;
+        handover.member = matches!(access, RoomAccess::Member { .. });
         // The room's answer goes back as it came (see `super::Reply`).
-        let answer = fetch_untouched(stub, &forward.request(&access)?).await?;
+        let answer = fetch_untouched(stub, &room_request(&handover)?).await?;
         let private =
             answer.status() == 403 && answer.headers().has(room::PRIVATE_HEADER).unwrap_or(false);
         if !private {
@@ -118,38 +124,16 @@ async fn member_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<Roo
     })
 }
 
-/// What the Worker hands the room for one upgrade.
-struct Forward<'a> {
-    badge: &'a Badge,
-    room: &'a RoomId,
-    since: Option<u64>,
-    request_id: &'a str,
-    via_subprotocol: bool,
-}
-
-impl Forward<'_> {
-    /// The room's request, built from scratch: nothing the client sent reaches the room but
-    /// the upgrade itself (the runtime refuses a 101 to a request without it) and what the
-    /// handover says, which the Worker verified or parsed.
-    fn request(&self, access: &RoomAccess) -> worker::Result<Request> {
-        let handover = Handover {
-            user: self.badge.username.as_str().to_owned(),
-            room: self.room.as_str().to_owned(),
-            jti: self.badge.jti.clone(),
-            iat: self.badge.issued_at,
-            exp: self.badge.expires_at,
-            member: matches!(access, RoomAccess::Member { .. }),
-            request_id: self.request_id.to_owned(),
-            bearer: self.via_subprotocol,
-            since: self.since,
-        };
-        let headers = Headers::new();
-        headers.set("Upgrade", "websocket")?;
-        headers.set(handover::HEADER, &handover.encode())?;
-        let mut init = RequestInit::new();
-        init.with_headers(headers);
-        Request::new_with_init("https://room.internal/connect", &init)
-    }
+/// The room's request, built from scratch: nothing the client sent reaches the room but the
+/// upgrade itself (the runtime refuses a 101 to a request without it) and the handover, which
+/// the Worker verified or parsed.
+fn room_request(handover: &Handover) -> worker::Result<Request> {
+    let headers = Headers::new();
+    headers.set("Upgrade", "websocket")?;
+    headers.set(handover::HEADER, &handover.encode())?;
+    let mut init = RequestInit::new();
+    init.with_headers(headers);
+    Request::new_with_init("https://room.internal/connect", &init)
 }
 
 /// A header of the client's request; `None` if absent (or unreadable, which a valid name never is).
