@@ -13,6 +13,7 @@ pub mod handover;
 pub mod http;
 pub mod limiter;
 pub mod log;
+pub mod outbox;
 pub mod presence;
 pub mod protocol;
 pub mod ratelimit;

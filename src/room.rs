@@ -32,6 +32,7 @@ use crate::config::{Config, RoomConfig};
 use crate::handover::{self, Handover};
 use crate::http;
 use crate::log::{self, LineBatch, Step};
+use crate::outbox::{Outbox, Outgoing};
 use crate::presence::{Decision, PresenceBatch};
 use crate::protocol::{self, error_frame, ChatMessage, ServerFrame};
 use crate::ratelimit::{ConnectionLimiter, Verdict};
@@ -119,6 +120,12 @@ extern "C" {
     fn socket_count_js(state: &JsValue) -> u32;
 }
 
+/// Sends one serialised frame to every socket of the room (`state`: the runtime's
+/// `DurableObjectState`); returns how many got it.
+pub(crate) fn broadcast_to_all(state: &JsValue, frame: &str) -> u32 {
+    broadcast_js(state, frame, &JsValue::UNDEFINED)
+}
+
 #[durable_object(fetch)]
 pub struct ChatRoom {
     state: State,
@@ -128,8 +135,9 @@ pub struct ChatRoom {
     /// The room's name (`id_from_name`), known to the runtime even after hibernation.
     name: String,
     config: Rc<RoomConfig>,
-    /// Id of the newest stored message; reloaded from storage on every wake-up.
-    last_id: Cell<i64>,
+    /// Accepted messages on their way to storage and to the members, in groups; owns the
+    /// message ids (the newest is reloaded from storage on every wake-up).
+    outbox: Rc<Outbox>,
     /// Usernames online, built from the live sockets on first use after a wake-up.
     online: RefCell<Option<BTreeSet<String>>>,
     /// Per-connection rate buckets.
@@ -260,7 +268,14 @@ impl DurableObject for ChatRoom {
             state.set_websocket_auto_response(&pair);
         }
         let config = RoomConfig::from_env(&env);
+        let outbox = Outbox::new(
+            sql.clone(),
+            AsRef::<JsValue>::as_ref(state.as_raw()).clone(),
+            config.history_cap,
+            last,
+        );
         Self {
+            outbox,
             name: state.id().name().unwrap_or_default(),
             sql,
             state,
@@ -268,7 +283,6 @@ impl DurableObject for ChatRoom {
             connect_log: Rc::new(RefCell::new(LineBatch::new(log::BATCH_WINDOW_MS))),
             close_log: Rc::new(RefCell::new(LineBatch::new(log::BATCH_WINDOW_MS))),
             config,
-            last_id: Cell::new(last),
             online: RefCell::new(None),
             limiters: RefCell::new(HashMap::new()),
             meta: RefCell::new(meta),
@@ -537,18 +551,26 @@ impl ChatRoom {
                 return Ok(());
             }
         };
-        let id = self.last_id.get() + 1;
+        // The first write ever creates the tables, in this event's commit.
+        self.ensure_schema()?;
+        let id = self.outbox.next_id();
         let ts = now as i64;
-        self.store_message(id, &member.user, &message.content, ts)?;
-        self.last_id.set(id);
         let frame = ServerFrame::Message {
             id,
             room_id: &self.name,
             username: &member.user,
             content: &message.content,
             ts,
-        };
-        self.broadcast_except(&frame.to_json(), &[]);
+        }
+        .to_json();
+        self.outbox.accept(Outgoing {
+            id,
+            username: member.user,
+            content: message.content.into_owned(),
+            ts,
+            frame,
+            sender: ws.clone(),
+        });
         Ok(())
     }
 
@@ -810,7 +832,7 @@ impl ChatRoom {
         };
         // Nothing newer than `after` exists (an empty room, or a client that is up to date on
         // reconnect): no query, and nothing missed.
-        if after >= self.last_id.get() {
+        if after >= self.outbox.last_id() {
             return Ok((Vec::new(), false));
         }
         let mut rows = self.query_messages(
@@ -956,31 +978,6 @@ impl ChatRoom {
             "last_message_ts": counts.as_ref().and_then(|c| c.last_ts),
             "storage_bytes": self.sql.database_size(),
         })
-    }
-
-    /// Stores one message and drops the oldest beyond the history cap. SQLite calls on the
-    /// object's own storage are synchronous, so ids are assigned and stored in arrival order.
-    fn store_message(&self, id: i64, username: &str, content: &str, ts: i64) -> Result<()> {
-        self.ensure_schema()?;
-        let sql = &self.sql;
-        sql.exec_raw(
-            "INSERT INTO messages (id, username, content, ts) VALUES (?, ?, ?, ?)",
-            vec![
-                JsValue::from_f64(id as f64),
-                JsValue::from_str(username),
-                JsValue::from_str(content),
-                JsValue::from_f64(ts as f64),
-            ],
-        )?;
-        // Trim in batches of 1% of the cap rather than one row per insert.
-        let cap = self.config.history_cap;
-        if id > cap && id % (cap / 100).max(1) == 0 {
-            sql.exec(
-                "DELETE FROM messages WHERE id <= ?",
-                vec![(id - cap).into()],
-            )?;
-        }
-        Ok(())
     }
 
     fn socket_count(&self) -> usize {

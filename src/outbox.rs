@@ -1,0 +1,137 @@
+//! A room's chat messages on their way out: accepted one frame at a time, stored and broadcast
+//! in groups (group commit).
+//!
+//! Why: every write to a Durable Object's SQLite ends its event in a commit, and locally (under
+//! `wrangler dev`, workerd) that commit `fsync`s on the thread that runs every object and the
+//! Worker, so the whole process waits for the disk once per message. The runtime holds a
+//! broadcast back until the write before it is durable (the output gate), so writing later
+//! in a group loses nothing a client could have seen. A frame is accepted (rate limit,
+//! validation, id, timestamp, serialisation) at once; the group is written and sent by a timer
+//! of 0 ms, which fires once the runtime has dispatched the frames already waiting. Under load
+//! a group is everything that arrived meanwhile: one commit for many messages. A quiet room
+//! pays one timer turn.
+//!
+//! Ids are given in arrival order and stored in that order; a client connecting while a group
+//! waits gets the stored history and then the group as live frames, so nothing is missed or
+//! repeated (`room.rs`, `connect`).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use worker::wasm_bindgen::JsValue;
+use worker::{wasm_bindgen_futures, SqlStorage, WebSocket};
+
+use crate::protocol::error_frame;
+
+/// One accepted message, serialised once for all its recipients.
+pub struct Outgoing {
+    pub id: i64,
+    pub username: String,
+    pub content: String,
+    pub ts: i64,
+    /// The `message` frame every member gets.
+    pub frame: String,
+    /// Told if the message could not be stored (it is then not sent to anyone).
+    pub sender: WebSocket,
+}
+
+/// The room's message log writer: owns the id sequence and the group waiting for its commit.
+pub struct Outbox {
+    sql: SqlStorage,
+    /// The runtime's `DurableObjectState`, whose sockets a group is broadcast to.
+    state: JsValue,
+    history_cap: i64,
+    /// Id of the newest accepted message (stored, or waiting in `waiting`).
+    last_id: Cell<i64>,
+    waiting: RefCell<Vec<Outgoing>>,
+    scheduled: Cell<bool>,
+}
+
+impl Outbox {
+    /// `last_id`: the newest stored id, read at wake-up.
+    pub fn new(sql: SqlStorage, state: JsValue, history_cap: i64, last_id: i64) -> Rc<Self> {
+        Rc::new(Self {
+            sql,
+            state,
+            history_cap,
+            last_id: Cell::new(last_id),
+            waiting: RefCell::new(Vec::new()),
+            scheduled: Cell::new(false),
+        })
+    }
+
+    /// Id of the newest accepted message.
+    pub fn last_id(&self) -> i64 {
+        self.last_id.get()
+    }
+
+    /// The id the next accepted message gets.
+    pub fn next_id(&self) -> i64 {
+        self.last_id.get() + 1
+    }
+
+    /// Queues a message built with [`Outbox::next_id`]; the first of a group starts the timer.
+    pub fn accept(self: &Rc<Self>, message: Outgoing) {
+        debug_assert_eq!(message.id, self.next_id());
+        self.last_id.set(message.id);
+        self.waiting.borrow_mut().push(message);
+        if self.scheduled.replace(true) {
+            return;
+        }
+        let outbox = Rc::clone(self);
+        wasm_bindgen_futures::spawn_local(async move {
+            worker::Delay::from(Duration::ZERO).await;
+            outbox.flush();
+        });
+    }
+
+    /// Stores the waiting group (one commit: the event's implicit transaction), then sends
+    /// each message to every socket in the room, in id order. If a write fails, that message
+    /// and the ones after it are not sent: their senders get an error frame, and the ids go
+    /// back to the last stored one, so ids stay without gaps.
+    fn flush(&self) {
+        self.scheduled.set(false);
+        let group = self.waiting.take();
+        let mut stored = 0;
+        for message in &group {
+            if let Err(e) = self.store(message) {
+                crate::log::event("error", "message_not_stored", &[("error", &e.to_string())]);
+                self.last_id.set(message.id - 1);
+                break;
+            }
+            stored += 1;
+        }
+        let (sent, unsent) = group.split_at(stored);
+        for message in unsent {
+            let _ = message
+                .sender
+                .send_with_str(error_frame("message not stored; send it again"));
+        }
+        for message in sent {
+            crate::room::broadcast_to_all(&self.state, &message.frame);
+        }
+    }
+
+    /// Writes one message and drops the oldest beyond the history cap (in batches of 1% of
+    /// the cap rather than one row per insert).
+    fn store(&self, m: &Outgoing) -> worker::Result<()> {
+        self.sql.exec_raw(
+            "INSERT INTO messages (id, username, content, ts) VALUES (?, ?, ?, ?)",
+            vec![
+                JsValue::from_f64(m.id as f64),
+                JsValue::from_str(&m.username),
+                JsValue::from_str(&m.content),
+                JsValue::from_f64(m.ts as f64),
+            ],
+        )?;
+        let cap = self.history_cap;
+        if m.id > cap && m.id % (cap / 100).max(1) == 0 {
+            self.sql.exec(
+                "DELETE FROM messages WHERE id <= ?",
+                vec![(m.id - cap).into()],
+            )?;
+        }
+        Ok(())
+    }
+}
