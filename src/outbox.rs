@@ -46,6 +46,9 @@ pub struct Outbox {
     last_id: Cell<i64>,
     waiting: RefCell<Vec<Outgoing>>,
     scheduled: Cell<bool>,
+    /// Since this wake-up: messages stored, and the groups (commits) they took.
+    stored: Cell<u64>,
+    groups: Cell<u64>,
 }
 
 impl Outbox {
@@ -58,12 +61,19 @@ impl Outbox {
             last_id: Cell::new(last_id),
             waiting: RefCell::new(Vec::new()),
             scheduled: Cell::new(false),
+            stored: Cell::new(0),
+            groups: Cell::new(0),
         })
     }
 
     /// Id of the newest accepted message.
     pub fn last_id(&self) -> i64 {
         self.last_id.get()
+    }
+
+    /// Since this wake-up: messages stored, and in how many groups (one commit each).
+    pub fn stored_and_groups(&self) -> (u64, u64) {
+        (self.stored.get(), self.groups.get())
     }
 
     /// The id the next accepted message gets.
@@ -101,6 +111,10 @@ impl Outbox {
                 break;
             }
             stored += 1;
+        }
+        if stored > 0 {
+            self.stored.set(self.stored.get() + stored as u64);
+            self.groups.set(self.groups.get() + 1);
         }
         let (sent, unsent) = group.split_at(stored);
         for message in unsent {

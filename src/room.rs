@@ -968,6 +968,8 @@ impl ChatRoom {
             })
             .and_then(|c| c.one::<Counts>())
             .ok();
+        // How well messages were grouped into commits (`outbox.rs`).
+        let (stored, groups) = self.outbox.stored_and_groups();
         serde_json::json!({
             "room_id": self.name,
             "open_sockets": self.socket_count(),
@@ -977,6 +979,7 @@ impl ChatRoom {
             "newest_id": counts.as_ref().and_then(|c| c.newest),
             "last_message_ts": counts.as_ref().and_then(|c| c.last_ts),
             "storage_bytes": self.sql.database_size(),
+            "since_wake": { "messages_stored": stored, "message_commits": groups },
         })
     }
 

@@ -343,6 +343,7 @@ async fn room_stats_for_operators() {
         "newest_id",
         "last_message_ts",
         "storage_bytes",
+        "since_wake",
     ] {
         assert!(v.get(k).is_some(), "stats lacks {k}: {keys:?}");
     }
@@ -383,6 +384,86 @@ async fn room_stats_for_operators() {
         "stats without ADMIN_TOKEN",
     )
     .await;
+}
+
+/// Frames sent back to back are stored in groups, one commit each (`src/outbox.rs`), and every
+/// message still arrives once, in one id order, live and in history alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_messages_is_committed_in_groups_and_arrives_whole_and_in_order() {
+    let server = ops().await;
+    let c = server.client();
+    let room = unique_name("group");
+    let (_, ta) = c.new_user("groupa").await;
+    let (_, tb) = c.new_user("groupb").await;
+    let (_, tw) = c.new_user("groupw").await;
+    let mut a = c.ws(&room, &ta).await;
+    let mut b = c.ws(&room, &tb).await;
+    let mut watcher = c.ws(&room, &tw).await;
+    for ws in [&mut a, &mut b, &mut watcher] {
+        ws.roundtrip_ping().await;
+    }
+
+    // Both senders write all their frames before reading anything.
+    let n = 100;
+    for i in 0..n {
+        a.send_message(&room, &format!("a{i}")).await;
+        b.send_message(&room, &format!("b{i}")).await;
+    }
+    let mut live: Vec<(i64, String)> = Vec::new();
+    while live.len() < 2 * n {
+        let m = watcher.next_message().await;
+        live.push((
+            m["id"].as_i64().unwrap(),
+            m["content"].as_str().unwrap().into(),
+        ));
+    }
+    let ids: Vec<i64> = live.iter().map(|(id, _)| *id).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "ids: {ids:?}");
+    for sender in ["a", "b"] {
+        let own: Vec<&str> = live
+            .iter()
+            .map(|(_, content)| content.as_str())
+            .filter(|content| content.starts_with(sender))
+            .collect();
+        let expected: Vec<String> = (0..n).map(|i| format!("{sender}{i}")).collect();
+        assert_eq!(own, expected, "{sender}'s messages, in the order sent");
+    }
+
+    // History holds the same messages under the same ids (pages of 100, newest first).
+    let mut stored: Vec<(i64, String)> = Vec::new();
+    let mut path = format!("/rooms/{room}/messages?limit=100");
+    loop {
+        let v = get_ok(&c, &path, &ta).await;
+        let mut page: Vec<(i64, String)> = v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_i64().unwrap(),
+                    m["content"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        page.append(&mut stored);
+        stored = page;
+        if v["has_more"] != true {
+            break;
+        }
+        path = format!("/rooms/{room}/messages?limit=100&before={}", stored[0].0);
+    }
+    assert_eq!(stored, live, "history = what was broadcast");
+
+    let v = get_ok(&c, &format!("/rooms/{room}/stats"), ADMIN_TOKEN).await;
+    let (messages, commits) = (
+        v["since_wake"]["messages_stored"].as_u64().unwrap(),
+        v["since_wake"]["message_commits"].as_u64().unwrap(),
+    );
+    assert_eq!(messages, 2 * n as u64, "{v}");
+    assert!(
+        commits >= 1 && commits < messages,
+        "a burst takes fewer commits than messages: {v}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
