@@ -5,24 +5,36 @@
 //! `wrangler dev`, workerd) that commit `fsync`s on the thread that runs every object and the
 //! Worker, so the whole process waits for the disk once per message. The runtime holds a
 //! broadcast back until the write before it is durable (the output gate), so writing later
-//! in a group loses nothing a client could have seen. A frame is accepted (rate limit,
-//! validation, id, timestamp, serialisation) at once; the group is written and sent by a timer
-//! of 0 ms, which fires once the runtime has dispatched the frames already waiting. Under load
-//! a group is everything that arrived meanwhile: one commit for many messages. A quiet room
-//! pays one timer turn.
+//! in a group loses nothing a client could have seen.
+//!
+//! A frame is accepted (rate limit, validation, id, timestamp, serialisation) at once. A
+//! message to a quiet room (none in the last [`QUIET_MS`]) is stored and sent at once, as it
+//! would be without groups. One that follows closely on another waits for a timer of 0 ms,
+//! which fires once the runtime has dispatched the frames already waiting: the group is
+//! everything that arrived meanwhile, one commit for many messages.
 //!
 //! Ids are given in arrival order and stored in that order; a client connecting while a group
 //! waits gets the stored history and then the group as live frames, so nothing is missed or
 //! repeated (`room.rs`, `connect`).
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
-use std::time::Duration;
+use std::cell::{Cell, OnceCell, RefCell};
+use std::rc::{Rc, Weak};
 
-use worker::wasm_bindgen::JsValue;
-use worker::{wasm_bindgen_futures, SqlStorage, WebSocket};
+use worker::wasm_bindgen::{closure::Closure, prelude::wasm_bindgen, JsValue};
+use worker::{SqlStorage, WebSocket};
 
 use crate::protocol::error_frame;
+
+/// A message this long after the previous one (milliseconds) finds the room quiet and goes out
+/// at once. Far below the gap between one sender's messages when each waits for its echo (a
+/// round trip), far above the gap within a burst (frames already queued arrive together).
+pub const QUIET_MS: f64 = 5.0;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(callback: &Closure<dyn FnMut()>, ms: u32) -> JsValue;
+}
 
 /// One accepted message, serialised once for all its recipients.
 pub struct Outgoing {
@@ -46,6 +58,11 @@ pub struct Outbox {
     last_id: Cell<i64>,
     waiting: RefCell<Vec<Outgoing>>,
     scheduled: Cell<bool>,
+    /// When the last message was accepted (`Date.now()`, milliseconds).
+    last_accepted_at: Cell<f64>,
+    /// The timer's callback, made once per wake-up (a closure per group would cost a JS
+    /// function each). It holds the outbox weakly: no cycle, dropped with the room.
+    flush_callback: OnceCell<Closure<dyn FnMut()>>,
     /// Since this wake-up: messages stored, and the groups (commits) they took.
     stored: Cell<u64>,
     groups: Cell<u64>,
@@ -61,6 +78,8 @@ impl Outbox {
             last_id: Cell::new(last_id),
             waiting: RefCell::new(Vec::new()),
             scheduled: Cell::new(false),
+            last_accepted_at: Cell::new(f64::NEG_INFINITY),
+            flush_callback: OnceCell::new(),
             stored: Cell::new(0),
             groups: Cell::new(0),
         })
@@ -81,19 +100,30 @@ impl Outbox {
         self.last_id.get() + 1
     }
 
-    /// Queues a message built with [`Outbox::next_id`]; the first of a group starts the timer.
-    pub fn accept(self: &Rc<Self>, message: Outgoing) {
+    /// Takes a message built with [`Outbox::next_id`], accepted at `now` (milliseconds): sends
+    /// it at once to a quiet room, otherwise queues it, the first of a group starting the timer.
+    pub fn accept(self: &Rc<Self>, message: Outgoing, now: f64) {
         debug_assert_eq!(message.id, self.next_id());
+        let quiet = now - self.last_accepted_at.replace(now) >= QUIET_MS;
         self.last_id.set(message.id);
         self.waiting.borrow_mut().push(message);
-        if self.scheduled.replace(true) {
+        if self.scheduled.get() {
             return;
         }
-        let outbox = Rc::clone(self);
-        wasm_bindgen_futures::spawn_local(async move {
-            worker::Delay::from(Duration::ZERO).await;
-            outbox.flush();
+        if quiet {
+            self.flush();
+            return;
+        }
+        self.scheduled.set(true);
+        let callback = self.flush_callback.get_or_init(|| {
+            let outbox = Rc::downgrade(self);
+            Closure::new(move || {
+                if let Some(outbox) = Weak::upgrade(&outbox) {
+                    outbox.flush();
+                }
+            })
         });
+        set_timeout(callback, 0);
     }
 
     /// Stores the waiting group (one commit: the event's implicit transaction), then sends
