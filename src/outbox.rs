@@ -7,11 +7,12 @@
 //! broadcast back until the write before it is durable (the output gate), so writing later
 //! in a group loses nothing a client could have seen.
 //!
-//! A frame is accepted (rate limit, validation, id, timestamp, serialisation) at once. A
-//! message to a quiet room (none in the last [`QUIET_MS`]) is stored and sent at once, as it
-//! would be without groups. One that follows closely on another waits for a timer of 0 ms,
-//! which fires once the runtime has dispatched the frames already waiting: the group is
-//! everything that arrived meanwhile, one commit for many messages.
+//! A frame is accepted (rate limit, validation, id, timestamp, serialisation) at once, and
+//! waits for a timer of 0 ms, which fires once the runtime has dispatched the frames already
+//! waiting: the group is everything that arrived meanwhile, one commit for many messages. A
+//! message alone pays one timer turn. (Sending a message to a quiet room at once was tried
+//! and reverted: a room busy broadcasting to 1000 sockets looked quiet by the clock to the
+//! message queued behind, and lost its groups; `bench/RESULTS.md`, round 7.)
 //!
 //! Ids are given in arrival order and stored in that order; a client connecting while a group
 //! waits gets the stored history and then the group as live frames, so nothing is missed or
@@ -24,11 +25,6 @@ use worker::wasm_bindgen::{closure::Closure, prelude::wasm_bindgen, JsValue};
 use worker::{SqlStorage, WebSocket};
 
 use crate::protocol::error_frame;
-
-/// A message this long after the previous one (milliseconds) finds the room quiet and goes out
-/// at once. Far below the gap between one sender's messages when each waits for its echo (a
-/// round trip), far above the gap within a burst (frames already queued arrive together).
-pub const QUIET_MS: f64 = 5.0;
 
 #[wasm_bindgen]
 extern "C" {
@@ -58,8 +54,6 @@ pub struct Outbox {
     last_id: Cell<i64>,
     waiting: RefCell<Vec<Outgoing>>,
     scheduled: Cell<bool>,
-    /// When the last message was accepted (`Date.now()`, milliseconds).
-    last_accepted_at: Cell<f64>,
     /// The timer's callback, made once per wake-up (a closure per group would cost a JS
     /// function each). It holds the outbox weakly: no cycle, dropped with the room.
     flush_callback: OnceCell<Closure<dyn FnMut()>>,
@@ -78,7 +72,6 @@ impl Outbox {
             last_id: Cell::new(last_id),
             waiting: RefCell::new(Vec::new()),
             scheduled: Cell::new(false),
-            last_accepted_at: Cell::new(f64::NEG_INFINITY),
             flush_callback: OnceCell::new(),
             stored: Cell::new(0),
             groups: Cell::new(0),
@@ -100,21 +93,14 @@ impl Outbox {
         self.last_id.get() + 1
     }
 
-    /// Takes a message built with [`Outbox::next_id`], accepted at `now` (milliseconds): sends
-    /// it at once to a quiet room, otherwise queues it, the first of a group starting the timer.
-    pub fn accept(self: &Rc<Self>, message: Outgoing, now: f64) {
+    /// Queues a message built with [`Outbox::next_id`]; the first of a group starts the timer.
+    pub fn accept(self: &Rc<Self>, message: Outgoing) {
         debug_assert_eq!(message.id, self.next_id());
-        let quiet = now - self.last_accepted_at.replace(now) >= QUIET_MS;
         self.last_id.set(message.id);
         self.waiting.borrow_mut().push(message);
-        if self.scheduled.get() {
+        if self.scheduled.replace(true) {
             return;
         }
-        if quiet {
-            self.flush();
-            return;
-        }
-        self.scheduled.set(true);
         let callback = self.flush_callback.get_or_init(|| {
             let outbox = Rc::downgrade(self);
             Closure::new(move || {

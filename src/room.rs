@@ -563,17 +563,14 @@ impl ChatRoom {
             ts,
         }
         .to_json();
-        self.outbox.accept(
-            Outgoing {
-                id,
-                username: member.user,
-                content: message.content.into_owned(),
-                ts,
-                frame,
-                sender: ws.clone(),
-            },
-            now as f64,
-        );
+        self.outbox.accept(Outgoing {
+            id,
+            username: member.user,
+            content: message.content.into_owned(),
+            ts,
+            frame,
+            sender: ws.clone(),
+        });
         Ok(())
     }
 
