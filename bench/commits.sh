@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# How many SQLite commits each chat message costs, Clubhouse and the JS baseline: counts the fsync calls of the
+# workerd that runs the Worker (every commit of a Durable Object's SQLite fsyncs, on the thread that runs every
+# object and the Worker) during the message phase of one load run per side, after an unmeasured warm-up run.
+#
+#   bash bench/commits.sh [-- BENCH ARGS...]
+#   default load: --clients 1 --rooms 1 --senders 1 --messages 500 --window 8   (the `solo` scenario, shorter)
+#
+# Needs strace and build/ (bash scripts/build). strace slows the process it watches: the counts are what this
+# is for, not the speed (bench/run.sh measures that). Clubhouse's own count of its groups is in its room stats
+# (`since_wake`, README).
+set -euo pipefail
+WORK_PREFIX=clubhouse-commits
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+BENCH_ARGS=(--clients 1 --rooms 1 --senders 1 --messages 500 --window 8)
+if [ "${1:-}" = "--" ]; then shift; BENCH_ARGS=("$@"); fi
+command -v strace >/dev/null || die "strace is not installed"
+BIN="$BENCH_DIR/target/release/clubhouse-bench"
+[ -x "$BIN" ] || cargo build --release --quiet --manifest-path "$BENCH_DIR/Cargo.toml"
+
+count_side() {  # count_side SIDE: prints "SIDE: M messages, F fsyncs, F/M per message"
+  local side="$1"
+  spawn_profiled "$side"
+  wait_http
+  workerd_pids "$SERVER_PID" "$SERVER_PORT"
+  [ -n "$WORKER_PID" ] || die "no workerd running the Worker found"
+  "$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" > "$WORK/warm-$side.txt" 2>&1 \
+    || { tail -n 5 "$WORK/warm-$side.txt" >&2; die "warm-up run failed"; }
+  local trace="$WORK/strace-$side.txt" pidfile="$WORK/strace-$side.pid"
+  rm -f "$pidfile"
+  # strace starts when the bench starts sending (its "senders x messages" progress line).
+  "$BIN" -v --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" 2>&1 >"$WORK/bench-$side.txt" \
+    | while IFS= read -r line; do
+        case "$line" in
+          *" senders x "*)
+            strace -f -c -e trace=fsync,fdatasync -p "$WORKER_PID" -o "$trace" 2>/dev/null &
+            echo $! > "$pidfile" ;;
+        esac
+      done
+  [ -f "$pidfile" ] || die "the run never reached its message phase"
+  kill -INT "$(cat "$pidfile")" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
+  local sent fsyncs
+  sent="$(sed -nE 's/^ *run *: sent ([0-9]+).*/\1/p' "$WORK/bench-$side.txt" | head -1)"
+  fsyncs="$(awk '$NF ~ /^f(data)?sync$/ { n += $4 } END { print n + 0 }' "$trace")"
+  [ -n "$sent" ] && [ "$sent" -gt 0 ] || die "$side: no message sent"
+  printf '%s: %s messages, %s fsyncs, %s per message\n' "$side" "$sent" "$fsyncs" \
+    "$(awk -v f="$fsyncs" -v m="$sent" 'BEGIN { printf "%.3f", f / m }')"
+  kill_group "$SERVER_PID"
+}
+
+count_side clubhouse
+count_side baseline
