@@ -417,7 +417,7 @@ fn flush_presence(state: &JsValue, batch: &RefCell<PresenceBatch>, broadcast_max
         left: &changes.left,
     }
     .to_json();
-    if broadcast_js(state, &frame, &JsValue::UNDEFINED) > 0 {
+    if broadcast_to_all(state, &frame) > 0 {
         batch
             .borrow_mut()
             .announced(worker::Date::now().as_millis() as f64);
