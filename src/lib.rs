@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod room;
 pub mod sessions;
 pub mod store;
+pub mod timer;
 
 pub use limiter::Limiter;
 pub use room::ChatRoom;

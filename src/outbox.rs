@@ -18,19 +18,14 @@
 //! waits gets the stored history and then the group as live frames, so nothing is missed or
 //! repeated (`room.rs`, `connect`).
 
-use std::cell::{Cell, OnceCell, RefCell};
-use std::rc::{Rc, Weak};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
-use worker::wasm_bindgen::{closure::Closure, prelude::wasm_bindgen, JsValue};
+use worker::wasm_bindgen::JsValue;
 use worker::{SqlStorage, WebSocket};
 
 use crate::protocol::error_frame;
-
-#[wasm_bindgen]
-extern "C" {
-    #[wasm_bindgen(js_name = setTimeout)]
-    fn set_timeout(callback: &Closure<dyn FnMut()>, ms: u32) -> JsValue;
-}
+use crate::timer::Deferred;
 
 /// One accepted message, serialised once for all its recipients.
 pub struct Outgoing {
@@ -53,10 +48,8 @@ pub struct Outbox {
     /// Id of the newest accepted message (stored, or waiting in `waiting`).
     last_id: Cell<i64>,
     waiting: RefCell<Vec<Outgoing>>,
-    scheduled: Cell<bool>,
-    /// The timer's callback, made once per wake-up (a closure per group would cost a JS
-    /// function each). It holds the outbox weakly: no cycle, dropped with the room.
-    flush_callback: OnceCell<Closure<dyn FnMut()>>,
+    /// The 0 ms timer that flushes `waiting`.
+    flush_timer: Deferred,
     /// Since this wake-up: messages stored, and the groups (commits) they took.
     stored: Cell<u64>,
     groups: Cell<u64>,
@@ -71,8 +64,7 @@ impl Outbox {
             history_cap,
             last_id: Cell::new(last_id),
             waiting: RefCell::new(Vec::new()),
-            scheduled: Cell::new(false),
-            flush_callback: OnceCell::new(),
+            flush_timer: Deferred::default(),
             stored: Cell::new(0),
             groups: Cell::new(0),
         })
@@ -98,26 +90,15 @@ impl Outbox {
         debug_assert_eq!(message.id, self.next_id());
         self.last_id.set(message.id);
         self.waiting.borrow_mut().push(message);
-        if self.scheduled.replace(true) {
-            return;
-        }
-        let callback = self.flush_callback.get_or_init(|| {
-            let outbox = Rc::downgrade(self);
-            Closure::new(move || {
-                if let Some(outbox) = Weak::upgrade(&outbox) {
-                    outbox.flush();
-                }
-            })
-        });
-        set_timeout(callback, 0);
+        self.flush_timer.schedule(self, 0, Self::flush);
     }
 
     /// Stores the waiting group (one commit: the event's implicit transaction), then sends
     /// each message to every socket in the room, in id order. If a write fails, that message
     /// and the ones after it are not sent: their senders get an error frame, and the ids go
     /// back to the last stored one, so ids stay without gaps.
-    fn flush(&self) {
-        self.scheduled.set(false);
+    fn flush(self: &Rc<Self>) {
+        self.flush_timer.fired();
         let group = self.waiting.take();
         let mut stored = 0;
         for message in &group {

@@ -14,7 +14,8 @@
 //! and each handles 1/`SHARDS` of the connects. Changing `SHARDS` moves users to other shards
 //! and forgets their revocations: it is a constant, not a setting.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
@@ -25,6 +26,7 @@ use worker::{durable_object, DurableObject, Env, Method, Request, Response, Resu
 use crate::auth::badge::Badge;
 use crate::error::{ApiError, ApiResult};
 use crate::http;
+use crate::timer::Deferred;
 
 pub const BINDING: &str = "SESSIONS";
 
@@ -34,12 +36,16 @@ pub const SHARDS: u32 = 16;
 /// How often a shard drops rows of expired badges (seconds).
 const PRUNE_EVERY_SECS: i64 = 60;
 
+/// How long an admitted socket's record waits in memory before it is written, with the others
+/// admitted meanwhile, in one commit (milliseconds). See [`SocketWrites`].
+const WRITE_SOCKETS_AFTER_MS: u32 = 100;
+
 #[durable_object(fetch)]
 pub struct Sessions {
     /// The object's SQLite handle, looked up once rather than per call.
     sql: worker::SqlStorage,
-    /// When expired rows were last dropped (seconds).
-    pruned_at: Cell<i64>,
+    /// Admitted sockets whose records are not written yet.
+    writes: Rc<SocketWrites>,
 }
 
 impl DurableObject for Sessions {
@@ -56,8 +62,13 @@ impl DurableObject for Sessions {
             sql.exec(ddl, None).expect("creating the ledger tables");
         }
         Self {
+            writes: Rc::new(SocketWrites {
+                sql: sql.clone(),
+                unwritten: RefCell::new(Unwritten::default()),
+                pruned_at: Cell::new(0),
+                timer: Deferred::default(),
+            }),
             sql,
-            pruned_at: Cell::new(0),
         }
     }
 
@@ -149,6 +160,12 @@ impl Sessions {
         .map(Verdict::status)
         .map_err(|e| JsValue::from_str(&e.to_string()))
     }
+
+    /// Does nothing: called at login so that the shard is running when the user's sockets
+    /// come to be admitted (a shard idle for a few seconds is evicted, and starting one costs
+    /// far more than a call to a running one).
+    #[wasm_bindgen(js_name = warm)]
+    pub fn warm(&self) {}
 }
 
 #[wasm_bindgen]
@@ -165,6 +182,8 @@ extern "C" {
         room: &str,
         max_rooms: f64,
     ) -> std::result::Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn warm(this: &ShardRpc) -> std::result::Result<js_sys::Promise, JsValue>;
 }
 
 /// A shard's answer to an admission, carried as a status.
@@ -195,7 +214,10 @@ impl Verdict {
 struct Standing {
     not_before: Option<i64>,
     revoked: i64,
+    /// Unexpired (badge, room) records of the user, written ones only.
     rooms: i64,
+    /// Whether this (badge, room) is among them.
+    recorded: i64,
 }
 
 #[derive(Deserialize)]
@@ -204,24 +226,9 @@ struct RoomRow {
 }
 
 impl Sessions {
-    /// Drops rows that can no longer matter: badges past their expiry can open nothing.
-    fn prune(&self, now: i64) -> Result<()> {
-        if now - self.pruned_at.get() < PRUNE_EVERY_SECS {
-            return Ok(());
-        }
-        let sql = &self.sql;
-        for table in ["sockets", "revoked", "not_before"] {
-            sql.exec(
-                &format!("DELETE FROM {table} WHERE exp < ?"),
-                vec![now.into()],
-            )?;
-        }
-        self.pruned_at.set(now);
-        Ok(())
-    }
-
-    /// The verdict on a badge at `now` (seconds), after dropping rows expired by then; with
-    /// `socket` (room, max_rooms), an admitted badge is recorded as having a socket there.
+    /// The verdict on a badge at `now` (seconds); with `socket` (room, max_rooms), an admitted
+    /// badge is recorded as having a socket there. Reads only: the record is written a moment
+    /// later ([`SocketWrites`]), so the answer is not held until a commit is durable.
     fn admit(
         &self,
         now: i64,
@@ -231,14 +238,20 @@ impl Sessions {
         expires_at: i64,
         socket: Option<(&str, i64)>,
     ) -> Result<Verdict> {
-        self.prune(now)?;
-        let sql = &self.sql;
-        let standing = sql
+        let standing = self
+            .sql
             .exec(
                 "SELECT (SELECT at FROM not_before WHERE username = ?1) AS not_before,
                         EXISTS (SELECT 1 FROM revoked WHERE jti = ?2) AS revoked,
-                        (SELECT COUNT(*) FROM sockets WHERE username = ?1) AS rooms",
-                vec![user.into(), jti.into()],
+                        (SELECT COUNT(*) FROM sockets WHERE username = ?1 AND exp >= ?4) AS rooms,
+                        EXISTS (SELECT 1 FROM sockets
+                                WHERE username = ?1 AND jti = ?2 AND room = ?3) AS recorded",
+                vec![
+                    user.into(),
+                    jti.into(),
+                    socket.map_or("", |(room, _)| room).into(),
+                    now.into(),
+                ],
             )?
             .one::<Standing>()?;
         // `<=`: the stamp has one-second resolution, so a badge from the same second as a
@@ -249,34 +262,29 @@ impl Sessions {
         let Some((room, max_rooms)) = socket else {
             return Ok(Verdict::Admitted);
         };
+        let record = SocketRecord {
+            user: user.to_owned(),
+            jti: jti.to_owned(),
+            room: room.to_owned(),
+            exp: expires_at,
+        };
+        let mut unwritten = self.writes.unwritten.borrow_mut();
         // Counted per badge and room; a badge reopening a room it is recorded in adds nothing.
-        if standing.rooms >= max_rooms && !self.recorded(user, jti, room)? {
+        if standing.recorded != 0 || unwritten.contains(&record) {
+            return Ok(Verdict::Admitted);
+        }
+        if standing.rooms + unwritten.count_for(user) >= max_rooms {
             return Ok(Verdict::TooManyRooms);
         }
-        sql.exec(
-            "INSERT OR IGNORE INTO sockets (username, jti, room, exp) VALUES (?, ?, ?, ?)",
-            vec![user.into(), jti.into(), room.into(), expires_at.into()],
-        )?;
+        unwritten.add(record);
+        drop(unwritten);
+        self.writes.schedule();
         Ok(Verdict::Admitted)
     }
 
-    fn recorded(&self, user: &str, jti: &str, room: &str) -> Result<bool> {
-        #[derive(Deserialize)]
-        struct Known {
-            known: i64,
-        }
-        let known = self
-            .sql
-            .exec(
-                "SELECT EXISTS (SELECT 1 FROM sockets WHERE username = ? AND jti = ? AND room = ?) AS known",
-                vec![user.into(), jti.into(), room.into()],
-            )?
-            .one::<Known>()?;
-        Ok(known.known != 0)
-    }
-
-    /// Rooms where one of the user's badges (or, with `None`, any of them) has sockets;
-    /// forgets those records, since the caller is about to close the sockets.
+    /// Rooms where one of the user's badges (or, with `None`, any of them) has sockets,
+    /// written or not yet; forgets those records, since the caller is about to close the
+    /// sockets.
     fn take_rooms(&self, user: &str, jti: Option<&str>) -> Result<Vec<String>> {
         let sql = &self.sql;
         let (filter, binds): (&str, Vec<worker::SqlStorageValue>) = match jti {
@@ -290,7 +298,132 @@ impl Sessions {
             )?
             .to_array::<RoomRow>()?;
         sql.exec(&format!("DELETE FROM sockets WHERE {filter}"), binds)?;
-        Ok(rows.into_iter().map(|r| r.room).collect())
+        let mut rooms: Vec<String> = rows.into_iter().map(|r| r.room).collect();
+        for room in self.writes.unwritten.borrow_mut().take(user, jti) {
+            if !rooms.contains(&room) {
+                rooms.push(room);
+            }
+        }
+        Ok(rooms)
+    }
+}
+
+/// One admitted (badge, room): a logout of that badge or user closes its sockets there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SocketRecord {
+    user: String,
+    jti: String,
+    room: String,
+    /// The badge's expiry: after it the record can matter no more and is dropped.
+    exp: i64,
+}
+
+/// Records admitted since the last write. Every question the ledger answers (the user's
+/// count of rooms, the rooms a logout closes) looks here as well as in `sockets`.
+#[derive(Debug, Default)]
+struct Unwritten {
+    records: Vec<SocketRecord>,
+}
+
+impl Unwritten {
+    fn contains(&self, record: &SocketRecord) -> bool {
+        self.records
+            .iter()
+            .any(|r| r.user == record.user && r.jti == record.jti && r.room == record.room)
+    }
+
+    fn count_for(&self, user: &str) -> i64 {
+        self.records.iter().filter(|r| r.user == user).count() as i64
+    }
+
+    fn add(&mut self, record: SocketRecord) {
+        self.records.push(record);
+    }
+
+    /// Removes the records of one badge of `user` (or, with `None`, all of the user's);
+    /// their rooms, each once.
+    fn take(&mut self, user: &str, jti: Option<&str>) -> Vec<String> {
+        let mut rooms = Vec::new();
+        self.records.retain(|r| {
+            let covered = r.user == user && jti.is_none_or(|j| r.jti == j);
+            if covered && !rooms.contains(&r.room) {
+                rooms.push(r.room.clone());
+            }
+            !covered
+        });
+        rooms
+    }
+}
+
+/// The records of admitted sockets on their way to the `sockets` table: all those admitted
+/// within `WRITE_SOCKETS_AFTER_MS` of the first go in one commit.
+///
+/// Why not in the admission's own event: a write there holds the answer to the room (and so
+/// the socket's 101) until the commit is durable, and locally every commit `fsync`s on the
+/// thread that runs every object. Answered from memory, an admission's verdict is the same:
+/// the count of rooms and a logout's list of rooms include the unwritten records.
+/// What it gives up: if the shard's process dies in those milliseconds, the records are lost,
+/// and a later logout does not reach those sockets (the badge itself is still refused
+/// everywhere from the logout on: revocations are written before the logout is answered).
+struct SocketWrites {
+    sql: worker::SqlStorage,
+    unwritten: RefCell<Unwritten>,
+    /// When expired rows were last dropped (seconds).
+    pruned_at: Cell<i64>,
+    timer: Deferred,
+}
+
+impl SocketWrites {
+    fn schedule(self: &Rc<Self>) {
+        self.timer
+            .schedule(self, WRITE_SOCKETS_AFTER_MS, Self::write);
+    }
+
+    /// Writes the waiting records in one commit (the event's implicit transaction), after
+    /// dropping rows of expired badges now and then. On failure the records wait for the next
+    /// try, so none is lost while the object runs.
+    fn write(self: &Rc<Self>) {
+        self.timer.fired();
+        let records = std::mem::take(&mut self.unwritten.borrow_mut().records);
+        let now = (worker::Date::now().as_millis() / 1000) as i64;
+        if let Err(e) = self.prune(now) {
+            crate::log::event("warn", "ledger_prune_failed", &[("error", &e.to_string())]);
+        }
+        for (i, r) in records.iter().enumerate() {
+            let written = self.sql.exec(
+                "INSERT OR IGNORE INTO sockets (username, jti, room, exp) VALUES (?, ?, ?, ?)",
+                vec![
+                    r.user.as_str().into(),
+                    r.jti.as_str().into(),
+                    r.room.as_str().into(),
+                    r.exp.into(),
+                ],
+            );
+            if let Err(e) = written {
+                crate::log::event("error", "ledger_write_failed", &[("error", &e.to_string())]);
+                self.unwritten
+                    .borrow_mut()
+                    .records
+                    .extend(records[i..].iter().cloned());
+                self.schedule();
+                break;
+            }
+        }
+    }
+
+    /// Drops rows that can no longer matter: badges past their expiry can open nothing.
+    fn prune(&self, now: i64) -> Result<()> {
+        if now - self.pruned_at.get() < PRUNE_EVERY_SECS {
+            return Ok(());
+        }
+        for table in ["sockets", "revoked", "not_before"] {
+            self.sql.exec(
+                &format!("DELETE FROM {table} WHERE exp < ?"),
+                vec![now.into()],
+            )?;
+        }
+        self.pruned_at.set(now);
+        Ok(())
     }
 }
 
@@ -355,6 +488,14 @@ impl Ledger {
         let answer = JsFuture::from(call).await.map_err(worker::Error::from)?;
         let status = answer.as_f64().map_or(0, |s| s as u16);
         verdict_result(status, badge)
+    }
+
+    /// Starts the user's shard if it is not running ([`Sessions::warm`]).
+    pub async fn warm(self) -> ApiResult<()> {
+        let shard: ShardRpc = self.stub.into_rpc();
+        let call = shard.warm().map_err(worker::Error::from)?;
+        JsFuture::from(call).await.map_err(worker::Error::from)?;
+        Ok(())
     }
 
     /// Refuses a revoked badge (401).
@@ -442,6 +583,52 @@ mod tests {
             "1000 users should land on every shard"
         );
         assert!((0..1000).all(|i| shard_of(&format!("u{i}")) < SHARDS));
+    }
+
+    fn record(user: &str, jti: &str, room: &str) -> SocketRecord {
+        SocketRecord {
+            user: user.into(),
+            jti: jti.into(),
+            room: room.into(),
+            exp: 100,
+        }
+    }
+
+    #[test]
+    fn unwritten_records_count_per_user_and_are_known_by_badge_and_room() {
+        let mut unwritten = Unwritten::default();
+        unwritten.add(record("ann", "j1", "a"));
+        unwritten.add(record("ann", "j1", "b"));
+        unwritten.add(record("bob", "j2", "a"));
+        assert_eq!(unwritten.count_for("ann"), 2);
+        assert_eq!(unwritten.count_for("bob"), 1);
+        assert_eq!(unwritten.count_for("cat"), 0);
+        assert!(unwritten.contains(&record("ann", "j1", "b")));
+        assert!(!unwritten.contains(&record("ann", "j9", "b")));
+        assert!(!unwritten.contains(&record("bob", "j2", "b")));
+    }
+
+    #[test]
+    fn a_logout_takes_the_unwritten_records_it_covers_and_only_those() {
+        let mut unwritten = Unwritten::default();
+        for (user, jti, room) in [
+            ("ann", "j1", "a"),
+            ("ann", "j1", "b"),
+            ("ann", "j2", "a"),
+            ("ann", "j2", "c"),
+            ("bob", "j3", "a"),
+        ] {
+            unwritten.add(record(user, jti, room));
+        }
+        // One badge: its rooms, once each; the user's other badge and other users stay.
+        assert_eq!(unwritten.take("ann", Some("j1")), vec!["a", "b"]);
+        assert_eq!(unwritten.count_for("ann"), 2);
+        assert_eq!(unwritten.take("ann", Some("j1")), Vec::<String>::new());
+        // Every badge of the user: "a" listed once although two records name it.
+        unwritten.add(record("ann", "j4", "a"));
+        assert_eq!(unwritten.take("ann", None), vec!["a", "c"]);
+        assert_eq!(unwritten.count_for("ann"), 0);
+        assert_eq!(unwritten.count_for("bob"), 1);
     }
 
     #[test]

@@ -92,7 +92,16 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
         }
     };
 
-    let _ = futures_util::future::join(user_throttle.release(), ip_throttle.release()).await;
+    // Meanwhile, the user's ledger shard is started if idle: the sockets a login is for come
+    // right after it, and each must be admitted by that shard (`sessions.rs`).
+    let warm_ledger = async {
+        if let Err(e) = async { Ledger::for_user(env, &record.username)?.warm().await }.await {
+            crate::log::event("warn", "ledger_warm_failed", &[("error", &e.detail)]);
+        }
+    };
+    let _ =
+        futures_util::future::join3(user_throttle.release(), ip_throttle.release(), warm_ledger)
+            .await;
     if password::needs_rehash(&record.password_hash, config.hash_cost) {
         if let Ok(phc) = password::hash(form.password.as_bytes(), config.hash_cost) {
             Store::from_env(env)?
