@@ -2,9 +2,11 @@
 # Where the Worker's workerd process spends its CPU per connection, native code included: starts Clubhouse (or,
 # with --baseline, the JS baseline) under `wrangler dev`, warms it with one unmeasured load run, then records the
 # workerd that runs the Worker with `perf` from the moment a second run starts connecting until all its sockets
-# are open, and splits the samples by the runtime API they were spent under (bench/tools/perf_by_api.py).
+# are open (with --through-settle: until the servers are idle again, the deferred work of the connects included;
+# the window is cut by wall-clock stamps, as perf attaches too slowly to start at "connecting"), and splits the
+# samples by the runtime API they were spent under (bench/tools/perf_by_api.py).
 #
-#   bash bench/native_profile.sh [--baseline] [--hz F] [--out FILE] [-- BENCH ARGS...]
+#   bash bench/native_profile.sh [--baseline] [--hz F] [--out FILE] [--through-settle] [-- BENCH ARGS...]
 #   default load: --clients 1000 --rooms 50 --senders 1 --messages 10
 #
 # bench/profile.sh sees only JS and WASM inside the isolate; this sees the whole process (subrequests, SQLite
@@ -16,13 +18,14 @@ set -euo pipefail
 WORK_PREFIX=clubhouse-native-profile
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SIDE=clubhouse HZ=4999 OUT=""
+SIDE=clubhouse HZ=4999 OUT="" UNTIL=connected
 BENCH_ARGS=(--clients 1000 --rooms 50 --senders 1 --messages 10)
 while [ $# -gt 0 ]; do
   case "$1" in
     --baseline) SIDE=baseline ;;
     --hz) HZ="$2"; shift ;;
     --out) OUT="$2"; shift ;;
+    --through-settle) UNTIL="senders x" ;;
     --) shift; BENCH_ARGS=("$@"); break ;;
     *) die "unknown option $1 (see the header of $0)" ;;
   esac
@@ -41,24 +44,31 @@ log "$SIDE on $SERVER_URL, Worker workerd pid $WORKER_PID; warm-up run"
 "$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" > "$WORK/warm.txt" 2>&1 \
   || { tail -n 5 "$WORK/warm.txt" >&2; die "warm-up run failed"; }
 
-log "measured run: perf from \"connecting\" to \"connected\""
-PERF_PID_FILE="$WORK/perf.pid"
+log "measured run: perf from before \"connecting\"; samples kept from \"connecting\" to \"$UNTIL\""
+# perf takes a moment to attach, longer than a burst of 100 connects lasts: it starts during the token phase
+# and stamps samples with the wall clock, so the window is cut from the samples afterwards (perf script --time).
+PERF_PID_FILE="$WORK/perf.pid" WINDOW_FILE="$WORK/window"
+: > "$WINDOW_FILE"
 "$BIN" -v --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" 2>&1 >"$WORK/bench.txt" \
   | while IFS= read -r line; do
       printf '%s\n' "$line" >&2
       case "$line" in
-        *connecting*)
-          perf record -F "$HZ" -g -p "$WORKER_PID" -o "$OUT" >"$WORK/perf.log" 2>&1 &
+        *"getting tokens"*)
+          perf record -F "$HZ" -g -k CLOCK_REALTIME -p "$WORKER_PID" -o "$OUT" >"$WORK/perf.log" 2>&1 &
           echo $! > "$PERF_PID_FILE" ;;
-        *connected*)
+        *connecting*) date +%s.%N >> "$WINDOW_FILE" ;;
+        *"$UNTIL"*)
+          date +%s.%N >> "$WINDOW_FILE"
           if [ -f "$PERF_PID_FILE" ]; then kill -INT "$(cat "$PERF_PID_FILE")"; fi ;;
       esac
     done
-[ -f "$PERF_PID_FILE" ] || die "the run never reached \"connecting\""
+[ -f "$PERF_PID_FILE" ] || die "the run never reached \"getting tokens\""
+[ "$(wc -l < "$WINDOW_FILE")" -ge 2 ] || die "the run never reached \"$UNTIL\""
 for _ in $(seq 1 100); do kill -0 "$(cat "$PERF_PID_FILE")" 2>/dev/null || break; sleep 0.1; done
 grep -E '^ *connect:' "$WORK/bench.txt" || true
 OPENED="$(sed -nE 's/^ *connect: ok ([0-9]+).*/\1/p' "$WORK/bench.txt" | head -1)"
 [ -n "$OPENED" ] && [ "$OPENED" -gt 0 ] || die "no connection opened"
-perf script -i "$OUT" 2>/dev/null > "$WORK/perf.txt"
+WINDOW="$(head -1 "$WINDOW_FILE"),$(sed -n 2p "$WINDOW_FILE")"
+perf script -i "$OUT" --time "$WINDOW" 2>/dev/null > "$WORK/perf.txt"
 python3 "$BENCH_DIR/tools/perf_by_api.py" "$WORK/perf.txt" "$HZ" "$OPENED" connection
-log "raw profile: $OUT (perf report -i $OUT)"
+log "raw profile: $OUT (the window's samples: perf script -i $OUT --time $WINDOW)"

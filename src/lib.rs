@@ -18,6 +18,7 @@ pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod room;
+pub mod room_store;
 pub mod sessions;
 pub mod store;
 pub mod timer;

@@ -36,6 +36,7 @@ use crate::outbox::{Outbox, Outgoing};
 use crate::presence::{Decision, PresenceBatch};
 use crate::protocol::{self, error_frame, ChatMessage, ServerFrame};
 use crate::ratelimit::{ConnectionLimiter, Verdict};
+use crate::room_store::{ConnectWrites, Schema, SCHEMA};
 use crate::sessions::Ledger;
 
 /// The Durable Object binding in wrangler.toml.
@@ -52,9 +53,6 @@ pub const PRIVATE_HEADER: &str = "x-clubhouse-private";
 
 /// How often expired rows of `badges` are dropped (seconds).
 const PRUNE_BADGES_EVERY_SECS: i64 = 60;
-/// How long an admitted badge waits to be written to `badges`, with the others admitted
-/// meanwhile (milliseconds); see [`BadgeSaves`].
-const SAVE_BADGES_AFTER_MS: u64 = 100;
 
 /// Messages sent on connect without `since`.
 pub const RECENT_HISTORY: i64 = 50;
@@ -155,10 +153,10 @@ pub struct ChatRoom {
     admissions: RefCell<Option<Admissions>>,
     /// When expired `badges` rows were last dropped (seconds).
     badges_pruned_at: Cell<i64>,
-    /// Admitted badges on their way to the `badges` table.
-    badge_saves: BadgeSaves,
-    /// Whether all of [`SCHEMA`]'s tables exist (`ensure_schema`).
-    schema_ready: Cell<bool>,
+    /// What the first connect of a burst leaves for a moment later (`room_store.rs`).
+    writes: Rc<ConnectWrites>,
+    /// Whether the room's tables exist (`room_store.rs`).
+    schema: Rc<Schema>,
     /// How many sockets the room holds: counted once per wake-up (the runtime builds its list
     /// of sockets anew on every call, so counting on every connect would cost O(n) each), then
     /// kept by accepts; any socket closing or failing makes the next use count again.
@@ -166,24 +164,6 @@ pub struct ChatRoom {
     /// The next connection id (random start per wake-up, then sequential: unique per room).
     next_conn: Cell<Option<u32>>,
 }
-
-/// The room's tables in its SQLite storage.
-const SCHEMA: [(&str, &str); 3] = [
-    (
-        "messages",
-        "CREATE TABLE IF NOT EXISTS messages (
-            id INTEGER PRIMARY KEY, username TEXT NOT NULL, content TEXT NOT NULL, ts INTEGER NOT NULL)",
-    ),
-    (
-        "meta",
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    ),
-    (
-        "badges",
-        "CREATE TABLE IF NOT EXISTS badges (
-            jti TEXT PRIMARY KEY, username TEXT NOT NULL, exp INTEGER NOT NULL)",
-    ),
-];
 
 /// Whether the room has been used or claimed, and by whom. Stored as key/value rows in `meta`.
 #[derive(Debug, Default)]
@@ -217,8 +197,8 @@ impl DurableObject for ChatRoom {
         crate::log::set_level_from_env(&env);
         let sql = state.storage().sql();
         // Read-only on a wake-up. A new room creates its tables only with its first write
-        // (`ensure_schema`), so that commit is the one its first connect waits for anyway:
-        // tables created here would be a commit of their own before the first request runs.
+        // (`room_store.rs`): tables created here would be a commit of their own before the
+        // first request runs.
         #[derive(Deserialize)]
         struct Table {
             name: String,
@@ -262,7 +242,7 @@ impl DurableObject for ChatRoom {
                 meta.apply(&row.key, &row.value);
             }
         }
-        let schema_ready = SCHEMA.iter().all(|(name, _)| has(name));
+        let schema = Schema::new(sql.clone(), SCHEMA.iter().all(|(name, _)| has(name)));
         // Answer heartbeats without waking the object (and without billing a wake-up).
         if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
             state.set_websocket_auto_response(&pair);
@@ -276,6 +256,7 @@ impl DurableObject for ChatRoom {
         );
         Self {
             outbox,
+            writes: ConnectWrites::new(sql.clone(), Rc::clone(&schema)),
             name: state.id().name().unwrap_or_default(),
             sql,
             state,
@@ -288,8 +269,7 @@ impl DurableObject for ChatRoom {
             meta: RefCell::new(meta),
             admissions: RefCell::new(None),
             badges_pruned_at: Cell::new(0),
-            badge_saves: BadgeSaves::default(),
-            schema_ready: Cell::new(schema_ready),
+            schema,
             open_sockets: Cell::new(None),
             next_conn: Cell::new(None),
             env,
@@ -432,58 +412,6 @@ struct Opening {
     was_online: bool,
 }
 
-/// Admitted badges waiting to be written to the `badges` table, all in one commit a moment
-/// after the first of them. Why not in the connect's own commit: the room's copy only spares
-/// asking the ledger again after a restart (the ledger, the authority, has its own record from
-/// the admission), so a connect's 101 need not wait for it, and a burst of connects needs one
-/// commit rather than one each. A badge lost before it is written (eviction, crash) is simply
-/// asked about again; a badge revoked before it is written is never written.
-#[derive(Default)]
-struct BadgeSaves {
-    waiting: Rc<RefCell<Vec<(String, String, i64)>>>,
-    scheduled: Rc<Cell<bool>>,
-}
-
-impl BadgeSaves {
-    /// Queues one badge (jti, user, expiry); the first of a batch starts the timer.
-    fn add(&self, sql: &SqlStorage, jti: &str, user: &str, expires_at: i64) {
-        self.waiting
-            .borrow_mut()
-            .push((jti.to_owned(), user.to_owned(), expires_at));
-        if self.scheduled.replace(true) {
-            return;
-        }
-        let (waiting, scheduled, sql) = (
-            Rc::clone(&self.waiting),
-            Rc::clone(&self.scheduled),
-            sql.clone(),
-        );
-        wasm_bindgen_futures::spawn_local(async move {
-            worker::Delay::from(Duration::from_millis(SAVE_BADGES_AFTER_MS)).await;
-            scheduled.set(false);
-            for (jti, user, exp) in waiting.take() {
-                let saved = sql.exec(
-                    "INSERT OR REPLACE INTO badges (jti, username, exp) VALUES (?, ?, ?)",
-                    vec![jti.into(), user.into(), exp.into()],
-                );
-                if let Err(e) = saved {
-                    crate::log::event("warn", "badge_not_saved", &[("error", &e.to_string())]);
-                }
-            }
-        });
-    }
-
-    /// Drops waiting badges a revocation covers.
-    fn drop_revoked(&self, revoked: Revoked) {
-        self.waiting
-            .borrow_mut()
-            .retain(|(jti, user, _)| match revoked {
-                Revoked::Badge(j) => jti != j,
-                Revoked::User(u) => user != u,
-            });
-    }
-}
-
 /// What a `/revoke` from a logout covers.
 #[derive(Clone, Copy)]
 enum Revoked<'a> {
@@ -552,7 +480,7 @@ impl ChatRoom {
             }
         };
         // The first write ever creates the tables, in this event's commit.
-        self.ensure_schema()?;
+        self.schema.ensure()?;
         let id = self.outbox.next_id();
         let ts = now as i64;
         let frame = ServerFrame::Message {
@@ -584,20 +512,9 @@ impl ChatRoom {
         self.meta.borrow().private && !member
     }
 
-    /// Creates the room's tables if this is its first use of them: call before any statement.
-    fn ensure_schema(&self) -> Result<()> {
-        if !self.schema_ready.get() {
-            for (_, ddl) in SCHEMA {
-                self.sql.exec(ddl, None)?;
-            }
-            self.schema_ready.set(true);
-        }
-        Ok(())
-    }
-
     /// Writes one metadata entry to storage and to the in-memory copy.
     fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.ensure_schema()?;
+        self.schema.ensure()?;
         self.sql.exec(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             vec![key.into(), value.into()],
@@ -661,7 +578,9 @@ impl ChatRoom {
             was_online,
         } = opening;
         if !self.meta.borrow().used {
-            self.set_meta("used", "1")?;
+            // Refused claims from now on; stored a moment later (`room_store.rs`).
+            self.meta.borrow_mut().used = true;
+            self.writes.mark_used();
         }
 
         let pair = WebSocketPair::new()?;
@@ -765,7 +684,7 @@ impl ChatRoom {
     }
 
     fn load_admissions(&self) -> Result<Admissions> {
-        if !self.schema_ready.get() {
+        if !self.schema.ready() {
             // No `badges` table yet: nothing was ever admitted here (and no write now, which
             // would hold the ledger call back until it is committed).
             return Ok(Admissions::default());
@@ -786,14 +705,12 @@ impl ChatRoom {
     }
 
     /// The ledger admitted `jti` here: remembered in memory at once and in storage shortly
-    /// after (`BadgeSaves`), where expired rows are dropped now and then.
+    /// after (`room_store.rs`), where expired rows are dropped now and then.
     fn remember_badge(&self, jti: &str, user: &str, expires_at: i64, now_secs: i64) -> Result<()> {
-        self.ensure_schema()?;
-        self.badge_saves.add(&self.sql, jti, user, expires_at);
+        self.writes.save_badge(jti, user, expires_at);
         self.with_admissions(|a| a.admitted(jti, user, expires_at))?;
         if now_secs - self.badges_pruned_at.get() >= PRUNE_BADGES_EVERY_SECS {
-            self.sql
-                .exec("DELETE FROM badges WHERE exp <= ?", vec![now_secs.into()])?;
+            self.writes.prune_badges(now_secs);
             self.with_admissions(|a| a.prune(now_secs))?;
             self.badges_pruned_at.set(now_secs);
         }
@@ -808,9 +725,12 @@ impl ChatRoom {
             Revoked::User(user) => ("username", user),
         };
         // Not written later either.
-        self.badge_saves.drop_revoked(revoked);
+        self.writes.drop_badges(|jti, user| match revoked {
+            Revoked::Badge(j) => jti == j,
+            Revoked::User(u) => user == u,
+        });
         // Without the table nothing was ever admitted here; no need to create it now.
-        if self.schema_ready.get() {
+        if self.schema.ready() {
             self.sql.exec(
                 &format!("DELETE FROM badges WHERE {column} = ?"),
                 vec![value.into()],
@@ -855,7 +775,9 @@ impl ChatRoom {
         condition: &str,
         bindings: Vec<SqlStorageValue>,
     ) -> Result<Vec<ChatMessage>> {
-        self.ensure_schema()?;
+        if !self.schema.ready() {
+            return Ok(Vec::new()); // no table yet: nothing was ever stored
+        }
         let rows = self
             .sql
             .exec(
@@ -958,16 +880,17 @@ impl ChatRoom {
             newest: Option<i64>,
             last_ts: Option<i64>,
         }
-        let counts = self
-            .ensure_schema()
-            .and_then(|_| {
-                self.sql.exec(
+        let counts = if self.schema.ready() {
+            self.sql
+                .exec(
                     "SELECT COUNT(*) AS stored, MIN(id) AS oldest, MAX(id) AS newest, MAX(ts) AS last_ts FROM messages",
                     None,
                 )
-            })
-            .and_then(|c| c.one::<Counts>())
-            .ok();
+                .and_then(|c| c.one::<Counts>())
+                .ok()
+        } else {
+            None // no table yet: nothing was ever stored
+        };
         // How well messages were grouped into commits (`outbox.rs`).
         let (stored, groups) = self.outbox.stored_and_groups();
         serde_json::json!({

@@ -657,6 +657,31 @@ async fn creating_a_private_room_and_reading_its_info() {
     assert_eq!(info["room_id"], public.as_str());
 }
 
+/// A connect marks the room used a moment later, with the rest of a burst's writes (the claim is
+/// refused from the connect on, in memory); the mark must reach storage and outlive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_room_stays_unclaimable_after_a_restart() {
+    let server = start(ServerOptions::relaxed_limits()).await;
+    let c = server.client();
+    let (_, ta) = c.new_user("reclaimer").await;
+    let (_, tb) = c.new_user("firstuser").await;
+    let used = unique_name("usedrestart");
+    let mut ws = c.ws(&used, &tb).await;
+    ws.roundtrip_ping().await;
+    ws.close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // past the room's deferred write
+    let server = restart(server).await;
+    let c = server.client();
+    expect_json_error(
+        create_private_room(&c, &ta, &used).await,
+        409,
+        "room used before the restart",
+    )
+    .await;
+    let info = get_ok(&c, &format!("/rooms/{used}"), &tb).await;
+    assert_eq!(info["private"], false, "{info}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_name_can_be_claimed_once_and_never_after_public_use() {
     let c = client();
