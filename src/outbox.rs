@@ -14,11 +14,6 @@
 //! and reverted: a room busy broadcasting to 1000 sockets looked quiet by the clock to the
 //! message queued behind, and lost its groups; `bench/RESULTS.md`, round 7.)
 //!
-//! Where nothing groups (each sender waits for its message to come back before the next, so a
-//! room has one message in flight), the timer turn only adds latency: after
-//! `SINGLES_BEFORE_DIRECT` timed groups of one message in a row, the room stores and sends
-//! the next `DIRECT_RUN` messages in their own events, then times a group again to look.
-//!
 //! Ids are given in arrival order and stored in that order; a client connecting while a group
 //! waits gets the stored history and then the group as live frames, so nothing is missed or
 //! repeated (`room.rs`, `connect`).
@@ -55,8 +50,6 @@ pub struct Outbox {
     waiting: RefCell<Vec<Outgoing>>,
     /// The 0 ms timer that flushes `waiting`.
     flush_timer: Deferred,
-    /// Whether messages wait for the timer or go at once.
-    policy: Cell<GroupPolicy>,
     /// Since this wake-up: messages stored, and the groups (commits) they took.
     stored: Cell<u64>,
     groups: Cell<u64>,
@@ -72,7 +65,6 @@ impl Outbox {
             last_id: Cell::new(last_id),
             waiting: RefCell::new(Vec::new()),
             flush_timer: Deferred::default(),
-            policy: Cell::new(GroupPolicy::default()),
             stored: Cell::new(0),
             groups: Cell::new(0),
         })
@@ -93,35 +85,20 @@ impl Outbox {
         self.last_id.get() + 1
     }
 
-    /// Queues a message built with [`Outbox::next_id`]; the first of a group starts the timer
-    /// (or, while groups are of one message, it is stored and sent at once).
+    /// Queues a message built with [`Outbox::next_id`]; the first of a group starts the timer.
     pub fn accept(self: &Rc<Self>, message: Outgoing) {
         debug_assert_eq!(message.id, self.next_id());
         self.last_id.set(message.id);
         self.waiting.borrow_mut().push(message);
-        let mut policy = self.policy.get();
-        if policy.direct() {
-            let size = self.flush();
-            policy.flushed(size, false);
-        } else {
-            self.flush_timer.schedule(self, 0, Self::on_timer);
-        }
-        self.policy.set(policy);
-    }
-
-    fn on_timer(self: &Rc<Self>) {
-        self.flush_timer.fired();
-        let size = self.flush();
-        let mut policy = self.policy.get();
-        policy.flushed(size, true);
-        self.policy.set(policy);
+        self.flush_timer.schedule(self, 0, Self::flush);
     }
 
     /// Stores the waiting group (one commit: the event's implicit transaction), then sends
     /// each message to every socket in the room, in id order. If a write fails, that message
     /// and the ones after it are not sent: their senders get an error frame, and the ids go
-    /// back to the last stored one, so ids stay without gaps. Returns the group's size.
-    fn flush(&self) -> usize {
+    /// back to the last stored one, so ids stay without gaps.
+    fn flush(self: &Rc<Self>) {
+        self.flush_timer.fired();
         let group = self.waiting.take();
         let mut stored = 0;
         for message in &group {
@@ -145,7 +122,6 @@ impl Outbox {
         for message in sent {
             crate::room::broadcast_to_all(&self.state, &message.frame);
         }
-        group.len()
     }
 
     /// Writes one message and drops the oldest beyond the history cap (in batches of 1% of
@@ -168,107 +144,5 @@ impl Outbox {
             )?;
         }
         Ok(())
-    }
-}
-
-/// Timed groups of one message in a row before messages go at once.
-const SINGLES_BEFORE_DIRECT: u32 = 8;
-/// Messages sent at once before a group is timed again, to see whether groups form now.
-const DIRECT_RUN: u32 = 32;
-
-/// Whether a room's messages wait for the group timer or go at once (see the module's header).
-/// Pure, so it is unit-tested natively.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GroupPolicy {
-    /// Timed groups of one in a row.
-    singles: u32,
-    /// Messages still to send at once.
-    direct_left: u32,
-}
-
-impl GroupPolicy {
-    /// Whether the next message goes at once.
-    pub fn direct(&self) -> bool {
-        self.direct_left > 0
-    }
-
-    /// A group of `size` was stored, `timed` (after the timer) or at once.
-    pub fn flushed(&mut self, size: usize, timed: bool) {
-        if !timed {
-            self.direct_left = self.direct_left.saturating_sub(1);
-            return;
-        }
-        if size == 0 {
-            return; // the group already went with a direct message
-        }
-        if size > 1 {
-            self.singles = 0;
-            return;
-        }
-        self.singles += 1;
-        if self.singles >= SINGLES_BEFORE_DIRECT {
-            self.singles = 0;
-            self.direct_left = DIRECT_RUN;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_of_one_in_a_row_make_messages_go_at_once_for_a_while() {
-        let mut policy = GroupPolicy::default();
-        for _ in 0..SINGLES_BEFORE_DIRECT - 1 {
-            policy.flushed(1, true);
-            assert!(!policy.direct());
-        }
-        policy.flushed(1, true);
-        assert!(policy.direct());
-        for _ in 0..DIRECT_RUN - 1 {
-            policy.flushed(1, false);
-            assert!(policy.direct());
-        }
-        policy.flushed(1, false);
-        assert!(!policy.direct(), "then a group is timed again");
-    }
-
-    #[test]
-    fn one_real_group_resets_the_count_of_singles() {
-        let mut policy = GroupPolicy::default();
-        for _ in 0..SINGLES_BEFORE_DIRECT - 1 {
-            policy.flushed(1, true);
-        }
-        policy.flushed(5, true);
-        for _ in 0..SINGLES_BEFORE_DIRECT - 1 {
-            policy.flushed(1, true);
-            assert!(!policy.direct());
-        }
-    }
-
-    #[test]
-    fn an_empty_timed_flush_counts_for_nothing() {
-        let mut policy = GroupPolicy::default();
-        for _ in 0..100 {
-            policy.flushed(0, true);
-        }
-        assert_eq!(policy, GroupPolicy::default());
-    }
-
-    #[test]
-    fn after_a_direct_run_groups_decide_again() {
-        let mut policy = GroupPolicy::default();
-        for _ in 0..SINGLES_BEFORE_DIRECT {
-            policy.flushed(1, true);
-        }
-        for _ in 0..DIRECT_RUN {
-            policy.flushed(1, false);
-        }
-        // Messages now group: the room keeps timing them.
-        for _ in 0..100 {
-            policy.flushed(3, true);
-            assert!(!policy.direct());
-        }
     }
 }
