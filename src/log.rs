@@ -9,7 +9,7 @@
 //! `wrangler dev` each one is a message to the dev server's node process), and a reconnect storm
 //! is exactly when a per-socket line costs most.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use serde_json::{Map, Value};
 
@@ -44,10 +44,17 @@ impl Level {
     }
 }
 
-/// The isolate-wide threshold, set from `LOG_LEVEL` by each entry point.
+/// The isolate-wide threshold, set from `LOG_LEVEL` by the first entry point to run.
 static THRESHOLD: AtomicU8 = AtomicU8::new(Level::Info as u8);
+/// Whether `LOG_LEVEL` was read. Once per isolate, like the rest of the settings
+/// (`config.rs`): vars change only with a new deployment, which is a new isolate, and reading
+/// one costs a lookup across the JS boundary on every request.
+static LEVEL_READ: AtomicBool = AtomicBool::new(false);
 
 pub fn set_level_from_env(env: &worker::Env) {
+    if LEVEL_READ.swap(true, Ordering::Relaxed) {
+        return;
+    }
     let level = crate::config::env_string(env, "LOG_LEVEL")
         .and_then(|v| Level::parse(&v))
         .unwrap_or(Level::Info);
