@@ -5,6 +5,9 @@
 //! Two keys may verify at once (current and previous) so the secret can be rotated without
 //! logging everyone out; the `kid` header says which key signed.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 use jwt_compact::alg::{Hs256, Hs256Key};
 use jwt_compact::{AlgorithmExt, Claims, Header, TimeOptions, UntrustedToken};
@@ -21,6 +24,10 @@ pub const LEEWAY_SECS: i64 = 30;
 pub const MIN_SECRET_BYTES: usize = 32;
 /// Longest token we will even parse; ours are ~300 bytes.
 pub const MAX_TOKEN_BYTES: usize = 4096;
+/// Tokens whose signature this isolate has verified, remembered so that a client's reconnects
+/// (and the sockets a client opens in several rooms) skip the HMAC and JSON work; emptied when
+/// full, so it stays under ~0.5 MB.
+const VERIFIED_CAPACITY: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct BadgeClaims {
@@ -98,6 +105,10 @@ impl Key {
 pub struct BadgeKeys {
     current: Key,
     previous: Option<Key>,
+    /// Exact token text → what it says, for tokens that passed [`BadgeKeys::verify`]. Keyed by
+    /// the whole token, signature included, so only a byte-identical token is found here; its
+    /// times are checked again on every use.
+    verified: RefCell<HashMap<String, Badge>>,
 }
 
 fn time_options(now_secs: i64) -> TimeOptions<impl Fn() -> DateTime<Utc>> {
@@ -113,7 +124,11 @@ impl BadgeKeys {
             Some(p) => Some(Key::new(p)?),
             None => None,
         };
-        Ok(Self { current, previous })
+        Ok(Self {
+            current,
+            previous,
+            verified: RefCell::new(HashMap::new()),
+        })
     }
 
     pub fn current_kid(&self) -> &str {
@@ -148,6 +163,27 @@ impl BadgeKeys {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(BadgeError::Malformed);
         }
+        if let Some(badge) = self.verified.borrow().get(token) {
+            // The same checks of the times as below (jwt-compact's `exp` rule, with leeway).
+            if now_secs > badge.expires_at + LEEWAY_SECS {
+                return Err(BadgeError::Expired);
+            }
+            if badge.issued_at > now_secs + LEEWAY_SECS {
+                return Err(BadgeError::IssuedInFuture);
+            }
+            return Ok(badge.clone());
+        }
+        let badge = self.verify_signed(token, now_secs)?;
+        let mut verified = self.verified.borrow_mut();
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), badge.clone());
+        Ok(badge)
+    }
+
+    /// [`BadgeKeys::verify`] without the remembered tokens: signature, claims and times.
+    fn verify_signed(&self, token: &str, now_secs: i64) -> Result<Badge, BadgeError> {
         let untrusted = UntrustedToken::new(token).map_err(|_| BadgeError::Malformed)?;
         let key = match untrusted.header().key_id.as_deref() {
             None => &self.current,
@@ -293,6 +329,50 @@ mod tests {
             keys().verify(&issued.token, NOW + 60 + LEEWAY_SECS + 1),
             Err(BadgeError::Expired)
         );
+    }
+
+    #[test]
+    fn a_remembered_token_still_has_its_times_checked() {
+        let keys = keys();
+        let issued = keys.issue(&bob(), NOW, 60);
+        let first = keys.verify(&issued.token, NOW).unwrap();
+        assert_eq!(keys.verified.borrow().len(), 1, "remembered");
+        // Found again: the same badge while valid, then expired exactly when it would be.
+        assert_eq!(
+            keys.verify(&issued.token, NOW + 60 + LEEWAY_SECS),
+            Ok(first)
+        );
+        assert_eq!(
+            keys.verify(&issued.token, NOW + 60 + LEEWAY_SECS + 1),
+            Err(BadgeError::Expired)
+        );
+        // ...and "issued in the future" seen from an earlier clock, as the full check says.
+        assert_eq!(
+            keys.verify(&issued.token, NOW - LEEWAY_SECS - 1),
+            Err(BadgeError::IssuedInFuture)
+        );
+    }
+
+    #[test]
+    fn only_the_identical_token_is_remembered_and_the_memory_is_bounded() {
+        let keys = keys();
+        let issued = keys.issue(&bob(), NOW, 3600);
+        keys.verify(&issued.token, NOW).unwrap();
+        // The remembered token with its signature changed is checked in full, and refused.
+        let (body, sig) = issued.token.rsplit_once('.').unwrap();
+        let other_sig = if sig.starts_with('A') { "B" } else { "A" };
+        let forged = format!("{body}.{other_sig}{}", &sig[1..]);
+        assert_eq!(
+            keys.verify(&forged, NOW),
+            Err(BadgeError::BadSignatureOrAlg)
+        );
+        // Refusals are not remembered; many tokens never hold more than the capacity.
+        assert_eq!(keys.verified.borrow().len(), 1);
+        for _ in 0..VERIFIED_CAPACITY + 10 {
+            let t = keys.issue(&bob(), NOW, 3600).token;
+            keys.verify(&t, NOW).unwrap();
+            assert!(keys.verified.borrow().len() <= VERIFIED_CAPACITY);
+        }
     }
 
     #[test]
