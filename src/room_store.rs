@@ -11,9 +11,7 @@
 //!   the ledger again after a restart (the ledger keeps its own record), and the dropping of
 //!   expired ones.
 //!
-//! So they wait `WRITE_AFTER_MS` and go in one commit, shared by every connect of that second
-//! (a room filling up over seconds, one connect every 100 ms, would otherwise commit as often
-//! as it connects, with 100 ms; nothing here is worth a commit sooner). If
+//! So they wait `WRITE_AFTER_MS` and go in one commit, shared by every connect of a burst. If
 //! the process stops before that, they are lost: the badges are asked about again, and a room
 //! whose sockets are all gone and that never stored a message can be claimed.
 
@@ -24,8 +22,8 @@ use worker::SqlStorage;
 
 use crate::timer::Deferred;
 
-/// How long a connect's writes wait for the others (milliseconds).
-const WRITE_AFTER_MS: u32 = 1000;
+/// How long a connect's writes wait for the others of a burst (milliseconds).
+const WRITE_AFTER_MS: u32 = 100;
 
 /// The room's tables in its SQLite storage.
 pub const SCHEMA: [(&str, &str); 3] = [

@@ -669,7 +669,7 @@ async fn a_used_room_stays_unclaimable_after_a_restart() {
     let mut ws = c.ws(&used, &tb).await;
     ws.roundtrip_ping().await;
     ws.close().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // past the room's deferred write (1 s)
+    tokio::time::sleep(Duration::from_millis(500)).await; // past the room's deferred write
     let server = restart(server).await;
     let c = server.client();
     expect_json_error(
