@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# How many SQLite commits each chat message costs, Clubhouse and the JS baseline: counts the fsync calls of the
-# workerd that runs the Worker (every commit of a Durable Object's SQLite fsyncs, on the thread that runs every
-# object and the Worker) during the message phase of one load run per side, after an unmeasured warm-up run.
+# How many SQLite commits each chat message (or, with --connect, each connection) costs, Clubhouse and the JS
+# baseline: counts the fsync calls of the workerd that runs the Worker (every commit of a Durable Object's SQLite
+# fsyncs, on the thread that runs every object and the Worker) during the message phase (or the connect burst) of
+# one load run per side, after an unmeasured warm-up run.
 #
-#   bash bench/commits.sh [-- BENCH ARGS...]
+#   bash bench/commits.sh [--connect] [-- BENCH ARGS...]
 #   default load: --clients 1 --rooms 1 --senders 1 --messages 500 --window 8   (the `solo` scenario, shorter)
+#   with --connect: --clients 100 --rooms 1 --senders 1 --messages 10           (a burst of 100 new badges)
 #
 # Needs strace and build/ (bash scripts/build). strace slows the process it watches: the counts are what this
 # is for, not the speed (bench/run.sh measures that). Clubhouse's own count of its groups is in its room stats
@@ -13,7 +15,10 @@ set -euo pipefail
 WORK_PREFIX=clubhouse-commits
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-BENCH_ARGS=(--clients 1 --rooms 1 --senders 1 --messages 500 --window 8)
+PHASE=messages BENCH_ARGS=(--clients 1 --rooms 1 --senders 1 --messages 500 --window 8)
+if [ "${1:-}" = "--connect" ]; then
+  shift; PHASE=connect BENCH_ARGS=(--clients 100 --rooms 1 --senders 1 --messages 10)
+fi
 if [ "${1:-}" = "--" ]; then shift; BENCH_ARGS=("$@"); fi
 command -v strace >/dev/null || die "strace is not installed"
 BIN="$BENCH_DIR/target/release/clubhouse-bench"
@@ -27,26 +32,42 @@ count_side() {  # count_side SIDE: prints "SIDE: M messages, F fsyncs, F/M per m
   [ -n "$WORKER_PID" ] || die "no workerd running the Worker found"
   "$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" > "$WORK/warm-$side.txt" 2>&1 \
     || { tail -n 5 "$WORK/warm-$side.txt" >&2; die "warm-up run failed"; }
-  local trace="$WORK/strace-$side.txt" pidfile="$WORK/strace-$side.pid"
-  rm -f "$pidfile"
-  # strace starts when the bench starts sending (its "senders x messages" progress line).
+  local trace="$WORK/strace-$side.txt" pidfile="$WORK/strace-$side.pid" window="$WORK/window-$side.txt"
+  rm -f "$pidfile"; : > "$window"
+  # Messages: strace starts when the bench starts sending (its "senders x messages" progress line) and counts
+  # until the end. Connects: strace attaches during the token phase (attaching takes longer than a burst of 100
+  # connects lasts) with timestamps, and only the calls between "connecting" and "connected" count.
   "$BIN" -v --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" 2>&1 >"$WORK/bench-$side.txt" \
     | while IFS= read -r line; do
-        case "$line" in
-          *" senders x "*)
+        case "$PHASE:$line" in
+          messages:*" senders x "*)
             strace -f -c -e trace=fsync,fdatasync -p "$WORKER_PID" -o "$trace" 2>/dev/null &
             echo $! > "$pidfile" ;;
+          connect:*"getting tokens"*)
+            strace -f -tt -e trace=fsync,fdatasync -p "$WORKER_PID" -o "$trace" 2>/dev/null &
+            echo $! > "$pidfile" ;;
+          connect:*connecting*|connect:*connected*) date +%H:%M:%S.%6N >> "$window" ;;
         esac
       done
-  [ -f "$pidfile" ] || die "the run never reached its message phase"
+  [ -f "$pidfile" ] || die "the run never reached its $PHASE phase"
   kill -INT "$(cat "$pidfile")" 2>/dev/null || true
   for _ in $(seq 1 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
-  local sent fsyncs
-  sent="$(sed -nE 's/^ *run *: sent ([0-9]+).*/\1/p' "$WORK/bench-$side.txt" | head -1)"
-  fsyncs="$(awk '$NF ~ /^f(data)?sync$/ { n += $4 } END { print n + 0 }' "$trace")"
-  [ -n "$sent" ] && [ "$sent" -gt 0 ] || die "$side: no message sent"
-  printf '%s: %s messages, %s fsyncs, %s per message\n' "$side" "$sent" "$fsyncs" \
-    "$(awk -v f="$fsyncs" -v m="$sent" 'BEGIN { printf "%.3f", f / m }')"
+  local units fsyncs unit
+  if [ "$PHASE" = messages ]; then
+    unit=message
+    units="$(sed -nE 's/^ *run *: sent ([0-9]+).*/\1/p' "$WORK/bench-$side.txt" | head -1)"
+    fsyncs="$(awk '$NF ~ /^f(data)?sync$/ { n += $4 } END { print n + 0 }' "$trace")"
+  else
+    unit=connection
+    [ "$(wc -l < "$window")" -ge 2 ] || die "$side: the run never reached \"connected\""
+    units="$(sed -nE 's/^ *connect: ok ([0-9]+).*/\1/p' "$WORK/bench-$side.txt" | head -1)"
+    # strace -f lines: "PID HH:MM:SS.micro fsync(...)"; same day, so the times compare as text.
+    fsyncs="$(awk -v from="$(sed -n 1p "$window")" -v to="$(sed -n 2p "$window")" \
+      '$3 ~ /^f(data)?sync\(/ && $2 >= from && $2 <= to { n++ } END { print n + 0 }' "$trace")"
+  fi
+  [ -n "$units" ] && [ "$units" -gt 0 ] || die "$side: no $unit measured"
+  printf '%s: %s %ss, %s fsyncs, %s per %s\n' "$side" "$units" "$unit" "$fsyncs" \
+    "$(awk -v f="$fsyncs" -v m="$units" 'BEGIN { printf "%.3f", f / m }')" "$unit"
   kill_group "$SERVER_PID"
 }
 
