@@ -36,7 +36,7 @@ use crate::outbox::{Outbox, Outgoing};
 use crate::presence::{Decision, PresenceBatch};
 use crate::protocol::{self, error_frame, ChatMessage, ServerFrame};
 use crate::ratelimit::{ConnectionLimiter, Verdict};
-use crate::room_store::{ConnectWrites, Schema, SCHEMA};
+use crate::room_store::{ConnectWrites, Schema, SCHEMA, UPSERT_META};
 use crate::sessions::Ledger;
 
 /// The Durable Object binding in wrangler.toml.
@@ -515,10 +515,7 @@ impl ChatRoom {
     /// Writes one metadata entry to storage and to the in-memory copy.
     fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         self.schema.ensure()?;
-        self.sql.exec(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            vec![key.into(), value.into()],
-        )?;
+        self.sql.exec(UPSERT_META, vec![key.into(), value.into()])?;
         self.meta.borrow_mut().apply(key, value);
         Ok(())
     }

@@ -43,6 +43,10 @@ pub const SCHEMA: [(&str, &str); 3] = [
     ),
 ];
 
+/// Writes one `meta` entry (key, value), replacing any earlier value.
+pub const UPSERT_META: &str = "INSERT INTO meta (key, value) VALUES (?, ?)
+     ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+
 /// Whether the room's tables exist; creates them with the first write that needs them.
 pub struct Schema {
     sql: SqlStorage,
@@ -141,11 +145,8 @@ impl ConnectWrites {
         let written = (|| -> worker::Result<()> {
             self.schema.ensure()?;
             if mark_used {
-                self.sql.exec(
-                    "INSERT INTO meta (key, value) VALUES ('used', '1')
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    None,
-                )?;
+                self.sql
+                    .exec(UPSERT_META, vec!["used".into(), "1".into()])?;
             }
             if let Some(now) = prune_before {
                 self.sql

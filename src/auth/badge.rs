@@ -164,13 +164,7 @@ impl BadgeKeys {
             return Err(BadgeError::Malformed);
         }
         if let Some(badge) = self.verified.borrow().get(token) {
-            // The same checks of the times as below (jwt-compact's `exp` rule, with leeway).
-            if now_secs > badge.expires_at + LEEWAY_SECS {
-                return Err(BadgeError::Expired);
-            }
-            if badge.issued_at > now_secs + LEEWAY_SECS {
-                return Err(BadgeError::IssuedInFuture);
-            }
+            check_times(badge.expires_at, Some(badge.issued_at), now_secs)?;
             return Ok(badge.clone());
         }
         let badge = self.verify_signed(token, now_secs)?;
@@ -198,14 +192,13 @@ impl BadgeKeys {
             .validate(&untrusted)
             .map_err(|_| BadgeError::BadSignatureOrAlg)?;
         let claims = token.claims();
-        let options = time_options(now_secs);
-        claims
-            .validate_expiration(&options)
-            .map_err(|_| BadgeError::Expired)?;
-        let issued_at = claims.issued_at.ok_or(BadgeError::Malformed)?.timestamp();
-        if issued_at > now_secs + LEEWAY_SECS {
-            return Err(BadgeError::IssuedInFuture);
-        }
+        // No `exp` at all counts as expired (jwt-compact's validator says "no claim").
+        let expires_at = claims.expiration.ok_or(BadgeError::Expired)?.timestamp();
+        let issued_at = check_times(
+            expires_at,
+            claims.issued_at.map(|at| at.timestamp()),
+            now_secs,
+        )?;
         let custom = &claims.custom;
         if custom.iss != ISSUER || custom.aud != AUDIENCE {
             return Err(BadgeError::WrongIssuerOrAudience);
@@ -218,9 +211,23 @@ impl BadgeKeys {
             username,
             jti: custom.jti.clone(),
             issued_at,
-            expires_at: claims.expiration.map(|e| e.timestamp()).unwrap_or(0),
+            expires_at,
         })
     }
+}
+
+/// The checks of a badge's times at `now_secs`, for a token verified now or remembered: past
+/// `exp` by more than the leeway is expired (jwt-compact's `validate_expiration` rule), a
+/// missing `iat` is malformed, an `iat` beyond the leeway is in the future. The `iat` back.
+fn check_times(expires_at: i64, issued_at: Option<i64>, now_secs: i64) -> Result<i64, BadgeError> {
+    if now_secs > expires_at + LEEWAY_SECS {
+        return Err(BadgeError::Expired);
+    }
+    let issued_at = issued_at.ok_or(BadgeError::Malformed)?;
+    if issued_at > now_secs + LEEWAY_SECS {
+        return Err(BadgeError::IssuedInFuture);
+    }
+    Ok(issued_at)
 }
 
 /// 128 random bits as hex: token ids and connection ids.
