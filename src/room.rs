@@ -752,9 +752,14 @@ impl ChatRoom {
         if after >= self.outbox.last_id() {
             return Ok((Vec::new(), false));
         }
+        // Stored messages not yet sent reach the new socket live (`outbox.rs`).
         let mut rows = self.query_messages(
-            "id > ? ORDER BY id DESC LIMIT ?",
-            vec![after.into(), (limit + 1).into()],
+            "id > ? AND id <= ? ORDER BY id DESC LIMIT ?",
+            vec![
+                after.into(),
+                self.outbox.sent_id().into(),
+                (limit + 1).into(),
+            ],
         )?;
         let mut truncated = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
