@@ -82,6 +82,10 @@ struct Args {
     /// Concurrent WebSocket connects.
     #[arg(long, default_value_t = 32)]
     connect_concurrency: usize,
+    /// Writes one line per connection of the burst to this file: index, room, start and
+    /// duration in ms since the burst began (where a connect tail comes from).
+    #[arg(long)]
+    connect_log: Option<String>,
     /// After all sockets are connected, wait until no frame arrived for this long (join/presence storms).
     #[arg(long, default_value_t = 300)]
     settle_ms: u64,
@@ -782,8 +786,10 @@ async fn run(args: Args) -> i32 {
         let layout = &layout;
         run_pool(clients, args.connect_concurrency, |k| async move {
             let tok = tokens[gu[k % gu.len()]].as_deref().unwrap();
+            let started_ms = t_conn.elapsed().as_secs_f64() * 1e3;
             (
                 k,
+                started_ms,
                 connect_ws(base_ws, &room_names[layout.conn_room[k]], tok).await,
             )
         })
@@ -794,7 +800,19 @@ async fn run(args: Args) -> i32 {
     let mut connect_fail = 0usize;
     let mut connect_first_err: Option<String> = None;
     let mut sockets: Vec<Option<Ws>> = (0..clients).map(|_| None).collect();
-    for (k, r) in conns {
+    if let Some(path) = &args.connect_log {
+        let lines: String = conns
+            .iter()
+            .map(|(k, started, r)| {
+                let ms = r.as_ref().map(|(_, ms)| *ms).unwrap_or(f64::NAN);
+                format!("{k} {} {started:.3} {ms:.3}\n", layout.conn_room[*k])
+            })
+            .collect();
+        if let Err(e) = std::fs::write(path, lines) {
+            eprintln!("warning: --connect-log {path}: {e}");
+        }
+    }
+    for (k, _, r) in conns {
         match r {
             Ok((ws, ms)) => {
                 connect_ms.push(ms);
