@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod room;
 pub mod room_store;
 pub mod sessions;
+pub mod shard;
 pub mod store;
 pub mod timer;
 

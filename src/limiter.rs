@@ -1,7 +1,14 @@
-//! The attempt limiter: one small Durable Object per key (`login-user:bob`, `login-ip:1.2.3.4`,
-//! `signup-ip:…`) counting attempts in a sliding window. A Durable Object, not KV, because the
+//! The attempt limiter: counts attempts per key (`login-user:bob`, `login-ip:1.2.3.4`,
+//! `signup-ip:…`) in a sliding window, in Durable Objects. A Durable Object, not KV, because the
 //! count must be exact and immediate: KV is eventually consistent and would let a burst through.
 //! The Worker-facing side (`Throttle`) turns a full window into a 429 with `Retry-After`.
+//!
+//! Why `SHARDS` objects holding many keys each, rather than an object per key: every new
+//! object is a new SQLite database on disk, so a key per object let anyone create databases
+//! by trying usernames, and each login of a new user started an object (and created its files)
+//! before any password work. A fixed set stays warm and bounded.
+
+use std::cell::Cell;
 
 use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
@@ -11,65 +18,92 @@ use crate::http;
 
 pub const BINDING: &str = "LIMITER";
 
+/// Limiter objects; a key's object is a hash of the key (`shard.rs`). Changing it forgets the
+/// attempts counted so far: a constant, not a setting.
+pub const SHARDS: u32 = 16;
+
+/// Each row is one attempt, kept until it leaves its window (`expires`, ms).
+const SCHEMA: [&str; 3] = [
+    "CREATE TABLE IF NOT EXISTS attempts (key TEXT NOT NULL, expires INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS attempts_by_key ON attempts (key, expires)",
+    "CREATE INDEX IF NOT EXISTS attempts_by_expiry ON attempts (expires)",
+];
+
+/// How often a shard drops every key's expired attempts, not only the asking key's (ms).
+const PRUNE_ALL_EVERY_MS: i64 = 60_000;
+
 #[durable_object(fetch)]
 pub struct Limiter {
     state: State,
+    /// When expired attempts of all keys were last dropped (ms, since this wake-up).
+    pruned_at: Cell<i64>,
 }
 
 impl DurableObject for Limiter {
     fn new(state: State, _env: Env) -> Self {
-        state
-            .storage()
-            .sql()
-            .exec(
-                "CREATE TABLE IF NOT EXISTS attempts (ts INTEGER NOT NULL)",
-                None,
-            )
-            .expect("creating the attempts table");
-        Self { state }
+        let sql = state.storage().sql();
+        for ddl in SCHEMA {
+            sql.exec(ddl, None).expect("creating the attempts table");
+        }
+        Self {
+            state,
+            pruned_at: Cell::new(0),
+        }
     }
 
-    /// `/check` says whether the window is full; `/hit` also records one attempt if it is not;
-    /// `/release` takes back the newest attempt (a login that turned out to be right).
-    /// Query: `limit` (attempts per window) and `window_ms`. Answers `{"retry_after_ms"}`, 0 if
-    /// allowed. Runs without an `await`, so concurrent attempts are counted one at a time.
+    /// `/check` says whether the key's window is full; `/hit` also records one attempt if it is
+    /// not; `/release` takes back the key's newest attempt (a login that turned out to be
+    /// right). Query: `key`, `limit` (attempts per window) and `window_ms`. Answers
+    /// `{"retry_after_ms"}`, 0 if allowed. Runs without an `await`, so concurrent attempts are
+    /// counted one at a time.
     async fn fetch(&self, req: Request) -> Result<Response> {
         let url = req.url()?;
-        let param = |name: &str| {
+        let number = |name: &str| {
             http::query_param(&url, name)
                 .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or(0)
         };
-        let (limit, window_ms) = (param("limit"), param("window_ms"));
+        let (limit, window_ms) = (number("limit"), number("window_ms"));
+        let Some(key) = http::query_param(&url, "key").filter(|k| !k.is_empty()) else {
+            return Ok(http::json(
+                400,
+                &serde_json::json!({ "detail": "missing key" }),
+            ));
+        };
         let now = worker::Date::now().as_millis() as i64;
         let sql = self.state.storage().sql();
         if url.path() == "/release" {
             sql.exec(
-                "DELETE FROM attempts WHERE rowid = (SELECT MAX(rowid) FROM attempts)",
-                None,
+                "DELETE FROM attempts WHERE rowid =
+                   (SELECT MAX(rowid) FROM attempts WHERE key = ?)",
+                vec![key.into()],
             )?;
             return Ok(http::json(200, &serde_json::json!({ "retry_after_ms": 0 })));
         }
-        sql.exec(
-            "DELETE FROM attempts WHERE ts <= ?",
-            vec![(now - window_ms).into()],
-        )?;
+        if now - self.pruned_at.get() >= PRUNE_ALL_EVERY_MS {
+            sql.exec("DELETE FROM attempts WHERE expires <= ?", vec![now.into()])?;
+            self.pruned_at.set(now);
+        }
         #[derive(Deserialize)]
         struct Window {
             count: i64,
-            oldest: Option<i64>,
+            first_expiry: Option<i64>,
         }
         let window = sql
             .exec(
-                "SELECT COUNT(*) AS count, MIN(ts) AS oldest FROM attempts",
-                None,
+                "SELECT COUNT(*) AS count, MIN(expires) AS first_expiry FROM attempts
+                 WHERE key = ? AND expires > ?",
+                vec![key.as_str().into(), now.into()],
             )?
             .one::<Window>()?;
         let retry_after_ms = if window.count >= limit {
-            (window.oldest.unwrap_or(now) + window_ms - now).max(1)
+            (window.first_expiry.unwrap_or(now + window_ms) - now).max(1)
         } else {
             if url.path() == "/hit" {
-                sql.exec("INSERT INTO attempts (ts) VALUES (?)", vec![now.into()])?;
+                sql.exec(
+                    "INSERT INTO attempts (key, expires) VALUES (?, ?)",
+                    vec![key.into(), (now + window_ms).into()],
+                )?;
             }
             0
         };
@@ -110,18 +144,20 @@ impl<'a> Throttle<'a> {
     }
 
     async fn call(&self, action: &str) -> ApiResult<i64> {
+        let shard = crate::shard::index(&self.key, SHARDS);
         let stub = self
             .env
             .durable_object(BINDING)?
-            .id_from_name(&self.key)?
+            .id_from_name(&format!("limiter-shard-{shard}"))?
             .get_stub()?;
-        let url = format!(
-            "https://limiter.internal/{action}?limit={}&window_ms={}",
-            self.policy.limit,
-            self.policy.window_secs * 1000
-        );
+        let mut url = worker::Url::parse(&format!("https://limiter.internal/{action}"))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("key", &self.key)
+            .append_pair("limit", &self.policy.limit.to_string())
+            .append_pair("window_ms", &(self.policy.window_secs * 1000).to_string());
         let mut response = stub
-            .fetch_with_request(Request::new(&url, worker::Method::Post)?)
+            .fetch_with_request(Request::new(url.as_str(), worker::Method::Post)?)
             .await?;
         Ok(response.json::<Answer>().await?.retry_after_ms)
     }

@@ -427,14 +427,9 @@ impl SocketWrites {
     }
 }
 
-/// The shard holding `user` (lowercased): FNV-1a, stable across builds and platforms.
+/// The shard holding `user` (lowercased).
 pub fn shard_of(user: &str) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in user.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash % SHARDS
+    crate::shard::index(user, SHARDS)
 }
 
 /// A handle on one user's entries in the ledger, for the Worker (requests, logout) and the

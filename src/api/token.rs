@@ -62,7 +62,7 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
         window_secs: window,
     };
     let ip = guard::client_ip(&req);
-    // Names that cannot exist share one bucket, so made-up names cannot mint limiter objects.
+    // Names that cannot exist share one bucket (and one log name).
     let user_throttle = Throttle::new(env, per_user, safe_name(&form.username));
     let ip_throttle = Throttle::new(env, per_ip, &ip);
     // Each attempt reserves a slot in both windows before any password work, atomically in the
