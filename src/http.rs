@@ -14,6 +14,19 @@ pub fn query_param(url: &worker::Url, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The first value of query parameter `name` in a serialised URL (as the runtime gives
+/// `Request.url`), decoded, without parsing the whole URL: the query is what follows the first
+/// `?`, up to a `#` (serialisation percent-encodes any `#` inside it).
+pub fn raw_query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
 /// The path of a serialised URL (as the runtime gives `Request.url`), without parsing it: in a
 /// serialised http(s) URL the first `/` after `://` starts the path, and `?` or `#` ends it.
 pub fn path_of(url: &str) -> &str {
@@ -100,7 +113,34 @@ pub fn bearer_token(req: &Request) -> ApiResult<Option<String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::path_of;
+    use super::{path_of, query_param, raw_query_param};
+
+    #[test]
+    fn raw_query_params_read_as_the_url_parser_reads_them() {
+        let urls = [
+            "http://127.0.0.1:8787/ws/lobby?token=a.b.c&since=12",
+            "http://h/ws/r?since=1&token=x%2By+z&token=second",
+            "http://h/ws/r?token=&since",
+            "http://h/ws/r?a=1&b=%E2%9C%93#token=frag",
+            "http://h/ws/r",
+            "http://h/ws/r?",
+            "http://h/ws/r?%zz=1&token=t%",
+        ];
+        for url in urls {
+            let parsed = worker::Url::parse(url).unwrap();
+            for name in ["token", "since", "a", "b", "%zz"] {
+                assert_eq!(
+                    raw_query_param(url, name),
+                    query_param(&parsed, name),
+                    "{name} in {url}"
+                );
+            }
+        }
+        assert_eq!(
+            raw_query_param("http://h/?token=x%2By+z", "token").as_deref(),
+            Some("x+y z")
+        );
+    }
 
     #[test]
     fn path_of_a_serialised_url() {

@@ -107,15 +107,16 @@ export function broadcast(state, frame, except) {
   }
   return sent;
 }
-export function socketCount(state) {
-  return state.getWebSockets().length;
+export function socketCount(state, tag) {
+  return state.getWebSockets(tag).length;
 }"#)]
 extern "C" {
     #[wasm_bindgen(js_name = broadcast)]
     fn broadcast_js(state: &JsValue, frame: &str, except: &JsValue) -> u32;
-    /// How many sockets the room holds, without a WASM handle per socket.
+    /// How many sockets the room holds (with `tag`: how many carry it), without a WASM
+    /// handle per socket.
     #[wasm_bindgen(js_name = socketCount)]
-    fn socket_count_js(state: &JsValue) -> u32;
+    fn socket_count_js(state: &JsValue, tag: Option<&str>) -> u32;
 }
 
 /// Sends one serialised frame to every socket of the room (`state`: the runtime's
@@ -389,7 +390,7 @@ impl ChatRoom {
 /// `PRESENCE_BROADCAST_MAX` meanwhile: above it nothing is announced).
 fn flush_presence(state: &JsValue, batch: &RefCell<PresenceBatch>, broadcast_max: usize) {
     let changes = batch.borrow_mut().flush();
-    if changes.is_empty() || socket_count_js(state) as usize > broadcast_max {
+    if changes.is_empty() || socket_count_js(state, None) as usize > broadcast_max {
         return;
     }
     let frame = ServerFrame::PresenceChanges {
@@ -652,8 +653,8 @@ impl ChatRoom {
             );
             return refuse(503, "room is full").map(Err);
         }
-        let user_sockets = self.state.get_websockets_with_tag(&user_tag(user));
-        if user_sockets.len() >= self.config.max_sockets_per_user {
+        let user_sockets = socket_count_js(self.state.as_raw(), Some(&user_tag(user))) as usize;
+        if user_sockets >= self.config.max_sockets_per_user {
             crate::log::event(
                 "warn",
                 "ws_refused",
@@ -667,7 +668,7 @@ impl ChatRoom {
         }
         Ok(Ok(Opening {
             room_sockets,
-            was_online: !user_sockets.is_empty(),
+            was_online: user_sockets > 0,
         }))
     }
 
@@ -919,7 +920,7 @@ impl ChatRoom {
 
     /// The sockets the runtime lists now, closing ones included; O(n), not cached.
     fn listed_sockets(&self) -> usize {
-        socket_count_js(self.state.as_raw()) as usize
+        socket_count_js(self.state.as_raw(), None) as usize
     }
 
     /// A connection id for a new socket: keys its rate bucket, so it must not repeat in the

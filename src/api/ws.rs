@@ -43,17 +43,16 @@ pub async fn connect(
             ApiError::new(426, "expected a WebSocket upgrade").with_header("Upgrade", "websocket")
         );
     }
-    let url = worker::Url::parse(url).map_err(|_| ApiError::bad_request("invalid URL"))?;
-    check_origin(&headers, &url, &Config::from_env(env))?;
+    check_origin(&headers, url, &Config::from_env(env))?;
 
     let (token, via_subprotocol) = match subprotocol_token(&headers)? {
         Some(token) => (Some(token), true),
-        None => (http::query_param(&url, "token"), false),
+        None => (http::raw_query_param(url, "token"), false),
     };
     // The signature and times only: the room asks the session ledger about revocation, and
     // only for a badge it has not had admitted before (`admissions.rs`).
     let badge = guard::verify_signature(env, token.as_deref())?;
-    let since = match http::query_param(&url, "since").map(|s| s.parse::<u64>()) {
+    let since = match http::raw_query_param(url, "since").map(|s| s.parse::<u64>()) {
         // Parsed here, so only a plain number ever reaches the room's URL.
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => {
@@ -187,10 +186,12 @@ fn parse_bearer_subprotocol(value: &str) -> Option<String> {
 
 /// Cross-site WebSocket hijacking defence: a browser always sends `Origin`, and only the
 /// service's own origin and `ALLOWED_ORIGINS` may open sockets. Non-browser clients send none.
-fn check_origin(headers: &web_sys::Headers, url: &worker::Url, config: &Config) -> ApiResult<()> {
+/// Browsers send `Origin`; other clients usually do not, and then the URL is not even parsed.
+fn check_origin(headers: &web_sys::Headers, url: &str, config: &Config) -> ApiResult<()> {
     let Some(origin) = header(headers, "Origin") else {
         return Ok(());
     };
+    let url = worker::Url::parse(url).map_err(|_| ApiError::bad_request("invalid URL"))?;
     let own = url.origin().ascii_serialization();
     if origin_allowed(&origin, &own, &config.allowed_origins) {
         return Ok(());
