@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Where the Worker's workerd process spends its CPU per connection, native code included: starts Clubhouse (or,
-# with --baseline, the JS baseline) under `wrangler dev`, warms it with one unmeasured load run, then records the
-# workerd that runs the Worker with `perf` from the moment a second run starts connecting until all its sockets
-# are open (with --through-settle: until the servers are idle again, the deferred work of the connects included;
-# the window is cut by wall-clock stamps, as perf attaches too slowly to start at "connecting"), and splits the
-# samples by the runtime API they were spent under (bench/tools/perf_by_api.py).
+# Where the Worker's workerd process spends its CPU per connection (or, with --phase messages, per delivered
+# message), native code included: starts Clubhouse (or, with --baseline, the JS baseline) under `wrangler dev`,
+# warms it with one unmeasured load run, then records the workerd that runs the Worker with `perf` from the moment
+# a second run starts connecting until all its sockets are open (with --through-settle: until the servers are idle
+# again, the deferred work of the connects included; with --phase messages: from the first send to the last
+# delivery; the window is cut by wall-clock stamps, as perf attaches too slowly to start at "connecting"), and
+# splits the samples by the runtime API they were spent under (bench/tools/perf_by_api.py).
 #
-#   bash bench/native_profile.sh [--baseline] [--hz F] [--out FILE] [--through-settle] [-- BENCH ARGS...]
-#   default load: --clients 1000 --rooms 50 --senders 1 --messages 10
+#   bash bench/native_profile.sh [--baseline] [--phase connect|messages] [--hz F] [--out FILE] [--through-settle]
+#                                [-- BENCH ARGS...]
+#   default load: --clients 1000 --rooms 50 --senders 1 --messages 10 (connect),
+#                 --clients 1000 --rooms 50 --senders 50 --messages 100 --window 1 (messages: 50 rooms x 20)
 #
 # bench/profile.sh sees only JS and WASM inside the isolate; this sees the whole process (subrequests, SQLite
 # commits, WebSocket plumbing, GC), which is where most of a connection's cost is. Clubhouse runs with the limits
@@ -18,11 +21,12 @@ set -euo pipefail
 WORK_PREFIX=clubhouse-native-profile
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SIDE=clubhouse HZ=4999 OUT="" UNTIL=connected
-BENCH_ARGS=(--clients 1000 --rooms 50 --senders 1 --messages 10)
+SIDE=clubhouse HZ=4999 OUT="" PHASE=connect FROM=connecting UNTIL=connected
+BENCH_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --baseline) SIDE=baseline ;;
+    --phase) PHASE="$2"; shift ;;
     --hz) HZ="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --through-settle) UNTIL="senders x" ;;
@@ -31,10 +35,17 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+case "$PHASE" in
+  connect) [ ${#BENCH_ARGS[@]} -gt 0 ] || BENCH_ARGS=(--clients 1000 --rooms 50 --senders 1 --messages 10) ;;
+  messages)
+    FROM="senders x" UNTIL="all sent"
+    [ ${#BENCH_ARGS[@]} -gt 0 ] || BENCH_ARGS=(--clients 1000 --rooms 50 --senders 50 --messages 100 --window 1) ;;
+  *) die "--phase is connect or messages" ;;
+esac
 command -v perf >/dev/null || die "perf is not installed (linux-tools)"
 BIN="$BENCH_DIR/target/release/clubhouse-bench"
 [ -x "$BIN" ] || cargo build --release --quiet --manifest-path "$BENCH_DIR/Cargo.toml"
-OUT="${OUT:-${TMPDIR:-/tmp}/clubhouse-native-$SIDE-connect.perf}"
+OUT="${OUT:-${TMPDIR:-/tmp}/clubhouse-native-$SIDE-$PHASE.perf}"
 
 spawn_profiled "$SIDE"
 wait_http
@@ -44,7 +55,7 @@ log "$SIDE on $SERVER_URL, Worker workerd pid $WORKER_PID; warm-up run"
 "$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" > "$WORK/warm.txt" 2>&1 \
   || { tail -n 5 "$WORK/warm.txt" >&2; die "warm-up run failed"; }
 
-log "measured run: perf from before \"connecting\"; samples kept from \"connecting\" to \"$UNTIL\""
+log "measured run: perf from \"getting tokens\"; samples kept from \"$FROM\" to \"$UNTIL\""
 # perf takes a moment to attach, longer than a burst of 100 connects lasts: it starts during the token phase
 # and stamps samples with the wall clock, so the window is cut from the samples afterwards (perf script --time).
 PERF_PID_FILE="$WORK/perf.pid" WINDOW_FILE="$WORK/window"
@@ -56,7 +67,7 @@ PERF_PID_FILE="$WORK/perf.pid" WINDOW_FILE="$WORK/window"
         *"getting tokens"*)
           perf record -F "$HZ" -g -k CLOCK_REALTIME -p "$WORKER_PID" -o "$OUT" >"$WORK/perf.log" 2>&1 &
           echo $! > "$PERF_PID_FILE" ;;
-        *connecting*) date +%s.%N >> "$WINDOW_FILE" ;;
+        *"$FROM"*) date +%s.%N >> "$WINDOW_FILE" ;;
         *"$UNTIL"*)
           date +%s.%N >> "$WINDOW_FILE"
           if [ -f "$PERF_PID_FILE" ]; then kill -INT "$(cat "$PERF_PID_FILE")"; fi ;;
@@ -65,10 +76,14 @@ PERF_PID_FILE="$WORK/perf.pid" WINDOW_FILE="$WORK/window"
 [ -f "$PERF_PID_FILE" ] || die "the run never reached \"getting tokens\""
 [ "$(wc -l < "$WINDOW_FILE")" -ge 2 ] || die "the run never reached \"$UNTIL\""
 for _ in $(seq 1 100); do kill -0 "$(cat "$PERF_PID_FILE")" 2>/dev/null || break; sleep 0.1; done
-grep -E '^ *connect:' "$WORK/bench.txt" || true
-OPENED="$(sed -nE 's/^ *connect: ok ([0-9]+).*/\1/p' "$WORK/bench.txt" | head -1)"
-[ -n "$OPENED" ] && [ "$OPENED" -gt 0 ] || die "no connection opened"
+grep -E '^ *(connect|run) *:' "$WORK/bench.txt" || true
+if [ "$PHASE" = messages ]; then
+  UNITS="$(sed -nE 's/^ *run *: .*delivered ([0-9]+).*/\1/p' "$WORK/bench.txt" | head -1)" UNIT=delivery
+else
+  UNITS="$(sed -nE 's/^ *connect: ok ([0-9]+).*/\1/p' "$WORK/bench.txt" | head -1)" UNIT=connection
+fi
+[ -n "$UNITS" ] && [ "$UNITS" -gt 0 ] || die "no ${UNIT} in the run"
 WINDOW="$(head -1 "$WINDOW_FILE"),$(sed -n 2p "$WINDOW_FILE")"
 perf script -i "$OUT" --time "$WINDOW" 2>/dev/null > "$WORK/perf.txt"
-python3 "$BENCH_DIR/tools/perf_by_api.py" "$WORK/perf.txt" "$HZ" "$OPENED" connection
+python3 "$BENCH_DIR/tools/perf_by_api.py" "$WORK/perf.txt" "$HZ" "$UNITS" "$UNIT"
 log "raw profile: $OUT (the window's samples: perf script -i $OUT --time $WINDOW)"
