@@ -17,7 +17,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
@@ -25,7 +24,7 @@ use worker::{
     durable_object, DurableObject, Env, Method, Request, Response, Result, SqlStorage,
     SqlStorageValue, State, WebSocket, WebSocketPair,
 };
-use worker::{js_sys, wasm_bindgen_futures, worker_sys::web_sys};
+use worker::{js_sys, worker_sys::web_sys};
 
 use crate::admissions::Admissions;
 use crate::config::{Config, RoomConfig};
@@ -38,6 +37,7 @@ use crate::protocol::{self, error_frame, ChatMessage, ServerFrame};
 use crate::ratelimit::{ConnectionLimiter, Verdict};
 use crate::room_store::{ConnectWrites, Schema, SCHEMA, UPSERT_META};
 use crate::sessions::Ledger;
+use crate::timer::Deferred;
 
 /// The Durable Object binding in wrangler.toml.
 pub const BINDING: &str = "ROOMS";
@@ -144,11 +144,10 @@ pub struct ChatRoom {
     /// The `meta` table, read once per wake-up: only this object writes it.
     meta: RefCell<RoomMeta>,
     /// Join/leave announcements: when the last went out, and the batch waiting for its flush.
-    /// Shared with the flush timer's future. Lost on eviction (see `presence.rs`).
-    presence: Rc<RefCell<PresenceBatch>>,
-    /// `ws_connect` and `ws_close` entries waiting for their line (`log::LineBatch`).
-    connect_log: Rc<RefCell<LineBatch>>,
-    close_log: Rc<RefCell<LineBatch>>,
+    presence: Rc<Presence>,
+    /// `ws_connect` and `ws_close` entries waiting for their line.
+    connect_log: Rc<SocketLog>,
+    close_log: Rc<SocketLog>,
     /// Badges the session ledger has admitted here (`admissions.rs`), loaded from the `badges`
     /// table on the first connect after a wake-up (message wake-ups never need it).
     admissions: RefCell<Option<Admissions>>,
@@ -249,21 +248,22 @@ impl DurableObject for ChatRoom {
             state.set_websocket_auto_response(&pair);
         }
         let config = RoomConfig::from_env(&env);
-        let outbox = Outbox::new(
-            sql.clone(),
-            AsRef::<JsValue>::as_ref(state.as_raw()).clone(),
-            config.history_cap,
-            last,
-        );
+        let raw_state = AsRef::<JsValue>::as_ref(state.as_raw()).clone();
+        let name = state.id().name().unwrap_or_default();
         Self {
-            outbox,
+            outbox: Outbox::new(sql.clone(), raw_state.clone(), config.history_cap, last),
             writes: ConnectWrites::new(sql.clone(), Rc::clone(&schema)),
-            name: state.id().name().unwrap_or_default(),
+            presence: Rc::new(Presence {
+                batch: RefCell::new(PresenceBatch::new(config.presence_batch_ms)),
+                state: raw_state,
+                broadcast_max: config.presence_broadcast_max,
+                flush: Deferred::default(),
+            }),
+            connect_log: SocketLog::new("ws_connect", &name),
+            close_log: SocketLog::new("ws_close", &name),
+            name,
             sql,
             state,
-            presence: Rc::new(RefCell::new(PresenceBatch::new(config.presence_batch_ms))),
-            connect_log: Rc::new(RefCell::new(LineBatch::new(log::BATCH_WINDOW_MS))),
-            close_log: Rc::new(RefCell::new(LineBatch::new(log::BATCH_WINDOW_MS))),
             config,
             online: RefCell::new(None),
             limiters: RefCell::new(HashMap::new()),
@@ -335,7 +335,7 @@ impl DurableObject for ChatRoom {
 // That macro wraps every handler in a Rust future and a JS promise (a promise, a microtask and a
 // task per frame), about 15 % of a message's CPU in the room's profile (`bench/profile.sh`
 // with one client). Nothing here awaits, so the handlers run to completion synchronously; the
-// only deferred work (the presence flush timer) is spawned, as before.
+// only deferred work (the presence and log flushes, the outbox) goes on timers (`timer.rs`).
 #[wasm_bindgen]
 impl ChatRoom {
     #[wasm_bindgen(js_name = webSocketMessage)]
@@ -385,23 +385,86 @@ impl ChatRoom {
     }
 }
 
-/// The flush timer fired: sends the batched joins and leaves as one `presence_changes` frame to
-/// every socket (none if they all cancelled out, or if the room has grown past
-/// `PRESENCE_BROADCAST_MAX` meanwhile: above it nothing is announced).
-fn flush_presence(state: &JsValue, batch: &RefCell<PresenceBatch>, broadcast_max: usize) {
-    let changes = batch.borrow_mut().flush();
-    if changes.is_empty() || socket_count_js(state, None) as usize > broadcast_max {
-        return;
+/// The room's join/leave batch (`presence.rs`), and the timer that sends it. Lost on eviction
+/// (see `presence.rs`).
+struct Presence {
+    batch: RefCell<PresenceBatch>,
+    /// The runtime's `DurableObjectState`, whose sockets a batch goes to.
+    state: JsValue,
+    broadcast_max: usize,
+    flush: Deferred,
+}
+
+impl Presence {
+    /// The flush timer fired: sends the batched joins and leaves as one `presence_changes` frame
+    /// to every socket (none if they all cancelled out, or if the room has grown past
+    /// `PRESENCE_BROADCAST_MAX` meanwhile: above it nothing is announced).
+    fn send_batch(self: &Rc<Self>) {
+        self.flush.fired();
+        let changes = self.batch.borrow_mut().flush();
+        if changes.is_empty() || socket_count_js(&self.state, None) as usize > self.broadcast_max {
+            return;
+        }
+        let frame = ServerFrame::PresenceChanges {
+            joined: &changes.joined,
+            left: &changes.left,
+        }
+        .to_json();
+        if broadcast_to_all(&self.state, &frame) > 0 {
+            self.batch
+                .borrow_mut()
+                .announced(worker::Date::now().as_millis() as f64);
+        }
     }
-    let frame = ServerFrame::PresenceChanges {
-        joined: &changes.joined,
-        left: &changes.left,
+}
+
+/// The room's `ws_connect` or `ws_close` entries waiting for their line (`log::LineBatch`), and
+/// the timer that writes it.
+struct SocketLog {
+    event: &'static str,
+    room: String,
+    batch: RefCell<LineBatch>,
+    flush: Deferred,
+}
+
+impl SocketLog {
+    fn new(event: &'static str, room: &str) -> Rc<Self> {
+        Rc::new(Self {
+            event,
+            room: room.to_owned(),
+            batch: RefCell::new(LineBatch::new(log::BATCH_WINDOW_MS)),
+            flush: Deferred::default(),
+        })
     }
-    .to_json();
-    if broadcast_to_all(state, &frame) > 0 {
-        batch
+
+    /// Logs one socket's line, or queues it for the room's next line of this event, whose
+    /// flush this may schedule. The entry gets `at`, the time now.
+    fn add(self: &Rc<Self>, entry: impl FnOnce() -> serde_json::Value) {
+        if !log::enabled(log::Level::Info) {
+            return;
+        }
+        let now = worker::Date::now().as_millis() as f64;
+        let mut entry = entry();
+        entry["at"] = (now as u64).into();
+        let step = self.batch.borrow_mut().add(entry, now);
+        match step {
+            Step::Write(entries) => log::socket_batch(self.event, &[("room", &self.room)], entries),
+            Step::Wait => {}
+            Step::Schedule { delay_ms } => {
+                self.flush
+                    .schedule(self, delay_ms.ceil() as u32, Self::write_due)
+            }
+        }
+    }
+
+    /// The flush timer fired: writes the entries that are due.
+    fn write_due(self: &Rc<Self>) {
+        self.flush.fired();
+        let entries = self
+            .batch
             .borrow_mut()
-            .announced(worker::Date::now().as_millis() as f64);
+            .take(worker::Date::now().as_millis() as f64);
+        log::socket_batch(self.event, &[("room", &self.room)], entries);
     }
 }
 
@@ -615,8 +678,8 @@ impl ChatRoom {
             self.announce(user, true, std::slice::from_ref(&pair.server));
         }
         // After its own join: the new socket saw its user online, the state after that join.
-        self.presence.borrow_mut().snapshot_sent(user);
-        self.log_socket(&self.connect_log, "ws_connect", || {
+        self.presence.batch.borrow_mut().snapshot_sent(user);
+        self.connect_log.add(|| {
             serde_json::json!({
                 "username": user,
                 "request_id": handover.request_id,
@@ -960,7 +1023,7 @@ impl ChatRoom {
     /// the next `presence_changes` batch (`presence.rs`), whose flush this may schedule.
     fn announce(&self, user: &str, joined: bool, except: &[WebSocket]) {
         let now = worker::Date::now().as_millis() as f64;
-        let decision = self.presence.borrow_mut().record(user, joined, now);
+        let decision = self.presence.batch.borrow_mut().record(user, joined, now);
         match decision {
             Decision::SendNow => {
                 let frame = if joined {
@@ -969,52 +1032,16 @@ impl ChatRoom {
                     ServerFrame::Leave { username: user }
                 };
                 if self.broadcast_except(&frame.to_json(), except) > 0 {
-                    self.presence.borrow_mut().announced(now);
+                    self.presence.batch.borrow_mut().announced(now);
                 }
             }
             Decision::Queued => {}
             Decision::Schedule { delay_ms } => {
-                // The timer's future owns what the flush needs: the batch (shared) and the
-                // runtime's state object (a JS handle), not `&self`.
-                let batch = Rc::clone(&self.presence);
-                let state = AsRef::<JsValue>::as_ref(self.state.as_raw()).clone();
-                let max = self.config.presence_broadcast_max;
-                wasm_bindgen_futures::spawn_local(async move {
-                    worker::Delay::from(Duration::from_millis(delay_ms.ceil() as u64)).await;
-                    flush_presence(&state, &batch, max);
-                });
-            }
-        }
-    }
-
-    /// Logs one socket's `event` line, or queues it for the room's next line of that event
-    /// (`log::LineBatch`), whose flush this may schedule. The entry gets `at`, the time now.
-    fn log_socket(
-        &self,
-        batch: &Rc<RefCell<LineBatch>>,
-        event: &'static str,
-        entry: impl FnOnce() -> serde_json::Value,
-    ) {
-        if !log::enabled(log::Level::Info) {
-            return;
-        }
-        let now = worker::Date::now().as_millis() as f64;
-        let mut entry = entry();
-        entry["at"] = (now as u64).into();
-        let step = batch.borrow_mut().add(entry, now);
-        match step {
-            Step::Write(entries) => log::socket_batch(event, &[("room", &self.name)], entries),
-            Step::Wait => {}
-            Step::Schedule { delay_ms } => {
-                let batch = Rc::clone(batch);
-                let room = self.name.clone();
-                wasm_bindgen_futures::spawn_local(async move {
-                    worker::Delay::from(Duration::from_millis(delay_ms.ceil() as u64)).await;
-                    let entries = batch
-                        .borrow_mut()
-                        .take(worker::Date::now().as_millis() as f64);
-                    log::socket_batch(event, &[("room", &room)], entries);
-                });
+                self.presence.flush.schedule(
+                    &self.presence,
+                    delay_ms.ceil() as u32,
+                    Presence::send_batch,
+                );
             }
         }
     }
@@ -1058,7 +1085,7 @@ impl ChatRoom {
         let members: Vec<Member> = closing.iter().filter_map(Member::of).collect();
         for member in &members {
             self.limiters.borrow_mut().remove(&member.conn);
-            self.log_socket(&self.close_log, "ws_close", || {
+            self.close_log.add(|| {
                 serde_json::json!({
                     "username": member.user,
                     "code": code,

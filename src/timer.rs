@@ -1,6 +1,7 @@
 //! A deferred call on the runtime's event loop: `setTimeout` with a callback made once per
 //! object wake-up, for work an object gathers and does later in one go (a group of messages
-//! stored in one commit, a ledger's socket records written in one commit).
+//! stored in one commit, a ledger's socket records written in one commit, a room's batch of
+//! joins and leaves, a room's batch of socket log lines).
 //!
 //! Why not `wasm_bindgen_futures::spawn_local` with `worker::Delay`: that is a Rust future, a
 //! JS closure and two microtasks per call; this is one JS timer per call.
