@@ -25,13 +25,13 @@
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::VecDeque;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use worker::wasm_bindgen::{closure::Closure, prelude::wasm_bindgen, JsValue};
 use worker::{SqlStorage, WebSocket};
 
 use crate::protocol::error_frame;
-use crate::timer::Deferred;
+use crate::timer::{weak_callback, Deferred};
 
 /// One accepted message, serialised once for all its recipients.
 pub struct Outgoing {
@@ -158,21 +158,16 @@ impl Outbox {
         };
         self.unsent.borrow_mut().extend(group);
         self.durable_marks.borrow_mut().push_back(last_stored);
-        let callback = self.on_durable.get_or_init(|| {
-            let outbox: Weak<Self> = Rc::downgrade(self);
-            Closure::new(move || {
-                if let Some(outbox) = outbox.upgrade() {
-                    outbox.send_durable();
-                }
-            })
-        });
+        let callback = self
+            .on_durable
+            .get_or_init(|| weak_callback(self, Self::send_durable));
         when_durable(&self.state, callback);
     }
 
     /// The oldest pending group's commit is durable: sends its messages to every socket in the
     /// room, in id order. (Commits finish in the order they were made, and so do the `sync()`
     /// promises that wait for them.)
-    fn send_durable(&self) {
+    fn send_durable(self: &Rc<Self>) {
         let Some(mark) = self.durable_marks.borrow_mut().pop_front() else {
             return;
         };

@@ -33,14 +33,7 @@ impl Deferred {
         if self.scheduled.replace(true) {
             return;
         }
-        let callback = self.callback.get_or_init(|| {
-            let owner: Weak<T> = Rc::downgrade(owner);
-            Closure::new(move || {
-                if let Some(owner) = owner.upgrade() {
-                    run(&owner);
-                }
-            })
-        });
+        let callback = self.callback.get_or_init(|| weak_callback(owner, run));
         set_timeout(callback, ms);
     }
 
@@ -48,4 +41,15 @@ impl Deferred {
     pub fn fired(&self) {
         self.scheduled.set(false);
     }
+}
+
+/// A JS callback that calls `run(owner)` while the owner lives. It holds the owner weakly, so an
+/// owner that keeps its own callback (made once, called many times) makes no cycle.
+pub fn weak_callback<T: 'static>(owner: &Rc<T>, run: fn(&Rc<T>)) -> Closure<dyn FnMut()> {
+    let owner: Weak<T> = Rc::downgrade(owner);
+    Closure::new(move || {
+        if let Some(owner) = owner.upgrade() {
+            run(&owner);
+        }
+    })
 }
