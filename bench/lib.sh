@@ -153,14 +153,15 @@ prepare_baseline() {
 
 # prepare_clubhouse NAME: snapshot of build/ (+ asset dirs) beside a generated wrangler.toml (absolute paths, no
 # [build]), a random JWT_SECRET in .dev.vars, and a state dir $WORK/state-NAME with D1 migrated (spawn_server copies
-# it to a fresh .run dir for every start). Sets CH_CFGDIR. Never rebuilds: build/ must exist.
+# it to a fresh .run dir for every start). Sets CH_CFGDIR. Never rebuilds: build/ must exist (BUILD_FROM=DIR: that
+# snapshot of a build/ instead).
 prepare_clubhouse() {
-  local name="$1"
-  [ -f "$REPO_ROOT/build/entry.mjs" ] || die "$REPO_ROOT/build/entry.mjs missing (run bash scripts/build once)"
+  local name="$1" build="${BUILD_FROM:-$REPO_ROOT/build}"
+  [ -f "$build/entry.mjs" ] || die "$build/entry.mjs missing (run bash scripts/build once)"
   [ -x "$WRANGLER" ] || die "$WRANGLER missing (bash scripts/setup)"
   local cfgdir="$WORK/$name-cfg"
   mkdir -p "$cfgdir"
-  cp -r "$REPO_ROOT/build" "$cfgdir/build"
+  cp -r "$build" "$cfgdir/build"
   local d
   for d in $(awk -F'"' '/^directory *= *"[^\/"]/ { print $2 }' "$REPO_ROOT/wrangler.toml"); do
     [ -d "$REPO_ROOT/$d" ] && mkdir -p "$cfgdir/$(dirname "$d")" && cp -r "$REPO_ROOT/$d" "$cfgdir/$d"

@@ -52,7 +52,9 @@ wait_http
 workerd_pids "$SERVER_PID" "$SERVER_PORT"
 [ -n "$WORKER_PID" ] || die "no workerd running the Worker found"
 log "$SIDE on $SERVER_URL, Worker workerd pid $WORKER_PID; warm-up run"
-"$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" > "$WORK/warm.txt" 2>&1 \
+# WARM_ARGS="..." replaces the warm-up's load (say, the scenarios bench/run.sh runs before this one).
+read -r -a WARM <<< "${WARM_ARGS:-${BENCH_ARGS[*]}}"
+"$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${WARM[@]}" > "$WORK/warm.txt" 2>&1 \
   || { tail -n 5 "$WORK/warm.txt" >&2; die "warm-up run failed"; }
 
 log "measured run: perf from \"getting tokens\"; samples kept from \"$FROM\" to \"$UNTIL\""

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Two builds of Clubhouse side by side, for a change whose effect is smaller than the noise between runs: starts the
+# current build/ (A) and a saved copy of another build (B) under `wrangler dev`, each with its own port and state,
+# and runs bench/run.sh --urls against both, alternating, so the table's ratios are A/B (new/old) in one run.
+#
+#   cp -r build /tmp/build-old        # at the old commit, after bash scripts/build
+#   ...change, bash scripts/build...
+#   bash bench/ab.sh /tmp/build-old [run.sh options, e.g. --scenarios rooms50 --repeats 4]
+#
+# Both get the limits a load test must lift (the same --var flags as bench/run.sh). The JS baseline is not run.
+# Check the machinery with the same build on both sides first (bash bench/ab.sh build ...): round 10's A/A run
+# read up to 1.08x on some figures, so treat A/B ratios within about +-5% (more for tails) as no change.
+set -euo pipefail
+WORK_PREFIX=clubhouse-ab
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+[ $# -ge 1 ] || die "usage: bash bench/ab.sh OLD_BUILD_DIR [bench/run.sh options]"
+OLD_BUILD="$1"; shift
+LIMITS="RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000"
+
+prepare_clubhouse new
+spawn_clubhouse new "$LIMITS"
+wait_http
+URL_NEW="$SERVER_URL"
+BUILD_FROM="$OLD_BUILD" prepare_clubhouse old
+spawn_clubhouse old "$LIMITS"
+wait_http
+URL_OLD="$SERVER_URL"
+log "A (build/) on $URL_NEW, B ($OLD_BUILD) on $URL_OLD"
+bash "$BENCH_DIR/run.sh" --urls "$URL_NEW" "$URL_OLD" "$@"
