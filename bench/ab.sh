@@ -16,14 +16,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ $# -ge 1 ] || die "usage: bash bench/ab.sh OLD_BUILD_DIR [bench/run.sh options]"
 OLD_BUILD="$1"; shift
-LIMITS="RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000"
 
 prepare_clubhouse new
-spawn_clubhouse new "$LIMITS"
+spawn_clubhouse new "$LOAD_TEST_VARS"
 wait_http
 URL_NEW="$SERVER_URL"
 BUILD_FROM="$OLD_BUILD" prepare_clubhouse old
-spawn_clubhouse old "$LIMITS"
+spawn_clubhouse old "$LOAD_TEST_VARS"
 wait_http
 URL_OLD="$SERVER_URL"
 log "A (build/) on $URL_NEW, B ($OLD_BUILD) on $URL_OLD"

@@ -42,7 +42,7 @@ if [ "$BASELINE" = 1 ]; then
   spawn_server baseline "$BASE_DIR" "$BASE_WRANGLER"; wait_http
 else
 prepare_clubhouse clubhouse
-VARS="MAX_SOCKETS_PER_ROOM:32768 MAX_SOCKETS_PER_USER:1000 RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 SIGNUP_MAX_PER_IP:1000000"
+VARS="MAX_SOCKETS_PER_ROOM:32768 $LOAD_TEST_VARS"
 spawn_clubhouse capacity "$VARS"; wait_http
 sleep 1
 if grep -q config_invalid "$SERVER_LOG"; then grep config_invalid "$SERVER_LOG" >&2; die "a --var was refused"; fi

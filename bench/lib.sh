@@ -11,6 +11,9 @@ BASELINE_SRC="${BASELINE_SRC:-$REPO_ROOT/../shared/peers/js-do}"
 [ -d "$BASELINE_SRC" ] || BASELINE_SRC=/work/shared/peers/js-do
 NODE_HELPER="$BENCH_DIR/tools/probe.mjs"
 WRANGLER="$REPO_ROOT/node_modules/.bin/wrangler"
+# The limits a load test must lift on Clubhouse (`--var` flags; bench/run.sh has its own copy, as it does not
+# source this file).
+LOAD_TEST_VARS="RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000"
 
 export CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false CI=true
 
@@ -201,7 +204,7 @@ spawn_profiled() {
     spawn_server base "$BASE_DIR" "$BASE_WRANGLER"
   else
     prepare_clubhouse ch
-    spawn_clubhouse ch "RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000 LOG_LEVEL:error ${CLUBHOUSE_EXTRA_VARS:-}"
+    spawn_clubhouse ch "$LOAD_TEST_VARS LOG_LEVEL:error ${CLUBHOUSE_EXTRA_VARS:-}"
   fi
 }
 

@@ -162,6 +162,7 @@ start_baseline() {  # start_baseline NAME -> SERVER_URL/SERVER_PORT
 # (argon2 makes signups costly) and shares them round-robin, so 1000 sockets means 10 per user.
 # SIGNUP_MAX_PER_IP (default 20 an hour) raised too: every run signs up to 100 users from 127.0.0.1. Ranges: see
 # src/config.rs. CLUBHOUSE_EXTRA_VARS="NAME:VALUE ..." adds more (a later --var wins).
+# The same list as LOAD_TEST_VARS in lib.sh (not sourced here).
 CLUBHOUSE_VARS="RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000"
 start_clubhouse() {
   local name=clubhouse
