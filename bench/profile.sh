@@ -4,9 +4,12 @@
 # CPU profile of the isolate (bench/tools/cpuprofile.mjs over the inspector port) from the moment
 # the load tool reaches the phase.
 #
-#   bash bench/profile.sh [--baseline] [--phase connect|messages] [--seconds S] [--out FILE] [-- BENCH ARGS...]
+#   bash bench/profile.sh [--baseline] [--phase connect|messages] [--seconds S] [--warm] [--out FILE] [-- BENCH ARGS...]
 #   e.g. bash bench/profile.sh --phase connect --seconds 1.5 -- --clients 100 --rooms 1 --senders 1 --messages 300
 #
+# --warm: one unmeasured run of the load tool first (with WARM_ARGS="..." if set, else the same load), so
+# the profile shows code the isolate has already compiled and tiered up, as in bench/run.sh's later
+# scenarios, rather than a cold isolate.
 # Clubhouse runs with the limits a load test must lift and LOG_LEVEL=error (CLUBHOUSE_EXTRA_VARS adds
 # more). Not a benchmark: the profiler itself costs CPU; use it to see which functions matter, and
 # bench/run.sh for figures. Needs build/ (bash scripts/build) and the release load tool.
@@ -14,7 +17,7 @@ set -euo pipefail
 WORK_PREFIX=clubhouse-profile
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SIDE=clubhouse PHASE=messages SECONDS_TO_PROFILE=2 OUT=""
+SIDE=clubhouse PHASE=messages SECONDS_TO_PROFILE=2 OUT="" WARM=0
 BENCH_ARGS=(--clients 100 --rooms 1 --senders 1 --messages 1000 --window 8)
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -22,6 +25,7 @@ while [ $# -gt 0 ]; do
     --phase) PHASE="$2"; shift ;;
     --seconds) SECONDS_TO_PROFILE="$2"; shift ;;
     --out) OUT="$2"; shift ;;
+    --warm) WARM=1 ;;
     --) shift; BENCH_ARGS=("$@"); break ;;
     *) die "unknown option $1 (see the header of $0)" ;;
   esac
@@ -41,6 +45,13 @@ spawn_profiled "$SIDE"
 wait_http
 INSPECTOR_PORT="$(ps -o args= -p "$SERVER_PID" | grep -o -- '--inspector-port [0-9]*' | awk '{ print $2 }')"
 [ -n "$INSPECTOR_PORT" ] || die "no --inspector-port on the server's command line"
+if [ "$WARM" = 1 ]; then
+  log "warm-up run"
+  if [ -n "${WARM_ARGS:-}" ]; then read -r -a WARM_LOAD <<<"$WARM_ARGS"; else WARM_LOAD=("${BENCH_ARGS[@]}"); fi
+  "$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${WARM_LOAD[@]}" > "$WORK/warm.txt" 2>&1 \
+    || { tail -n 5 "$WORK/warm.txt" >&2; die "warm-up run failed"; }
+  wait_idle "$SERVER_PID"
+fi
 log "$SIDE on $SERVER_URL, inspector $INSPECTOR_PORT; profiling $SECONDS_TO_PROFILE s from \"$TRIGGER\""
 
 GO="$WORK/go"

@@ -16,7 +16,9 @@
 #   --no-build             don't run scripts/build before starting Clubhouse (use the existing build/)
 #   --out FILE             results JSON (default bench/results/<timestamp>.json); raw runs go to FILE.jsonl
 #   --window W             in-flight messages per sender in the single-sender scenarios (default 8)
-# Environment: BENCH_EXTRA="..." extra flags for every clubhouse-bench run; KEEP_WORK=1 keeps the temp dir.
+# Environment: BENCH_EXTRA="..." extra flags for every clubhouse-bench run; KEEP_WORK=1 keeps the temp dir;
+#   CONNECT_LOG_DIR=DIR writes each run's connect log (one line per connection: index, room, start, duration)
+#   to DIR/<scenario>-<repeat>-<A|B>.txt, to see where a connect tail comes from.
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -252,9 +254,14 @@ run_one() {  # run_one SCENARIO REPEAT SIDE(A|B)
   local s="$1" r="$2" side="$3" url port label out
   if [ "$side" = A ]; then url="$URL_A"; port="$PORT_A"; label="$LABEL_A"; else url="$URL_B"; port="$PORT_B"; label="$LABEL_B"; fi
   out="$WORK/run-$s-$r-$side.out"
+  local connect_log=()
+  if [ -n "${CONNECT_LOG_DIR:-}" ]; then
+    mkdir -p "$CONNECT_LOG_DIR"
+    connect_log=(--connect-log "$CONNECT_LOG_DIR/$s-$r-$side.txt")
+  fi
   # shellcheck disable=SC2046
   if ! timeout 900 "$BIN" --url "$url" --server-port "$port" --label "$label" $(scenario_args "$s") ${BENCH_EXTRA:-} \
-      > "$out" 2> "$out.err"; then
+      "${connect_log[@]+"${connect_log[@]}"}" > "$out" 2> "$out.err"; then
     log "run $s #$r $side ($label) failed:"; tail -n 5 "$out.err" "$out" >&2
   fi
   grep -v '^{' "$out" | sed 's/^/    /' >&2 || true
