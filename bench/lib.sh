@@ -63,7 +63,7 @@ free_port() {
 
 # spawn_server NAME DIR WRANGLER [extra `wrangler dev` args...]: starts wrangler dev in DIR in its own process group
 # (setsid: its pid is the group id) with a fresh state dir; does NOT wait. Sets SERVER_PID (= pgid), SERVER_PORT,
-# SERVER_URL, SERVER_LOG, SPAWN_NS (date +%s%N just before the spawn).
+# SERVER_URL, SERVER_INSPECTOR (its inspector port), SERVER_LOG, SPAWN_NS (date +%s%N just before the spawn).
 spawn_server() {
   local name="$1" dir="$2" wr="$3"; shift 3
   local port insp
@@ -81,6 +81,7 @@ spawn_server() {
   SERVER_PID=$!
   PGIDS+=("$SERVER_PID")
   SERVER_PORT="$port"
+  SERVER_INSPECTOR="$insp"
   SERVER_URL="http://127.0.0.1:$port"
 }
 

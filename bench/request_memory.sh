@@ -6,16 +6,21 @@
 # Starts both under `wrangler dev` (Clubhouse with LOG_LEVEL=error, so no log lines are involved), sends N requests
 # to PATH (16 in flight) in S steps and prints VmRSS of each Worker's workerd after every step, then again after 30 s
 # idle. A steady climb that idling does not give back means the isolate keeps something per request.
+# With --heap, each step also takes a heap snapshot of both isolates (inspector; it collects garbage first) and
+# prints their live JS heap (KB):
+# flat live heap under a climbing RSS is garbage or native memory not yet reclaimed, not objects kept alive.
+# HEAP_SNAPSHOT=1 with --heap ends with the constructors holding Clubhouse's heap (bench/tools/heap.mjs).
 set -euo pipefail
 WORK_PREFIX=clubhouse-reqmem
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-REQUESTS=32000 STEPS=8 REQ_PATH=/nope
+REQUESTS=32000 STEPS=8 REQ_PATH=/nope HEAP=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --requests) REQUESTS="$2"; shift ;;
     --steps) STEPS="$2"; shift ;;
     --path) REQ_PATH="$2"; shift ;;
+    --heap) HEAP=1 ;;
     -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
@@ -34,16 +39,35 @@ rss() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
 prepare_clubhouse clubhouse
 prepare_baseline baseline
 spawn_clubhouse clubhouse "LOG_LEVEL:error"; wait_http; CLUB_URL="$SERVER_URL"; workerd_pids "$SERVER_PID" "$SERVER_PORT"; CLUB_W="$WORKER_PID"
+CLUB_INSPECTOR="$SERVER_INSPECTOR"
 spawn_server baseline "$BASE_DIR" "$BASE_WRANGLER"; wait_http; BASE_URL="$SERVER_URL"; workerd_pids "$SERVER_PID" "$SERVER_PORT"; BASE_W="$WORKER_PID"
+BASE_INSPECTOR="$SERVER_INSPECTOR"
 [ -n "$CLUB_W" ] && [ -n "$BASE_W" ] || die "could not find the Worker processes"
 
+# live JS heap (KB) after a forced full GC, summed over the isolate's inspector targets
+live_heap() { node "$BENCH_DIR/tools/heap.mjs" "$1" usage | awk '{ match($0, /"live":[0-9]+/); s += substr($0, RSTART + 7, RLENGTH - 7) } END { printf "%d", s / 1024 }'; }
+row() {  # row LABEL
+  if [ "$HEAP" = 1 ]; then
+    printf '%10s %16s %16s %16s %16s\n' "$1" "$(rss "$CLUB_W")" "$(rss "$BASE_W")" "$(live_heap "$CLUB_INSPECTOR")" "$(live_heap "$BASE_INSPECTOR")"
+  else
+    printf '%10s %16s %16s\n' "$1" "$(rss "$CLUB_W")" "$(rss "$BASE_W")"
+  fi
+}
+
 per_step=$((REQUESTS / STEPS))
-printf '%10s %16s %16s\n' requests "clubhouse KB" "baseline KB"
-printf '%10s %16s %16s\n' 0 "$(rss "$CLUB_W")" "$(rss "$BASE_W")"
+if [ "$HEAP" = 1 ]; then
+  printf '%10s %16s %16s %16s %16s\n' requests "clubhouse KB" "baseline KB" "club heap KB" "base heap KB"
+else
+  printf '%10s %16s %16s\n' requests "clubhouse KB" "baseline KB"
+fi
+row 0
 for step in $(seq 1 "$STEPS"); do
   node "$WORK/hammer.mjs" "$CLUB_URL$REQ_PATH" "$per_step"
   node "$WORK/hammer.mjs" "$BASE_URL$REQ_PATH" "$per_step"
-  printf '%10s %16s %16s\n' $((step * per_step)) "$(rss "$CLUB_W")" "$(rss "$BASE_W")"
+  row $((step * per_step))
 done
 sleep 30
-printf '%10s %16s %16s\n' "idle 30 s" "$(rss "$CLUB_W")" "$(rss "$BASE_W")"
+row "idle 30 s"
+if [ "$HEAP" = 1 ] && [ "${HEAP_SNAPSHOT:-0}" = 1 ]; then
+  node "$BENCH_DIR/tools/heap.mjs" "$CLUB_INSPECTOR" snapshot 30
+fi

@@ -702,6 +702,7 @@ async fn accounts_survive_a_restart_and_servers_do_not_share_state() {
     .await
     .unwrap();
     assert!(one.is_running());
+    let c1 = one.client(); // no pooled connection to the stopped server
     let token = c1.login(&name, DEFAULT_PASSWORD).await;
     let mut ws = c1.ws(&unique_name("after"), &token).await;
     ws.roundtrip_ping().await;

@@ -87,6 +87,7 @@ async fn without_a_usable_jwt_secret_healthz_is_503_and_login_is_503() {
     // Missing altogether.
     std::fs::write(server.dir.join(".dev.vars"), "SIGNUP_MAX_PER_IP=1000000\n").unwrap();
     let server = restart(server).await;
+    let c = server.client(); // no pooled connection to the stopped server
     assert_unhealthy_key(&c, "no JWT_SECRET").await;
     drop(server);
 }

@@ -527,6 +527,7 @@ async fn rotating_the_signing_key_keeps_old_badges_valid_until_the_previous_key_
     ];
     write_dev_vars(&server, &vars);
     let server = restart(server).await;
+    let c = server.client(); // no pooled connection to the stopped server
     get_ok(&c, &format!("/rooms/{room}/members"), &old).await;
     let mut ws = c.ws(&room, &old).await;
     ws.roundtrip_ping().await;
@@ -546,6 +547,7 @@ async fn rotating_the_signing_key_keeps_old_badges_valid_until_the_previous_key_
     vars.truncate(3);
     write_dev_vars(&server, &vars);
     let server = restart(server).await;
+    let c = server.client(); // no pooled connection to the stopped server
     expect_json_error(
         get_bearer(&c, &format!("/rooms/{room}/members"), &old).await,
         401,
@@ -1153,6 +1155,7 @@ async fn a_weak_stored_hash_is_upgraded_on_login() {
         ],
     );
     let server = restart(server).await;
+    let c = server.client(); // no pooled connection to the stopped server
     let token = c.login(&user, DEFAULT_PASSWORD).await;
     get_ok(&c, &format!("/rooms/{}/members", unique_name("r")), &token).await;
     let server = tokio::task::spawn_blocking(move || {
@@ -1170,6 +1173,7 @@ async fn a_weak_stored_hash_is_upgraded_on_login() {
     assert_ne!(strong, weak);
     // And the upgraded hash still verifies.
     let server = restart(server).await;
+    let c = server.client(); // no pooled connection to the stopped server
     c.login(&user, DEFAULT_PASSWORD).await;
     expect_json_error(
         c.login_response(&user, "wrong password").await,

@@ -1,0 +1,98 @@
+// The ratio table of bench/run.sh: A/B medians over repeats from the raw runs (one JSON line per run).
+//
+//   node bench/tools/table.mjs RAW.jsonl OUT.json LABEL_A LABEL_B
+//       the table of one run.sh run (run.sh calls this at its end)
+//   node bench/tools/table.mjs --pool OUT.json IN.jsonl [IN.jsonl ...]
+//       several runs of the same code pooled: each file's repeats renumbered after the previous
+//       file's, written to OUT.json.jsonl, then the table over all of them (labels from the runs)
+import fs from "node:fs";
+
+if (process.argv[2] === "--pool") {
+  const [outFile, ...inputs] = process.argv.slice(3);
+  if (!outFile || !inputs.length) {
+    console.error("usage: table.mjs --pool OUT.json IN.jsonl [IN.jsonl ...]");
+    process.exit(2);
+  }
+  const pooled = [];
+  let offset = 0;
+  for (const file of inputs) {
+    const rows = fs.readFileSync(file, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    let top = 0;
+    for (const r of rows) { top = Math.max(top, r.repeat); pooled.push({ ...r, repeat: r.repeat + offset }); }
+    offset += top;
+  }
+  fs.writeFileSync(`${outFile}.jsonl`, pooled.map((r) => JSON.stringify(r)).join("\n") + "\n");
+  const label = (side) => pooled.find((r) => r.side === side && r.result)?.result?.label ?? side;
+  process.argv = [process.argv[0], process.argv[1], `${outFile}.jsonl`, outFile, label("A"), label("B")];
+}
+
+const [raw, outFile, la, lb] = process.argv.slice(2);
+const rows = fs.readFileSync(raw, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+// a CPU block with available=false (no processes, or a workerd exited mid-run) yields no figure
+const get = (o, p) => p.split(".").reduce((x, k) => (x == null || x.available === false ? undefined : x[k]), o);
+const med = (v) => { v = v.filter((x) => typeof x === "number" && isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return null; const m = v.length >> 1; return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2; };
+const sum = (v) => v.reduce((a, x) => a + (typeof x === "number" ? x : 0), 0);
+const metrics = [
+  ["deliveries/s", "run.deliveries_per_s", "ratio"],
+  ["latency p50 ms", "run.latency_ms.p50", "ratio"],
+  ["latency p99 ms", "run.latency_ms.p99", "ratio"],
+  ["cpu us/deliv worker", "cpu.worker_us_per_delivery", "ratio"],
+  ["cpu us/deliv proxy", "cpu.proxy_us_per_delivery", "ratio"],
+  ["cpu us/deliv total", "cpu.total_us_per_delivery", "ratio"],
+  ["connect p50 ms", "connect.p50_ms", "ratio"],
+  ["connect p99 ms", "connect.p99_ms", "ratio"],
+  ["rss KB/socket worker", "connect.rss_kb_per_socket.worker", "ratio"],
+  ["token p50 ms", "token.p50_ms", "ratio"],
+  ["token p99 ms", "token.p99_ms", "ratio"],
+  ["login p50 ms", "login_burst.p50_ms", "ratio"],
+  ["login p99 ms", "login_burst.p99_ms", "ratio"],
+  ["logins/s", "login_burst.logins_per_s", "ratio"],
+  ["cpu us/login total", "login_burst.cpu.total_us_per_login", "ratio"],
+  ["lost", "run.lost", "sum"],
+  ["dup", "run.dup", "sum"],
+  ["misrouted", "run.misrouted", "sum"],
+  ["error frames", "run.error_frames", "sum"],
+  ["closed early", "run.closed_early", "sum"],
+  ["connect fail", "connect.fail", "sum"],
+  ["login fail", "login_burst.fail", "sum"],
+  ["failed runs", null, "failed"],
+];
+const scen = [...new Set(rows.map((r) => r.scenario))];
+const result = { a: la, b: lb, generated: new Date().toISOString(), scenarios: {} };
+const fmt = (x) => (x == null ? "-" : Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(3));
+const lines = [];
+lines.push(`A = ${la}, B = ${lb}; ratio = median over repeats of (A/B); sums for counts`);
+lines.push(["scenario", "metric", "A median", "B median", "A/B", "per-repeat A/B"].join("\t"));
+for (const s of scen) {
+  const rs = rows.filter((r) => r.scenario === s);
+  const reps = [...new Set(rs.map((r) => r.repeat))].sort((a, b) => a - b);
+  const pick = (side, rep) => rs.find((r) => r.side === side && r.repeat === rep)?.result ?? null;
+  const out = (result.scenarios[s] = { repeats: reps.length, config: pick("A", reps[0])?.config ?? null, metrics: {} });
+  for (const [name, path, kind] of metrics) {
+    if (kind === "failed") {
+      const fa = rs.filter((r) => r.side === "A" && !r.result).length, fb = rs.filter((r) => r.side === "B" && !r.result).length;
+      out.metrics[name] = { a: fa, b: fb };
+      if (fa || fb) lines.push([s, name, fa, fb, "", ""].join("\t"));
+      continue;
+    }
+    const av = reps.map((r) => get(pick("A", r), path)), bv = reps.map((r) => get(pick("B", r), path));
+    if (av.every((x) => x == null) && bv.every((x) => x == null)) continue;
+    if (kind === "sum") {
+      out.metrics[name] = { a: sum(av), b: sum(bv), a_runs: av, b_runs: bv };
+      lines.push([s, name, sum(av), sum(bv), "", ""].join("\t"));
+      continue;
+    }
+    const ratios = reps.map((_, i) => (typeof av[i] === "number" && typeof bv[i] === "number" && bv[i] !== 0 ? av[i] / bv[i] : null));
+    const m = { a: med(av), b: med(bv), ratio: med(ratios), a_runs: av, b_runs: bv, ratios };
+    out.metrics[name] = m;
+    lines.push([s, name, fmt(m.a), fmt(m.b), m.ratio == null ? "-" : m.ratio.toFixed(3), ratios.map((x) => (x == null ? "-" : x.toFixed(2))).join(" ")].join("\t"));
+  }
+}
+fs.writeFileSync(outFile, JSON.stringify(result, null, 2) + "\n");
+// aligned table
+const cells = lines.slice(1).map((l) => l.split("\t"));
+const w = cells[0].map((_, i) => Math.max(...cells.map((c) => String(c[i] ?? "").length)));
+console.log("\n" + lines[0]);
+for (const c of cells) console.log(c.map((x, i) => (i < 2 ? String(x).padEnd(w[i]) : String(x).padStart(w[i]))).join("  "));
+console.log(`\nresults: ${outFile}\nraw runs: ${raw}`);
