@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Memory of the Worker's workerd under a stream of plain HTTP requests, Clubhouse vs the JS baseline.
 #
-#   bash bench/request_memory.sh [--requests N] [--steps S] [--path /nope]     (defaults 32000, 8, /nope)
+#   bash bench/request_memory.sh [--requests N] [--steps S] [--path /nope] [--heap | --alone]
+#                                                                        (defaults 32000, 8, /nope)
 #
 # Starts both under `wrangler dev` (Clubhouse with LOG_LEVEL=error, so no log lines are involved), sends N requests
 # to PATH (16 in flight) in S steps and prints VmRSS of each Worker's workerd after every step, then again after 30 s
@@ -10,17 +11,20 @@
 # prints their live JS heap (KB):
 # flat live heap under a climbing RSS is garbage or native memory not yet reclaimed, not objects kept alive.
 # HEAP_SNAPSHOT=1 with --heap ends with the constructors holding Clubhouse's heap (bench/tools/heap.mjs).
+# --alone: each server on its own, all N requests without a pause (Clubhouse first, then the baseline), printing
+# its resident memory per step, its JS heap before and after one full GC, and its resident memory after that GC.
 set -euo pipefail
 WORK_PREFIX=clubhouse-reqmem
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-REQUESTS=32000 STEPS=8 REQ_PATH=/nope HEAP=0
+REQUESTS=32000 STEPS=8 REQ_PATH=/nope HEAP=0 ALONE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --requests) REQUESTS="$2"; shift ;;
     --steps) STEPS="$2"; shift ;;
     --path) REQ_PATH="$2"; shift ;;
     --heap) HEAP=1 ;;
+    --alone) ALONE=1 ;;
     -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
@@ -55,6 +59,24 @@ row() {  # row LABEL
 }
 
 per_step=$((REQUESTS / STEPS))
+if [ "$ALONE" = 1 ]; then
+  # alone SIDE URL PID INSPECTOR
+  alone() {
+    local name="$1" url="$2" pid="$3" insp="$4" step heap
+    printf '%s: %s KB at the start\n' "$name" "$(rss "$pid")"
+    for step in $(seq 1 "$STEPS"); do
+      node "$WORK/hammer.mjs" "$url$REQ_PATH" "$per_step"
+      printf '%s: %s KB after %s requests\n' "$name" "$(rss "$pid")" $((step * per_step))
+    done
+    heap="$(node "$BENCH_DIR/tools/heap.mjs" "$insp" usage)"
+    printf '%s: JS heap %s KB used before a full GC, %s KB live after it; %s KB resident after it\n' "$name" \
+      "$(sed -E 's/.*"used":([0-9]+).*/\1/' <<<"$heap" | awk '{ printf "%d", $1 / 1024 }')" \
+      "$(sed -E 's/.*"live":([0-9]+).*/\1/' <<<"$heap" | awk '{ printf "%d", $1 / 1024 }')" "$(rss "$pid")"
+  }
+  alone clubhouse "$CLUB_URL" "$CLUB_W" "$CLUB_INSPECTOR"
+  alone baseline "$BASE_URL" "$BASE_W" "$BASE_INSPECTOR"
+  exit 0
+fi
 if [ "$HEAP" = 1 ]; then
   printf '%10s %16s %16s %16s %16s\n' requests "clubhouse KB" "baseline KB" "club heap KB" "base heap KB"
 else
