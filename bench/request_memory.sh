@@ -12,7 +12,8 @@
 # flat live heap under a climbing RSS is garbage or native memory not yet reclaimed, not objects kept alive.
 # HEAP_SNAPSHOT=1 with --heap ends with the constructors holding Clubhouse's heap (bench/tools/heap.mjs).
 # --alone: each server on its own, all N requests without a pause (Clubhouse first, then the baseline), printing
-# its resident memory per step, its JS heap before and after one full GC, and its resident memory after that GC.
+# its resident memory per step, then its JS heap (V8's figure in use, and the live objects of a heap snapshot, which
+# collects garbage first) and its resident memory after that collection.
 set -euo pipefail
 WORK_PREFIX=clubhouse-reqmem
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     --path) REQ_PATH="$2"; shift ;;
     --heap) HEAP=1 ;;
     --alone) ALONE=1 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
   shift
@@ -48,8 +49,16 @@ spawn_server baseline "$BASE_DIR" "$BASE_WRANGLER"; wait_http; BASE_URL="$SERVER
 BASE_INSPECTOR="$SERVER_INSPECTOR"
 [ -n "$CLUB_W" ] && [ -n "$BASE_W" ] || die "could not find the Worker processes"
 
-# live JS heap (KB) after a forced full GC, summed over the isolate's inspector targets
-live_heap() { node "$BENCH_DIR/tools/heap.mjs" "$1" usage | awk '{ match($0, /"live":[0-9]+/); s += substr($0, RSTART + 7, RLENGTH - 7) } END { printf "%d", s / 1024 }'; }
+# heap_kb INSPECTOR_PORT: "USED LIVE" (KB, summed over the isolate's inspector targets): V8's heap in use
+# (Runtime.getHeapUsage), then the live objects of a heap snapshot, taken after the snapshot's full GC. The two are
+# counted differently (a snapshot counts objects' own sizes), so compare each with itself over time.
+heap_kb() {
+  node "$BENCH_DIR/tools/heap.mjs" "$1" usage | awk '
+    { match($0, /"used":[0-9]+/); u += substr($0, RSTART + 7, RLENGTH - 7)
+      match($0, /"live":[0-9]+/); l += substr($0, RSTART + 7, RLENGTH - 7) }
+    END { printf "%d %d", u / 1024, l / 1024 }'
+}
+live_heap() { heap_kb "$1" | cut -d' ' -f2; }
 row() {  # row LABEL
   if [ "$HEAP" = 1 ]; then
     printf '%10s %16s %16s %16s %16s\n' "$1" "$(rss "$CLUB_W")" "$(rss "$BASE_W")" "$(live_heap "$CLUB_INSPECTOR")" "$(live_heap "$BASE_INSPECTOR")"
@@ -62,16 +71,15 @@ per_step=$((REQUESTS / STEPS))
 if [ "$ALONE" = 1 ]; then
   # alone SIDE URL PID INSPECTOR
   alone() {
-    local name="$1" url="$2" pid="$3" insp="$4" step heap
+    local name="$1" url="$2" pid="$3" insp="$4" step used live
     printf '%s: %s KB at the start\n' "$name" "$(rss "$pid")"
     for step in $(seq 1 "$STEPS"); do
       node "$WORK/hammer.mjs" "$url$REQ_PATH" "$per_step"
       printf '%s: %s KB after %s requests\n' "$name" "$(rss "$pid")" $((step * per_step))
     done
-    heap="$(node "$BENCH_DIR/tools/heap.mjs" "$insp" usage)"
-    printf '%s: JS heap %s KB used before a full GC, %s KB live after it; %s KB resident after it\n' "$name" \
-      "$(sed -E 's/.*"used":([0-9]+).*/\1/' <<<"$heap" | awk '{ printf "%d", $1 / 1024 }')" \
-      "$(sed -E 's/.*"live":([0-9]+).*/\1/' <<<"$heap" | awk '{ printf "%d", $1 / 1024 }')" "$(rss "$pid")"
+    read -r used live <<<"$(heap_kb "$insp")"
+    printf '%s: JS heap in use %s KB (V8), live in a heap snapshot %s KB (after its full GC); %s KB resident after it\n' \
+      "$name" "$used" "$live" "$(rss "$pid")"
   }
   alone clubhouse "$CLUB_URL" "$CLUB_W" "$CLUB_INSPECTOR"
   alone baseline "$BASE_URL" "$BASE_W" "$BASE_INSPECTOR"

@@ -7,7 +7,8 @@
 //                                                             constructors by size
 // Prints one JSON line per inspector target. A heap snapshot collects garbage first, so what it counts
 // is live; workerd's inspector does not answer HeapProfiler.collectGarbage, which is why a snapshot is
-// taken even for the total. `used` is V8's figure before that collection.
+// taken even for the total. `used` is V8's heap in use before that collection (Runtime.getHeapUsage),
+// counted differently from a snapshot's objects: compare each figure with itself over time.
 import { createRequire } from "node:module";
 
 const require = createRequire(import.meta.url);
