@@ -7,10 +7,7 @@
 // (bench/profile.sh creates it when the load tool reaches the phase of interest). Writes the raw
 // profiles to OUT.json (loadable in Chrome DevTools) and prints the top self times.
 import fs from "node:fs";
-import { createRequire } from "node:module";
-
-const require = createRequire(import.meta.url);
-const WebSocket = require("ws"); // a wrangler dependency, in the project's node_modules
+import { inspectorTargets, openSession } from "./inspector.mjs";
 
 const [port, seconds, out, goFile] = process.argv.slice(2);
 if (!port || !seconds || !out) {
@@ -19,28 +16,16 @@ if (!port || !seconds || !out) {
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const targets = await (await fetch(`http://127.0.0.1:${port}/json`)).json();
+const targets = await inspectorTargets(port);
 const results = await Promise.all(targets.map(async (target) => {
-  const ws = new WebSocket(target.webSocketDebuggerUrl);
-  await new Promise((resolve, reject) => { ws.on("open", resolve); ws.on("error", reject); });
-  let next = 0;
-  const pending = new Map();
-  ws.on("message", (raw) => {
-    const msg = JSON.parse(raw);
-    if (msg.id && pending.has(msg.id)) { pending.get(msg.id)(msg); pending.delete(msg.id); }
-  });
-  const call = (method, params = {}) => new Promise((resolve) => {
-    const id = ++next;
-    pending.set(id, resolve);
-    ws.send(JSON.stringify({ id, method, params }));
-  });
+  const { call, close } = await openSession(target);
   await call("Profiler.enable");
   await call("Profiler.setSamplingInterval", { interval: 200 }); // µs
   while (goFile && !fs.existsSync(goFile)) await sleep(20);
   await call("Profiler.start");
   await sleep(Number(seconds) * 1000);
   const stopped = await call("Profiler.stop");
-  ws.close();
+  close();
   return { title: target.title, profile: stopped.result?.profile ?? null, error: stopped.error ?? null };
 }));
 fs.writeFileSync(out, JSON.stringify(results));

@@ -9,34 +9,12 @@
 // is live; workerd's inspector does not answer HeapProfiler.collectGarbage, which is why a snapshot is
 // taken even for the total. `used` is V8's heap in use before that collection (Runtime.getHeapUsage),
 // counted differently from a snapshot's objects: compare each figure with itself over time.
-import { createRequire } from "node:module";
-
-const require = createRequire(import.meta.url);
-const WebSocket = require("ws"); // a wrangler dependency, in the project's node_modules
+import { inspectorTargets, openSession } from "./inspector.mjs";
 
 const [port, mode = "usage", top = "25"] = process.argv.slice(2);
 if (!port) {
   console.error("usage: heap.mjs INSPECTOR_PORT usage|snapshot [TOP]");
   process.exit(2);
-}
-
-async function session(url) {
-  const ws = new WebSocket(url, { maxPayload: 1 << 30 });
-  await new Promise((resolve, reject) => { ws.on("open", resolve); ws.on("error", reject); });
-  let next = 0;
-  const pending = new Map();
-  const chunks = [];
-  ws.on("message", (raw) => {
-    const msg = JSON.parse(raw);
-    if (msg.method === "HeapProfiler.addHeapSnapshotChunk") chunks.push(msg.params.chunk);
-    if (msg.id && pending.has(msg.id)) { pending.get(msg.id)(msg); pending.delete(msg.id); }
-  });
-  const call = (method, params = {}) => new Promise((resolve) => {
-    const id = ++next;
-    pending.set(id, resolve);
-    ws.send(JSON.stringify({ id, method, params }));
-  });
-  return { ws, call, chunks };
 }
 
 // Aggregates a .heapsnapshot by node name (the constructor for objects) and type.
@@ -62,9 +40,11 @@ function summarise(snapshot, limit) {
   return { nodes: count, bytes: total, top: byBytes };
 }
 
-const targets = await (await fetch(`http://127.0.0.1:${port}/json`)).json();
-for (const target of targets) {
-  const { ws, call, chunks } = await session(target.webSocketDebuggerUrl);
+for (const target of await inspectorTargets(port)) {
+  const chunks = [];
+  const { call, close } = await openSession(target, (msg) => {
+    if (msg.method === "HeapProfiler.addHeapSnapshotChunk") chunks.push(msg.params.chunk);
+  });
   await call("HeapProfiler.enable");
   const usage = (await call("Runtime.getHeapUsage")).result ?? {};
   await call("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
@@ -72,5 +52,5 @@ for (const target of targets) {
   const out = { title: target.title, used: usage.usedSize, live: summary.bytes, nodes: summary.nodes };
   if (mode === "snapshot") out.top = summary.top;
   console.log(JSON.stringify(out));
-  ws.close();
+  close();
 }

@@ -7,12 +7,8 @@
 //       file's, written to OUT.json.jsonl, then the table over all of them (labels from the runs)
 import fs from "node:fs";
 
-if (process.argv[2] === "--pool") {
-  const [outFile, ...inputs] = process.argv.slice(3);
-  if (!outFile || !inputs.length) {
-    console.error("usage: table.mjs --pool OUT.json IN.jsonl [IN.jsonl ...]");
-    process.exit(2);
-  }
+// Pools the runs in `inputs` into `${outFile}.jsonl`; returns table arguments for them.
+function pool(outFile, inputs) {
   const pooled = [];
   let offset = 0;
   for (const file of inputs) {
@@ -23,10 +19,19 @@ if (process.argv[2] === "--pool") {
   }
   fs.writeFileSync(`${outFile}.jsonl`, pooled.map((r) => JSON.stringify(r)).join("\n") + "\n");
   const label = (side) => pooled.find((r) => r.side === side && r.result)?.result?.label ?? side;
-  process.argv = [process.argv[0], process.argv[1], `${outFile}.jsonl`, outFile, label("A"), label("B")];
+  return [`${outFile}.jsonl`, outFile, label("A"), label("B")];
 }
 
-const [raw, outFile, la, lb] = process.argv.slice(2);
+let args = process.argv.slice(2);
+if (args[0] === "--pool") {
+  const [, outFile, ...inputs] = args;
+  if (!outFile || !inputs.length) {
+    console.error("usage: table.mjs --pool OUT.json IN.jsonl [IN.jsonl ...]");
+    process.exit(2);
+  }
+  args = pool(outFile, inputs);
+}
+const [raw, outFile, la, lb] = args;
 const rows = fs.readFileSync(raw, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
 // a CPU block with available=false (no processes, or a workerd exited mid-run) yields no figure
 const get = (o, p) => p.split(".").reduce((x, k) => (x == null || x.available === false ? undefined : x[k]), o);
