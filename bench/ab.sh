@@ -16,6 +16,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ $# -ge 1 ] || die "usage: bash bench/ab.sh OLD_BUILD_DIR [bench/run.sh options]"
 OLD_BUILD="$1"; shift
+# --explorer (run.sh's option) must reach the servers, which start here.
+for a in "$@"; do [ "$a" = --explorer ] && export X_LOCAL_EXPLORER=true; done
 
 prepare_clubhouse new
 spawn_clubhouse new "$LOAD_TEST_VARS"

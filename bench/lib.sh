@@ -16,6 +16,12 @@ WRANGLER="$REPO_ROOT/node_modules/.bin/wrangler"
 LOAD_TEST_VARS="RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000"
 
 export CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false CI=true
+# Wrangler's local data explorer off, for both sides, unless the caller sets X_LOCAL_EXPLORER=true: it wraps every
+# SQLite-backed Durable Object class in a subclass whose constructor writes a row (CREATE TABLE + INSERT OR REPLACE
+# __miniflare_do_name, under blockConcurrencyWhile) at every start of every named object. That is a dev-only write
+# neither server makes at the edge, and it holds a starting room's first outgoing call behind a commit (the output
+# gate). bench/RESULTS.md, round 13.
+export X_LOCAL_EXPLORER="${X_LOCAL_EXPLORER:-false}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

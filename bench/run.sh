@@ -11,11 +11,15 @@
 #   --baseline-only        A is a second baseline instance instead of Clubhouse
 #   --urls A B             use running servers (CPU is read from the processes on each URL's port, if local)
 #   --repeats N            repeats per scenario (default 3)
-#   --scenarios LIST       comma list of room100,room1000,rooms50,solo,login (default: all five)
+#   --scenarios LIST       comma list of room100,room1000,rooms50,solo,login (default: all five), or custom
+#   --custom "ARGS"        the clubhouse-bench arguments of scenario "custom" (e.g. "--clients 20 --rooms 1
+#                          --senders 1 --messages 2000 --window 1"); adds it to --scenarios if missing
 #   --quick                smaller sizes (smoke test)
 #   --no-build             don't run scripts/build before starting Clubhouse (use the existing build/)
 #   --out FILE             results JSON (default bench/results/<timestamp>.json); raw runs go to FILE.jsonl
 #   --window W             in-flight messages per sender in the single-sender scenarios (default 8)
+#   --explorer             keep wrangler's local data explorer on, as `wrangler dev` ships (default: off for both
+#                          servers; X_LOCAL_EXPLORER=true does the same; see lib.sh and bench/RESULTS.md, round 13)
 # Environment: BENCH_EXTRA="..." extra flags for every clubhouse-bench run; KEEP_WORK=1 keeps the temp dir;
 #   CONNECT_LOG_DIR=DIR writes each run's connect log (one line per connection: index, room, start, duration)
 #   to DIR/<scenario>-<repeat>-<A|B>.txt, to see where a connect tail comes from.
@@ -28,6 +32,8 @@ BASELINE_SRC="${BASELINE_SRC:-$REPO_ROOT/../shared/peers/js-do}"
 BIN="$BENCH_DIR/target/release/clubhouse-bench"
 
 export CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false CI=true
+# Wrangler's local data explorer: off for both servers unless --explorer or X_LOCAL_EXPLORER=true (see lib.sh).
+X_LOCAL_EXPLORER="${X_LOCAL_EXPLORER:-false}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -40,6 +46,7 @@ QUICK=0
 BUILD=1
 OUT=""
 WINDOW=8
+CUSTOM_ARGS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --baseline-only) mode=baseline-only ;;
@@ -50,11 +57,18 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0 ;;
     --out) OUT="$2"; shift ;;
     --window) WINDOW="$2"; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --custom) CUSTOM_ARGS="$2"; shift ;;
+    --explorer) X_LOCAL_EXPLORER=true ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
   shift
 done
+if [ -n "$CUSTOM_ARGS" ]; then
+  case ",$SCENARIOS," in *,custom,*) ;; *) SCENARIOS="$SCENARIOS,custom" ;; esac
+fi
+case "$X_LOCAL_EXPLORER" in true|1|yes) X_LOCAL_EXPLORER=true ;; *) X_LOCAL_EXPLORER=false ;; esac
+export X_LOCAL_EXPLORER
 [ -n "$OUT" ] || { mkdir -p "$BENCH_DIR/results"; OUT="$BENCH_DIR/results/$(date +%Y%m%d-%H%M%S).json"; }
 RAW="$OUT.jsonl"
 : > "$RAW"
@@ -225,10 +239,14 @@ case "$mode" in
     PORT_A="$(sed -E 's#^[a-z]+://[^:/]+:?([0-9]*).*#\1#' <<<"$URL_A")"; PORT_A="${PORT_A:-80}"; LABEL_A=A
     PORT_B="$(sed -E 's#^[a-z]+://[^:/]+:?([0-9]*).*#\1#' <<<"$URL_B")"; PORT_B="${PORT_B:-80}"; LABEL_B=B ;;
 esac
-log "A = $LABEL_A $URL_A   B = $LABEL_B $URL_B"
+log "A = $LABEL_A $URL_A   B = $LABEL_B $URL_B   (local data explorer: $X_LOCAL_EXPLORER)"
 
 scenario_args() {
   local s="$1"
+  if [ "$s" = custom ]; then
+    [ -n "$CUSTOM_ARGS" ] || die "scenario custom needs --custom \"ARGS\""
+    echo "$CUSTOM_ARGS"; return
+  fi
   if [ "$QUICK" = 1 ]; then
     case "$s" in
       room100)  echo "--clients 20 --rooms 1 --senders 1 --messages 200 --window $WINDOW" ;;
@@ -267,8 +285,8 @@ run_one() {  # run_one SCENARIO REPEAT SIDE(A|B)
   grep -v '^{' "$out" | sed 's/^/    /' >&2 || true
   local line; line="$(tail -n 1 "$out")"
   case "$line" in
-    \{*) printf '{"scenario":"%s","repeat":%s,"side":"%s","result":%s}\n' "$s" "$r" "$side" "$line" >> "$RAW" ;;
-    *) printf '{"scenario":"%s","repeat":%s,"side":"%s","result":null}\n' "$s" "$r" "$side" >> "$RAW" ;;
+    \{*) printf '{"scenario":"%s","repeat":%s,"side":"%s","explorer":%s,"result":%s}\n' "$s" "$r" "$side" "$X_LOCAL_EXPLORER" "$line" >> "$RAW" ;;
+    *) printf '{"scenario":"%s","repeat":%s,"side":"%s","explorer":%s,"result":null}\n' "$s" "$r" "$side" "$X_LOCAL_EXPLORER" >> "$RAW" ;;
   esac
 }
 

@@ -64,10 +64,12 @@ const metrics = [
   ["failed runs", null, "failed"],
 ];
 const scen = [...new Set(rows.map((r) => r.scenario))];
-const result = { a: la, b: lb, generated: new Date().toISOString(), scenarios: {} };
+// Wrangler's local data explorer during the runs (run.sh records it from round 13 on; older runs had it on).
+const modes = [...new Set(rows.map((r) => (r.explorer === undefined ? "on (not recorded)" : r.explorer ? "on" : "off")))];
+const result = { a: la, b: lb, generated: new Date().toISOString(), local_explorer: modes.length === 1 ? modes[0] : "mixed", scenarios: {} };
 const fmt = (x) => (x == null ? "-" : Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(3));
 const lines = [];
-lines.push(`A = ${la}, B = ${lb}; ratio = median over repeats of (A/B); sums for counts`);
+lines.push(`A = ${la}, B = ${lb}; ratio = median over repeats of (A/B); sums for counts; local data explorer ${result.local_explorer}`);
 lines.push(["scenario", "metric", "A median", "B median", "A/B", "per-repeat A/B"].join("\t"));
 for (const s of scen) {
   const rs = rows.filter((r) => r.scenario === s);
