@@ -33,6 +33,8 @@ BIN="$BENCH_DIR/target/release/clubhouse-bench"
 
 export CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false CI=true
 # Wrangler's local data explorer: off for both servers unless --explorer or X_LOCAL_EXPLORER=true (see lib.sh).
+# With --urls the servers are someone else's: the mode is recorded only if given (ab.sh gives it).
+EXPLORER_GIVEN="${X_LOCAL_EXPLORER:+yes}"
 X_LOCAL_EXPLORER="${X_LOCAL_EXPLORER:-false}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -58,7 +60,7 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift ;;
     --window) WINDOW="$2"; shift ;;
     --custom) CUSTOM_ARGS="$2"; shift ;;
-    --explorer) X_LOCAL_EXPLORER=true ;;
+    --explorer) X_LOCAL_EXPLORER=true; EXPLORER_GIVEN=yes ;;
     -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
@@ -69,6 +71,8 @@ if [ -n "$CUSTOM_ARGS" ]; then
 fi
 case "$X_LOCAL_EXPLORER" in true|1|yes) X_LOCAL_EXPLORER=true ;; *) X_LOCAL_EXPLORER=false ;; esac
 export X_LOCAL_EXPLORER
+EXPLORER_JSON="$X_LOCAL_EXPLORER"
+if [ "$mode" = urls ] && [ -z "$EXPLORER_GIVEN" ]; then EXPLORER_JSON=null; fi
 [ -n "$OUT" ] || { mkdir -p "$BENCH_DIR/results"; OUT="$BENCH_DIR/results/$(date +%Y%m%d-%H%M%S).json"; }
 RAW="$OUT.jsonl"
 : > "$RAW"
@@ -239,7 +243,7 @@ case "$mode" in
     PORT_A="$(sed -E 's#^[a-z]+://[^:/]+:?([0-9]*).*#\1#' <<<"$URL_A")"; PORT_A="${PORT_A:-80}"; LABEL_A=A
     PORT_B="$(sed -E 's#^[a-z]+://[^:/]+:?([0-9]*).*#\1#' <<<"$URL_B")"; PORT_B="${PORT_B:-80}"; LABEL_B=B ;;
 esac
-log "A = $LABEL_A $URL_A   B = $LABEL_B $URL_B   (local data explorer: $X_LOCAL_EXPLORER)"
+log "A = $LABEL_A $URL_A   B = $LABEL_B $URL_B   (local data explorer: ${EXPLORER_JSON/null/unknown})"
 
 scenario_args() {
   local s="$1"
@@ -285,8 +289,8 @@ run_one() {  # run_one SCENARIO REPEAT SIDE(A|B)
   grep -v '^{' "$out" | sed 's/^/    /' >&2 || true
   local line; line="$(tail -n 1 "$out")"
   case "$line" in
-    \{*) printf '{"scenario":"%s","repeat":%s,"side":"%s","explorer":%s,"result":%s}\n' "$s" "$r" "$side" "$X_LOCAL_EXPLORER" "$line" >> "$RAW" ;;
-    *) printf '{"scenario":"%s","repeat":%s,"side":"%s","explorer":%s,"result":null}\n' "$s" "$r" "$side" "$X_LOCAL_EXPLORER" >> "$RAW" ;;
+    \{*) printf '{"scenario":"%s","repeat":%s,"side":"%s","explorer":%s,"result":%s}\n' "$s" "$r" "$side" "$EXPLORER_JSON" "$line" >> "$RAW" ;;
+    *) printf '{"scenario":"%s","repeat":%s,"side":"%s","explorer":%s,"result":null}\n' "$s" "$r" "$side" "$EXPLORER_JSON" >> "$RAW" ;;
   esac
 }
 
