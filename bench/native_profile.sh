@@ -8,7 +8,8 @@
 # splits the samples by the runtime API they were spent under (bench/tools/perf_by_api.py).
 #
 #   bash bench/native_profile.sh [--baseline] [--phase connect|messages] [--hz F] [--out FILE] [--through-settle]
-#                                [-- BENCH ARGS...]
+#                                [--innermost] [-- BENCH ARGS...]
+#   --innermost: each sample under the innermost runtime API on its stack (tools/perf_by_api.py --innermost)
 #   default load: --clients 1000 --rooms 50 --senders 1 --messages 10 (connect),
 #                 --clients 1000 --rooms 50 --senders 50 --messages 100 --window 1 (messages: 50 rooms x 20)
 #
@@ -21,7 +22,7 @@ set -euo pipefail
 WORK_PREFIX=clubhouse-native-profile
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SIDE=clubhouse HZ=4999 OUT="" PHASE=connect FROM=connecting UNTIL=connected
+SIDE=clubhouse HZ=4999 OUT="" PHASE=connect FROM=connecting UNTIL=connected BY_API=()
 BENCH_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
     --hz) HZ="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --through-settle) UNTIL="senders x" ;;
+    --innermost) BY_API=(--innermost) ;;
     --) shift; BENCH_ARGS=("$@"); break ;;
     *) die "unknown option $1 (see the header of $0)" ;;
   esac
@@ -87,5 +89,5 @@ fi
 [ -n "$UNITS" ] && [ "$UNITS" -gt 0 ] || die "no ${UNIT} in the run"
 WINDOW="$(head -1 "$WINDOW_FILE"),$(sed -n 2p "$WINDOW_FILE")"
 perf script -i "$OUT" --time "$WINDOW" 2>/dev/null > "$WORK/perf.txt"
-python3 "$BENCH_DIR/tools/perf_by_api.py" "$WORK/perf.txt" "$HZ" "$UNITS" "$UNIT"
+python3 "$BENCH_DIR/tools/perf_by_api.py" "$WORK/perf.txt" "$HZ" "$UNITS" "$UNIT" "${BY_API[@]+"${BY_API[@]}"}"
 log "raw profile: $OUT (the window's samples: perf script -i $OUT --time $WINDOW)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Splits a `perf script` dump of the Worker's workerd process by where each sample was spent.
 
-    python3 bench/tools/perf_by_api.py PERF_SCRIPT_TXT HZ UNITS [UNIT_NAME]
+    python3 bench/tools/perf_by_api.py PERF_SCRIPT_TXT HZ UNITS [UNIT_NAME] [--innermost]
 
 Each sample is put under the outermost workerd runtime API its stack passes through (what the
 Worker's or an object's code called: `Fetcher::fetch` is a subrequest, `SqlStorage::exec` a SQL
@@ -9,6 +9,11 @@ statement...); else under the isolate (JS and WASM code, or V8 working for it) w
 passes through JIT code; else under a coarse native category (HTTP plumbing, GC, WASM compiling,
 SQLite commits). With the sampling rate and the number of units of work in the window (say,
 connections opened) it prints milliseconds of CPU per unit, in total and per bucket.
+
+With --innermost a sample goes under the innermost API on its stack instead: what an event handler
+called inside the event (a send, a statement) rather than the event itself. That compares two
+servers whose calls run inside different events (the baseline sends inside the message's event,
+Clubhouse in `sync()`'s answer).
 """
 import collections
 import re
@@ -50,8 +55,8 @@ def is_jit(frame):
     return "[JIT]" in frame or "/perf-" in frame
 
 
-def bucket(stack):
-    for frame in reversed(stack):  # root first: the outermost API call
+def bucket(stack, innermost=False):
+    for frame in (stack if innermost else reversed(stack)):  # leaf first, or root first
         m = API.search(frame)
         if m and not any(t in frame for t in TRAMPOLINES):
             return m.group(0).replace("workerd::api::", "api ")
@@ -72,16 +77,18 @@ def bucket(stack):
 
 
 def main():
-    path, hz, units = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-    unit = sys.argv[4] if len(sys.argv) > 4 else "unit"
-    counts = collections.Counter(bucket(s) for s in samples(path))
+    args = [a for a in sys.argv[1:] if a != "--innermost"]
+    innermost = len(args) < len(sys.argv) - 1
+    path, hz, units = args[0], float(args[1]), float(args[2])
+    unit = args[3] if len(args) > 3 else "unit"
+    counts = collections.Counter(bucket(s, innermost) for s in samples(path))
     total = sum(counts.values())
     if not total or not units:
         sys.exit("no samples or no units of work")
     per_sample_ms = 1000.0 / hz
     print(f"{total} samples at {hz:g} Hz = {total * per_sample_ms:.0f} ms of CPU over {units:g} "
           f"{unit}s: {total * per_sample_ms / units:.3f} ms per {unit}")
-    for name, n in counts.most_common(18):
+    for name, n in counts.most_common(24 if innermost else 18):
         print(f"  {n * per_sample_ms / units:7.3f} ms  {100 * n / total:5.1f} %  {name}")
 
 
