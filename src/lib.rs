@@ -14,6 +14,7 @@ pub mod http;
 pub mod limiter;
 pub mod log;
 pub mod outbox;
+pub mod pace;
 pub mod presence;
 pub mod protocol;
 pub mod ratelimit;

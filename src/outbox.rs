@@ -13,10 +13,14 @@
 //!
 //! A frame is accepted (rate limit, validation, id, timestamp, serialisation) at once, and
 //! waits for a timer of 0 ms, which fires once the runtime has dispatched the frames already
-//! waiting: the group is everything that arrived meanwhile, one commit for many messages. A
-//! message alone pays one timer turn. (Sending a message to a quiet room at once was tried
-//! and reverted: a room busy broadcasting to 1000 sockets looked quiet by the clock to the
-//! message queued behind, and lost its groups; `bench/RESULTS.md`, round 7.)
+//! waiting: the group is everything that arrived meanwhile, one commit for many messages.
+//!
+//! A connection that sends one message at a time skips the timer (`pace.rs`): while the room has
+//! nothing waiting or unsent, its message is stored in the frame's own event and sent at once,
+//! the runtime holding those sends until the commit is durable (the output gate). Every few
+//! messages it takes the timer's way again, to see whether it has started pipelining. (Choosing
+//! by the clock instead, "a quiet room", was tried and reverted: a room busy broadcasting to 1000
+//! sockets looked quiet to the message queued behind; `bench/RESULTS.md`, round 7.)
 //!
 //! Ids are given in arrival order and stored in that order. A client connecting while a group
 //! waits (for its timer, or for its commit) gets the history up to the last message sent
@@ -24,12 +28,13 @@
 //! (`room.rs`, `connect`).
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use worker::wasm_bindgen::{closure::Closure, prelude::wasm_bindgen, JsValue};
 use worker::{SqlStorage, WebSocket};
 
+use crate::pace::{Pace, Way};
 use crate::protocol::error_frame;
 use crate::timer::{weak_callback, Deferred};
 
@@ -77,6 +82,8 @@ pub struct Outbox {
     /// Since this wake-up: messages stored, and the groups (commits) they took.
     stored: Cell<u64>,
     groups: Cell<u64>,
+    /// Per connection id: whether its messages skip the timer (`pace.rs`).
+    paces: RefCell<HashMap<u32, Pace>>,
 }
 
 impl Outbox {
@@ -95,6 +102,7 @@ impl Outbox {
             on_durable: OnceCell::new(),
             stored: Cell::new(0),
             groups: Cell::new(0),
+            paces: RefCell::new(HashMap::new()),
         })
     }
 
@@ -119,12 +127,48 @@ impl Outbox {
         self.last_id.get() + 1
     }
 
-    /// Queues a message built with [`Outbox::next_id`]; the first of a group starts the timer.
-    pub fn accept(self: &Rc<Self>, message: Outgoing) {
+    /// Takes a message built with [`Outbox::next_id`] from connection `conn`: stored and sent at
+    /// once if the connection sends one message at a time and nothing is waiting or unsent
+    /// (`pace.rs`), else queued for the room's next group (the first of a group starts the timer).
+    pub fn accept(self: &Rc<Self>, message: Outgoing, conn: u32) {
         debug_assert_eq!(message.id, self.next_id());
         self.last_id.set(message.id);
+        let way = self
+            .paces
+            .borrow_mut()
+            .entry(conn)
+            .or_default()
+            .decide(message.id, self.sent_id.get());
+        let idle = self.waiting.borrow().is_empty() && self.unsent.borrow().is_empty();
+        if way == Way::AtOnce && idle {
+            self.store_and_send(message);
+            return;
+        }
         self.waiting.borrow_mut().push(message);
         self.flush_timer.schedule(self, 0, Self::flush);
+    }
+
+    /// The connection closed: forgets its pace.
+    pub fn forget(&self, conn: u32) {
+        self.paces.borrow_mut().remove(&conn);
+    }
+
+    /// Stores one message in the current event's commit and sends it to the room at once: the
+    /// runtime holds those sends until the commit is durable (the output gate). Used only while
+    /// nothing is waiting or unsent, so ids are still stored and sent in order.
+    fn store_and_send(&self, message: Outgoing) {
+        if let Err(e) = self.store(&message) {
+            crate::log::event("error", "message_not_stored", &[("error", &e.to_string())]);
+            self.last_id.set(message.id - 1);
+            let _ = message
+                .sender
+                .send_with_str(error_frame("message not stored; send it again"));
+            return;
+        }
+        self.stored.set(self.stored.get() + 1);
+        self.groups.set(self.groups.get() + 1);
+        crate::room::broadcast_to_all(&self.state, &message.frame);
+        self.sent_id.set(message.id);
     }
 
     /// Stores the waiting group (one commit: the event's implicit transaction) and has it sent

@@ -555,14 +555,17 @@ impl ChatRoom {
             ts,
         }
         .to_json();
-        self.outbox.accept(Outgoing {
-            id,
-            username: member.user,
-            content: message.content.into_owned(),
-            ts,
-            frame,
-            sender: ws.clone(),
-        });
+        self.outbox.accept(
+            Outgoing {
+                id,
+                username: member.user,
+                content: message.content.into_owned(),
+                ts,
+                frame,
+                sender: ws.clone(),
+            },
+            member.conn,
+        );
         Ok(())
     }
 
@@ -1085,6 +1088,7 @@ impl ChatRoom {
         let members: Vec<Member> = closing.iter().filter_map(Member::of).collect();
         for member in &members {
             self.limiters.borrow_mut().remove(&member.conn);
+            self.outbox.forget(member.conn);
             self.close_log.add(|| {
                 serde_json::json!({
                     "username": member.user,
