@@ -2,10 +2,13 @@
 //! bad frames, size limits, heartbeat, many clients. Against `wrangler dev` (see tests/common).
 
 mod common;
+#[path = "common/ext.rs"]
+mod ext;
 
 use std::time::Duration;
 
 use common::*;
+use ext::{history_and_presence, ids};
 use serde_json::{json, Value};
 
 /// Asserts `m` is a broadcast message frame from `username` in `room` with `content`; returns its id.
@@ -388,6 +391,59 @@ async fn ping_gets_pong_and_is_not_broadcast() {
         "b must only get the pong of its own ping: {}",
         b.seen_summary()
     );
+}
+
+/// A sender that waits for each echo has its messages stored at once after a few of them
+/// (`src/pace.rs`), one in 8 still taking the timer; then it sends a burst without waiting. Every
+/// member gets every message once and in id order, ids have no gap, and a socket that joins in
+/// between gets the history up to there and the rest live, with nothing missed or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_at_a_time_then_a_burst_reach_every_member_once_and_in_order() {
+    let c = client();
+    let room = unique_name("pace");
+    let (_, t1) = c.new_user("p1").await;
+    let (_, t2) = c.new_user("p2").await;
+    let mut sender = c.ws(&room, &t1).await;
+    let mut member = c.ws(&room, &t2).await;
+    member.roundtrip_ping().await;
+    sender.roundtrip_ping().await;
+
+    // One at a time (12: past the 4 the rule waits for, and its first probe), then a burst of 8:
+    // 20 in all, within the default per-connection burst allowance.
+    let mut sent = Vec::new();
+    for i in 0..12 {
+        sender.send_message(&room, &format!("one {i}")).await;
+        sent.push(sender.next_message().await["id"].as_i64().expect("id"));
+    }
+    let mut late = c.ws(&room, &t2).await;
+    let (history, _) = history_and_presence(&mut late).await;
+    for i in 0..8 {
+        sender.send_message(&room, &format!("burst {i}")).await;
+    }
+    for _ in 0..8 {
+        sent.push(sender.next_message().await["id"].as_i64().expect("id"));
+    }
+
+    for w in sent.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "ids must increase by one: {sent:?}");
+    }
+    let mut got = Vec::new();
+    for _ in 0..sent.len() {
+        got.push(member.next_message().await["id"].as_i64().expect("id"));
+    }
+    assert_eq!(got, sent, "the member's messages, in order");
+    assert_eq!(
+        ids(&history["messages"]),
+        sent[..12],
+        "the late socket's history"
+    );
+    let mut live = Vec::new();
+    for _ in 12..sent.len() {
+        live.push(late.next_message().await["id"].as_i64().expect("id"));
+    }
+    assert_eq!(live, sent[12..], "the late socket's live messages");
+    member.expect_none_of_types(&["message"], QUIET).await;
+    late.expect_none_of_types(&["message"], QUIET).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
