@@ -157,45 +157,19 @@ impl Outbox {
     /// runtime holds those sends until the commit is durable (the output gate). Used only while
     /// nothing is waiting or unsent, so ids are still stored and sent in order.
     fn store_and_send(&self, message: Outgoing) {
-        if let Err(e) = self.store(&message) {
-            crate::log::event("error", "message_not_stored", &[("error", &e.to_string())]);
-            self.last_id.set(message.id - 1);
-            let _ = message
-                .sender
-                .send_with_str(error_frame("message not stored; send it again"));
+        if self.store_group(std::slice::from_ref(&message)) == 0 {
             return;
         }
-        self.stored.set(self.stored.get() + 1);
-        self.groups.set(self.groups.get() + 1);
         crate::room::broadcast_to_all(&self.state, &message.frame);
         self.sent_id.set(message.id);
     }
 
-    /// Stores the waiting group (one commit: the event's implicit transaction) and has it sent
-    /// once the commit is durable ([`Outbox::send_durable`]). If a write fails, that message
-    /// and the ones after it are not sent: their senders get an error frame, and the ids go
-    /// back to the last stored one, so ids stay without gaps.
+    /// Stores the waiting group (one commit: the event's implicit transaction) and has what was
+    /// stored sent once the commit is durable ([`Outbox::send_durable`]).
     fn flush(self: &Rc<Self>) {
         self.flush_timer.fired();
         let mut group = self.waiting.take();
-        let mut stored = 0;
-        for message in &group {
-            if let Err(e) = self.store(message) {
-                crate::log::event("error", "message_not_stored", &[("error", &e.to_string())]);
-                self.last_id.set(message.id - 1);
-                break;
-            }
-            stored += 1;
-        }
-        if stored > 0 {
-            self.stored.set(self.stored.get() + stored as u64);
-            self.groups.set(self.groups.get() + 1);
-        }
-        for message in &group[stored..] {
-            let _ = message
-                .sender
-                .send_with_str(error_frame("message not stored; send it again"));
-        }
+        let stored = self.store_group(&group);
         group.truncate(stored);
         let Some(last_stored) = group.last().map(|m| m.id) else {
             return;
@@ -221,6 +195,31 @@ impl Outbox {
             crate::room::broadcast_to_all(&self.state, &message.frame);
             self.sent_id.set(message.id);
         }
+    }
+
+    /// Stores `group` in order in the current event's commit; returns how many were stored. If a
+    /// write fails, that message and the ones after it are not stored: their senders get an
+    /// error frame, and the ids go back to the last stored one, so ids stay without gaps.
+    fn store_group(&self, group: &[Outgoing]) -> usize {
+        let mut stored = 0;
+        for message in group {
+            if let Err(e) = self.store(message) {
+                crate::log::event("error", "message_not_stored", &[("error", &e.to_string())]);
+                self.last_id.set(message.id - 1);
+                break;
+            }
+            stored += 1;
+        }
+        if stored > 0 {
+            self.stored.set(self.stored.get() + stored as u64);
+            self.groups.set(self.groups.get() + 1);
+        }
+        for message in &group[stored..] {
+            let _ = message
+                .sender
+                .send_with_str(error_frame("message not stored; send it again"));
+        }
+        stored
     }
 
     /// Writes one message and drops the oldest beyond the history cap (in batches of 1% of
