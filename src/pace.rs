@@ -15,16 +15,21 @@
 //! connection's previous message is still unsent shows the connection has messages in flight.
 //! After [`SEQUENTIAL_TO_LEAN`] messages in a row that each arrived after the previous one was
 //! sent, its messages are stored at once. Stored at once, the frames behind them cannot be seen
-//! (the runtime holds them), so every [`PROBE_EVERY`]th message takes the timer's way again, and
-//! one overlap sends the connection back to the timer. A sender that starts pipelining waits at
-//! most that many commits before it is noticed.
+//! (the runtime holds them), so now and then a message takes the timer's way again (a probe), and
+//! one overlap sends the connection back to the timer. The first probe comes after
+//! [`FIRST_PROBE_AFTER`] messages stored at once; each probe that finds no overlap doubles the
+//! gap to the next, up to [`MAX_PROBE_GAP`]: a steady one-at-a-time sender pays for few probes
+//! (each costs a timer and a `sync()`), and a sender that starts pipelining waits at most that
+//! many commits, about what every message costs it on the baseline's way, before it is noticed.
 
 /// Messages in a row, each arriving after the connection's previous one was sent, before the
 /// connection's messages are stored at once.
 pub const SEQUENTIAL_TO_LEAN: u32 = 4;
-/// One in this many messages of a connection stored at once takes the timer's way, to see
-/// whether frames queue behind it.
-pub const PROBE_EVERY: u32 = 8;
+/// Messages stored at once before the first probe (a message on the timer's way, to see whether
+/// frames queue behind it).
+pub const FIRST_PROBE_AFTER: u32 = 8;
+/// Largest gap between probes: each probe that finds no overlap doubles the gap, up to this.
+pub const MAX_PROBE_GAP: u32 = 64;
 
 /// How a message is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +48,10 @@ pub struct Pace {
     last_id: i64,
     /// Messages in a row that arrived after the connection's previous one was sent.
     sequential: u32,
-    /// Messages decided since the connection went lean (for the probes).
-    lean_count: u32,
+    /// Messages stored at once since the connection went lean or since the last probe.
+    since_probe: u32,
+    /// Messages stored at once between the last probe and the next (0: not lean yet).
+    probe_gap: u32,
 }
 
 impl Pace {
@@ -55,20 +62,26 @@ impl Pace {
         let overlapped = self.last_id > sent_id;
         self.last_id = id;
         if overlapped {
-            self.sequential = 0;
-            self.lean_count = 0;
+            *self = Pace {
+                last_id: id,
+                ..Pace::default()
+            };
             return Way::Timer;
         }
         self.sequential = self.sequential.saturating_add(1);
         if self.sequential <= SEQUENTIAL_TO_LEAN {
             return Way::Timer;
         }
-        self.lean_count = self.lean_count.wrapping_add(1);
-        if self.lean_count.is_multiple_of(PROBE_EVERY) {
-            Way::Timer
-        } else {
-            Way::AtOnce
+        if self.probe_gap == 0 {
+            self.probe_gap = FIRST_PROBE_AFTER;
         }
+        if self.since_probe == self.probe_gap {
+            self.since_probe = 0;
+            self.probe_gap = (self.probe_gap * 2).min(MAX_PROBE_GAP);
+            return Way::Timer;
+        }
+        self.since_probe += 1;
+        Way::AtOnce
     }
 }
 
@@ -92,13 +105,19 @@ mod tests {
     }
 
     #[test]
-    fn a_lean_connection_takes_the_timer_once_in_every_probe_interval() {
+    fn probes_come_further_apart_while_none_finds_an_overlap_up_to_the_largest_gap() {
         let mut pace = Pace::default();
         sequential(&mut pace, 1, SEQUENTIAL_TO_LEAN as i64);
-        let ways = sequential(&mut pace, 100, 3 * PROBE_EVERY as i64);
-        let probes = ways.iter().filter(|w| **w == Way::Timer).count();
-        assert_eq!(probes, 3, "{ways:?}");
-        assert_eq!(ways[PROBE_EVERY as usize - 1], Way::Timer);
+        let ways = sequential(&mut pace, 100, 1000);
+        // At-once messages between one probe and the next.
+        let probes: Vec<usize> = (0..ways.len()).filter(|&i| ways[i] == Way::Timer).collect();
+        let mut gaps = vec![probes[0]];
+        gaps.extend(probes.windows(2).map(|w| w[1] - w[0] - 1));
+        let first = FIRST_PROBE_AFTER as usize;
+        let max = MAX_PROBE_GAP as usize;
+        assert_eq!(&gaps[..4], &[first, 2 * first, 4 * first, max], "{gaps:?}");
+        assert!(gaps[4..].iter().all(|&g| g == max), "{gaps:?}");
+        assert!(probes.len() >= 1000 / (max + 1), "{gaps:?}");
     }
 
     #[test]
@@ -113,6 +132,23 @@ mod tests {
             .iter()
             .all(|w| *w == Way::Timer));
         assert_eq!(ways[SEQUENTIAL_TO_LEAN as usize], Way::AtOnce);
+    }
+
+    #[test]
+    fn after_an_overlap_the_probes_start_close_together_again() {
+        let mut pace = Pace::default();
+        sequential(&mut pace, 1, 500);
+        assert_eq!(pace.decide(502, 499), Way::Timer, "overlap");
+        let ways = sequential(&mut pace, 503, 100);
+        let lean_from = SEQUENTIAL_TO_LEAN as usize;
+        let first_probe = lean_from + FIRST_PROBE_AFTER as usize;
+        assert!(
+            ways[lean_from..first_probe]
+                .iter()
+                .all(|w| *w == Way::AtOnce),
+            "{ways:?}"
+        );
+        assert_eq!(ways[first_probe], Way::Timer, "{ways:?}");
     }
 
     #[test]

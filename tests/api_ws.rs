@@ -394,9 +394,10 @@ async fn ping_gets_pong_and_is_not_broadcast() {
 }
 
 /// A sender that waits for each echo has its messages stored at once after a few of them
-/// (`src/pace.rs`), one in 8 still taking the timer; then it sends a burst without waiting. Every
-/// member gets every message once and in id order, ids have no gap, and a socket that joins in
-/// between gets the history up to there and the rest live, with nothing missed or repeated.
+/// (`src/pace.rs`), now and then one still taking the timer (a probe); then it sends a burst
+/// without waiting. Every member gets every message once and in id order, ids have no gap, and a
+/// socket that joins in between gets the history up to there and the rest live, with nothing
+/// missed or repeated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_at_a_time_then_a_burst_reach_every_member_once_and_in_order() {
     let c = client();
@@ -408,19 +409,21 @@ async fn one_at_a_time_then_a_burst_reach_every_member_once_and_in_order() {
     member.roundtrip_ping().await;
     sender.roundtrip_ping().await;
 
-    // One at a time (12: past the 4 the rule waits for, and its first probe), then a burst of 8:
-    // 20 in all, within the default per-connection burst allowance.
+    // One at a time (13: the 4 the rule waits for, 8 stored at once, and its first probe), then a
+    // burst of 7: 20 in all, within the default per-connection burst allowance.
+    const ONE_AT_A_TIME: usize = 13;
+    const BURST: usize = 7;
     let mut sent = Vec::new();
-    for i in 0..12 {
+    for i in 0..ONE_AT_A_TIME {
         sender.send_message(&room, &format!("one {i}")).await;
         sent.push(sender.next_message().await["id"].as_i64().expect("id"));
     }
     let mut late = c.ws(&room, &t2).await;
     let (history, _) = history_and_presence(&mut late).await;
-    for i in 0..8 {
+    for i in 0..BURST {
         sender.send_message(&room, &format!("burst {i}")).await;
     }
-    for _ in 0..8 {
+    for _ in 0..BURST {
         sent.push(sender.next_message().await["id"].as_i64().expect("id"));
     }
 
@@ -434,14 +437,18 @@ async fn one_at_a_time_then_a_burst_reach_every_member_once_and_in_order() {
     assert_eq!(got, sent, "the member's messages, in order");
     assert_eq!(
         ids(&history["messages"]),
-        sent[..12],
+        sent[..ONE_AT_A_TIME],
         "the late socket's history"
     );
     let mut live = Vec::new();
-    for _ in 12..sent.len() {
+    for _ in ONE_AT_A_TIME..sent.len() {
         live.push(late.next_message().await["id"].as_i64().expect("id"));
     }
-    assert_eq!(live, sent[12..], "the late socket's live messages");
+    assert_eq!(
+        live,
+        sent[ONE_AT_A_TIME..],
+        "the late socket's live messages"
+    );
     member.expect_none_of_types(&["message"], QUIET).await;
     late.expect_none_of_types(&["message"], QUIET).await;
 }
