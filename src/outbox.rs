@@ -50,14 +50,30 @@ pub struct Outgoing {
     pub sender: WebSocket,
 }
 
+// `insertMessage` is the per-message write in one call: `SqlStorage::exec_raw` would build a JS
+// array, a JS value per binding and a cursor handle, each a crossing between WASM and JS, and
+// pass the query text across every time.
 #[wasm_bindgen(inline_js = r#"
 export function whenDurable(state, callback) {
   state.storage.sync().then(callback);
+}
+export function insertMessage(sql, id, username, content, ts) {
+  sql.exec("INSERT INTO messages (id, username, content, ts) VALUES (?, ?, ?, ?)", id, username, content, ts);
 }"#)]
 extern "C" {
     /// Calls `callback` once every write made so far is durable (`storage.sync()`).
     #[wasm_bindgen(js_name = whenDurable)]
     fn when_durable(state: &JsValue, callback: &Closure<dyn FnMut()>);
+
+    /// Inserts one row into `messages` (`sql`: the object's `SqlStorage`).
+    #[wasm_bindgen(js_name = insertMessage, catch)]
+    fn insert_message(
+        sql: &JsValue,
+        id: f64,
+        username: &str,
+        content: &str,
+        ts: f64,
+    ) -> Result<(), JsValue>;
 }
 
 /// The room's message log writer: owns the id sequence and the group waiting for its commit.
@@ -225,14 +241,12 @@ impl Outbox {
     /// Writes one message and drops the oldest beyond the history cap (in batches of 1% of
     /// the cap rather than one row per insert).
     fn store(&self, m: &Outgoing) -> worker::Result<()> {
-        self.sql.exec_raw(
-            "INSERT INTO messages (id, username, content, ts) VALUES (?, ?, ?, ?)",
-            vec![
-                JsValue::from_f64(m.id as f64),
-                JsValue::from_str(&m.username),
-                JsValue::from_str(&m.content),
-                JsValue::from_f64(m.ts as f64),
-            ],
+        insert_message(
+            self.sql.as_ref(),
+            m.id as f64,
+            &m.username,
+            &m.content,
+            m.ts as f64,
         )?;
         let cap = self.history_cap;
         if m.id > cap && m.id % (cap / 100).max(1) == 0 {

@@ -51,17 +51,26 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   });
 }
 
-/** A port nobody listens on right now: listen on 0, read it, close. */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
+/** Ports this process has handed out: the system can return one free port to two listens on 0. */
+const givenPorts = new Set();
+
+/** A port nobody listens on right now and not handed out before: listen on 0, read it, close. */
+export async function freePort() {
+  for (;;) {
+    const port = await new Promise((resolve, reject) => {
+      const srv = net.createServer();
+      srv.unref();
+      srv.on('error', reject);
+      srv.listen(0, '127.0.0.1', () => {
+        const { port } = srv.address();
+        srv.close(() => resolve(port));
+      });
     });
-  });
+    if (!givenPorts.has(port)) {
+      givenPorts.add(port);
+      return port;
+    }
+  }
 }
 
 /** The repo's wrangler.toml for a test server: no [build], absolute paths. Line-based on purpose. */
@@ -100,6 +109,9 @@ function d1Binding(config) {
   }
   return null;
 }
+
+/** How many times a start that lost a port race is tried. */
+const START_ATTEMPTS = 3;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -161,10 +173,11 @@ export async function startServer({ stateDir, vars = RELAXED_LIMITS } = {}) {
     }
   }
 
-  const port = await freePort();
-  const inspectorPort = await freePort();
-  const baseUrl = `http://127.0.0.1:${port}`;
+  let port = await freePort();
+  let inspectorPort = await freePort();
+  let baseUrl = `http://127.0.0.1:${port}`;
   let child = null;
+  let startedOnce = false;
 
   // A small watchdog shell leads the process group (detached: own group); wrangler and workerd
   // inherit it. If this Node process dies without cleaning up, the watchdog kills the group.
@@ -193,19 +206,30 @@ kill -KILL -- -$$ 2>/dev/null
       }
     },
     async start() {
-      child = spawn(
-        'bash',
-        [
-          '-c', WATCHDOG, 'watchdog',
-          'dev', '--config', configPath, '--ip', '127.0.0.1', '--port', String(port),
-          '--inspector-port', String(inspectorPort), '--persist-to', persist,
-          '--show-interactive-dev-session=false', '--log-level', 'log',
-        ],
-        { cwd: dir, env: { ...env, WRANGLER, LOG: logPath, TEST_PID: String(process.pid) }, detached: true, stdio: 'ignore' },
-      );
-      child.unref();
-      live.add(server);
-      await waitReady();
+      // A port picked free can be taken before wrangler or workerd binds it (by another process,
+      // or by one of the ports wrangler picks for itself): that start fails at once with
+      // "Address already in use", and is tried again with fresh ports. A restart keeps its port
+      // (clients reconnect to the same URL) and only retries.
+      for (let attempt = 1; ; attempt++) {
+        const logFrom = server.log().length;
+        spawnWrangler();
+        try {
+          await waitReady();
+          startedOnce = true;
+          return;
+        } catch (e) {
+          const clash = server.log().slice(logFrom).includes('Address already in use');
+          if (!clash || attempt >= START_ATTEMPTS) throw e;
+          await server.stop().catch(() => {});
+          inspectorPort = await freePort();
+          if (!startedOnce) {
+            port = await freePort();
+            baseUrl = `http://127.0.0.1:${port}`;
+            server.port = port;
+            server.baseUrl = baseUrl;
+          }
+        }
+      }
     },
     async stop() {
       live.delete(server);
@@ -238,6 +262,21 @@ kill -KILL -- -$$ 2>/dev/null
       }
     },
   };
+
+  function spawnWrangler() {
+    child = spawn(
+      'bash',
+      [
+        '-c', WATCHDOG, 'watchdog',
+        'dev', '--config', configPath, '--ip', '127.0.0.1', '--port', String(port),
+        '--inspector-port', String(inspectorPort), '--persist-to', persist,
+        '--show-interactive-dev-session=false', '--log-level', 'log',
+      ],
+      { cwd: dir, env: { ...env, WRANGLER, LOG: logPath, TEST_PID: String(process.pid) }, detached: true, stdio: 'ignore' },
+    );
+    child.unref();
+    live.add(server);
+  }
 
   async function waitReady() {
     const deadline = Date.now() + READY_TIMEOUT_MS;

@@ -14,6 +14,7 @@
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
 use std::collections::hash_map::RandomState;
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -117,12 +118,21 @@ fn output_root() -> PathBuf {
     root
 }
 
+/// A port nobody listens on right now and that this process has not handed out before: the
+/// system can return the same free port to two `bind(0)`s in a row, and tests start servers in
+/// parallel, so two servers could otherwise be given one port before either binds it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind 127.0.0.1:0")
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
