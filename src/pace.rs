@@ -42,7 +42,7 @@ pub enum Way {
 }
 
 /// One connection's recent messages.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Pace {
     /// Id of the connection's last accepted message (0: none yet).
     last_id: i64,
@@ -50,8 +50,19 @@ pub struct Pace {
     sequential: u32,
     /// Messages stored at once since the connection went lean or since the last probe.
     since_probe: u32,
-    /// Messages stored at once between the last probe and the next (0: not lean yet).
+    /// Messages stored at once between the last probe (or going lean) and the next probe.
     probe_gap: u32,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            last_id: 0,
+            sequential: 0,
+            since_probe: 0,
+            probe_gap: FIRST_PROBE_AFTER,
+        }
+    }
 }
 
 impl Pace {
@@ -71,9 +82,6 @@ impl Pace {
         self.sequential = self.sequential.saturating_add(1);
         if self.sequential <= SEQUENTIAL_TO_LEAN {
             return Way::Timer;
-        }
-        if self.probe_gap == 0 {
-            self.probe_gap = FIRST_PROBE_AFTER;
         }
         if self.since_probe == self.probe_gap {
             self.since_probe = 0;
