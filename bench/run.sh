@@ -20,6 +20,11 @@
 #   --window W             in-flight messages per sender in the single-sender scenarios (default 8)
 #   --explorer             keep wrangler's local data explorer on, as `wrangler dev` ships (default: off for both
 #                          servers; X_LOCAL_EXPLORER=true does the same; see lib.sh and bench/RESULTS.md, round 13)
+#   --evict-wait S         before each run, wait until S seconds (default 11) have passed since the previous run
+#                          ended, then until the servers are idle: workerd evicts a Durable Object 10 s after its
+#                          last event, and the previous run's rooms closing (each a SQLite checkpoint) would
+#                          otherwise land inside whichever run's window comes 10 s later (bench/RESULTS.md,
+#                          round 15). 0: only wait for idle, as before round 15 (faster, biased).
 # Environment: BENCH_EXTRA="..." extra flags for every clubhouse-bench run; KEEP_WORK=1 keeps the temp dir;
 #   CONNECT_LOG_DIR=DIR writes each run's connect log (one line per connection: index, room, start, duration)
 #   to DIR/<scenario>-<repeat>-<A|B>.txt, to see where a connect tail comes from.
@@ -49,6 +54,7 @@ BUILD=1
 OUT=""
 WINDOW=8
 CUSTOM_ARGS=""
+EVICT_WAIT=11
 while [ $# -gt 0 ]; do
   case "$1" in
     --baseline-only) mode=baseline-only ;;
@@ -58,6 +64,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --no-build) BUILD=0 ;;
     --out) OUT="$2"; shift ;;
+    --evict-wait) EVICT_WAIT="$2"; shift ;;
     --window) WINDOW="$2"; shift ;;
     --custom) CUSTOM_ARGS="$2"; shift ;;
     --explorer) X_LOCAL_EXPLORER=true; EXPLORER_GIVEN=yes ;;
@@ -124,6 +131,18 @@ wait_idle() {
     t0="$t1"
   done
   log "servers still busy after 30 s; going on"
+}
+
+# Wait until EVICT_WAIT seconds after the previous run ended (LAST_RUN_END, epoch seconds), so that the rooms it
+# left have been evicted (workerd: 10 s after an object's last event) before the next window opens; wait_idle
+# afterwards lets the evictions' checkpoints finish.
+LAST_RUN_END=""
+wait_evicted() {
+  [ -n "$LAST_RUN_END" ] && [ "$EVICT_WAIT" != 0 ] || return 0
+  local left
+  left="$(awk -v end="$LAST_RUN_END" -v wait="$EVICT_WAIT" -v now="$(date +%s.%N)" \
+    'BEGIN { l = end + wait - now; printf "%.2f", (l > 0 ? l : 0) }')"
+  sleep "$left"
 }
 
 free_port() {
@@ -243,7 +262,7 @@ case "$mode" in
     PORT_A="$(sed -E 's#^[a-z]+://[^:/]+:?([0-9]*).*#\1#' <<<"$URL_A")"; PORT_A="${PORT_A:-80}"; LABEL_A=A
     PORT_B="$(sed -E 's#^[a-z]+://[^:/]+:?([0-9]*).*#\1#' <<<"$URL_B")"; PORT_B="${PORT_B:-80}"; LABEL_B=B ;;
 esac
-log "A = $LABEL_A $URL_A   B = $LABEL_B $URL_B   (local data explorer: ${EXPLORER_JSON/null/unknown})"
+log "A = $LABEL_A $URL_A   B = $LABEL_B $URL_B   (local data explorer: ${EXPLORER_JSON/null/unknown}; each run starts $EVICT_WAIT s after the previous one ended, servers idle)"
 
 scenario_args() {
   local s="$1"
@@ -302,8 +321,10 @@ for s in "${SCEN[@]}"; do
     if [ $((r % 2)) = 1 ]; then order="A B"; else order="B A"; fi
     for side in $order; do
       log "$s #$r/$REPEATS: $side"
+      wait_evicted
       wait_idle
       run_one "$s" "$r" "$side"
+      LAST_RUN_END="$(date +%s.%N)"
     done
   done
 done
