@@ -8,6 +8,10 @@
 #   default load: --clients 1 --rooms 1 --senders 1 --messages 500 --window 8   (the `solo` scenario, shorter)
 #   with --connect: --clients 100 --rooms 1 --senders 1 --messages 10           (a burst of 100 new badges)
 #
+# For messages it also counts the other system calls a message costs the process: pwrite64 and pread64 (SQLite
+# pages written, and read back: a closing object's checkpoint reads its WAL) and writev (one per WebSocket frame
+# sent), each per message sent.
+#
 # Needs strace and build/ (bash scripts/build). strace slows the process it watches: the counts are what this
 # is for, not the speed (bench/run.sh measures that). Clubhouse's own count of its groups is in its room stats
 # (`since_wake`, README).
@@ -41,7 +45,7 @@ count_side() {  # count_side SIDE: prints "SIDE: M messages, F fsyncs, F/M per m
     | while IFS= read -r line; do
         case "$PHASE:$line" in
           messages:*" senders x "*)
-            strace -f -c -e trace=fsync,fdatasync -p "$WORKER_PID" -o "$trace" 2>/dev/null &
+            strace -f -c -e trace=fsync,fdatasync,pwrite64,pread64,writev -p "$WORKER_PID" -o "$trace" 2>/dev/null &
             echo $! > "$pidfile" ;;
           connect:*"getting tokens"*)
             strace -f -tt -e trace=fsync,fdatasync -p "$WORKER_PID" -o "$trace" 2>/dev/null &
@@ -68,6 +72,10 @@ count_side() {  # count_side SIDE: prints "SIDE: M messages, F fsyncs, F/M per m
   [ -n "$units" ] && [ "$units" -gt 0 ] || die "$side: no $unit measured"
   printf '%s: %s %ss, %s fsyncs, %s per %s\n' "$side" "$units" "$unit" "$fsyncs" \
     "$(awk -v f="$fsyncs" -v m="$units" 'BEGIN { printf "%.3f", f / m }')" "$unit"
+  if [ "$PHASE" = messages ]; then
+    # strace -c rows: % time, seconds, usecs/call, calls, [errors,] syscall
+    awk -v m="$units" '$NF ~ /^(pwrite64|pread64|writev)$/ { printf "  %-9s %8d calls, %.3f per message\n", $NF, $4, $4 / m }' "$trace"
+  fi
   kill_group "$SERVER_PID"
 }
 

@@ -10,10 +10,6 @@
 #   bash bench/native_profile.sh [--baseline] [--phase connect|messages] [--hz F] [--out FILE] [--through-settle]
 #                                [--innermost] [-- BENCH ARGS...]
 #   --innermost: each sample under the innermost runtime API on its stack (tools/perf_by_api.py --innermost)
-#   --syscalls: no sampling; counts the Worker process's disk and socket system calls in the window instead (fsync,
-#               pwrite64: SQLite commits; writev: WebSocket frames out; read/readv: frames in) with `perf stat`
-#               started at the window's first line, and prints them per unit (with --phase messages: per message sent
-#               and per delivery). The work the runtime does for us, counted rather than sampled.
 #   default load: --clients 1000 --rooms 50 --senders 1 --messages 10 (connect),
 #                 --clients 1000 --rooms 50 --senders 50 --messages 100 --window 1 (messages: 50 rooms x 20)
 #
@@ -26,7 +22,7 @@ set -euo pipefail
 WORK_PREFIX=clubhouse-native-profile
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SIDE=clubhouse HZ=4999 OUT="" PHASE=connect FROM=connecting UNTIL=connected BY_API=() SYSCALLS=0
+SIDE=clubhouse HZ=4999 OUT="" PHASE=connect FROM=connecting UNTIL=connected BY_API=()
 BENCH_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,7 +32,6 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift ;;
     --through-settle) UNTIL="senders x" ;;
     --innermost) BY_API=(--innermost) ;;
-    --syscalls) SYSCALLS=1 ;;
     --) shift; BENCH_ARGS=("$@"); break ;;
     *) die "unknown option $1 (see the header of $0)" ;;
   esac
@@ -53,8 +48,6 @@ command -v perf >/dev/null || die "perf is not installed (linux-tools)"
 BIN="$BENCH_DIR/target/release/clubhouse-bench"
 [ -x "$BIN" ] || cargo build --release --quiet --manifest-path "$BENCH_DIR/Cargo.toml"
 OUT="${OUT:-${TMPDIR:-/tmp}/clubhouse-native-$SIDE-$PHASE.perf}"
-SYSCALL_EVENTS="$(printf 'syscalls:sys_enter_%s,' fsync fdatasync pwrite64 pread64 writev write readv read)"
-SYSCALL_EVENTS="${SYSCALL_EVENTS%,}"
 
 spawn_profiled "$SIDE"
 wait_http
@@ -66,11 +59,7 @@ read -r -a WARM <<< "${WARM_ARGS:-${BENCH_ARGS[*]}}"
 "$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${WARM[@]}" > "$WORK/warm.txt" 2>&1 \
   || { tail -n 5 "$WORK/warm.txt" >&2; die "warm-up run failed"; }
 
-if [ "$SYSCALLS" = 1 ]; then
-  log "measured run: system calls counted from \"$FROM\" to \"$UNTIL\""
-else
-  log "measured run: perf from \"getting tokens\"; samples kept from \"$FROM\" to \"$UNTIL\""
-fi
+log "measured run: perf from \"getting tokens\"; samples kept from \"$FROM\" to \"$UNTIL\""
 # perf takes a moment to attach, longer than a burst of 100 connects lasts: it starts during the token phase
 # and stamps samples with the wall clock, so the window is cut from the samples afterwards (perf script --time).
 PERF_PID_FILE="$WORK/perf.pid" WINDOW_FILE="$WORK/window"
@@ -80,23 +69,15 @@ PERF_PID_FILE="$WORK/perf.pid" WINDOW_FILE="$WORK/window"
       printf '%s\n' "$line" >&2
       case "$line" in
         *"getting tokens"*)
-          if [ "$SYSCALLS" = 0 ]; then
-            perf record -F "$HZ" -g -k CLOCK_REALTIME -p "$WORKER_PID" -o "$OUT" >"$WORK/perf.log" 2>&1 &
-            echo $! > "$PERF_PID_FILE"
-          fi ;;
-        *"$FROM"*)
-          # Counting attaches in milliseconds: perf stat starts at the window's first line itself.
-          if [ "$SYSCALLS" = 1 ]; then
-            perf stat -x, -e "$SYSCALL_EVENTS" -p "$WORKER_PID" -o "$OUT" >"$WORK/perf.log" 2>&1 &
-            echo $! > "$PERF_PID_FILE"
-          fi
-          date +%s.%N >> "$WINDOW_FILE" ;;
+          perf record -F "$HZ" -g -k CLOCK_REALTIME -p "$WORKER_PID" -o "$OUT" >"$WORK/perf.log" 2>&1 &
+          echo $! > "$PERF_PID_FILE" ;;
+        *"$FROM"*) date +%s.%N >> "$WINDOW_FILE" ;;
         *"$UNTIL"*)
           date +%s.%N >> "$WINDOW_FILE"
           if [ -f "$PERF_PID_FILE" ]; then kill -INT "$(cat "$PERF_PID_FILE")"; fi ;;
       esac
     done
-[ -f "$PERF_PID_FILE" ] || die "perf never started (the run did not reach \"getting tokens\" or \"$FROM\")"
+[ -f "$PERF_PID_FILE" ] || die "the run never reached \"getting tokens\""
 [ "$(wc -l < "$WINDOW_FILE")" -ge 2 ] || die "the run never reached \"$UNTIL\""
 for _ in $(seq 1 100); do kill -0 "$(cat "$PERF_PID_FILE")" 2>/dev/null || break; sleep 0.1; done
 grep -E '^ *(connect|run) *:' "$WORK/bench.txt" || true
@@ -106,20 +87,6 @@ else
   UNITS="$(sed -nE 's/^ *connect: ok ([0-9]+).*/\1/p' "$WORK/bench.txt" | head -1)" UNIT=connection
 fi
 [ -n "$UNITS" ] && [ "$UNITS" -gt 0 ] || die "no ${UNIT} in the run"
-if [ "$SYSCALLS" = 1 ]; then
-  SENT="$(sed -nE 's/^ *run *: sent ([0-9]+).*/\1/p' "$WORK/bench.txt" | head -1)"
-  # perf stat -x, lines: count,unit,event,...
-  awk -F, -v units="$UNITS" -v unit="$UNIT" -v sent="${SENT:-0}" -v phase="$PHASE" '
-    $3 ~ /^syscalls:sys_enter_/ {
-      name = $3; sub(/^syscalls:sys_enter_/, "", name)
-      if (phase == "messages" && sent > 0)
-        printf "%12s %9d calls  %8.3f per message  %7.3f per %s\n", name, $1, $1 / sent, $1 / units, unit
-      else
-        printf "%12s %9d calls  %7.3f per %s\n", name, $1, $1 / units, unit
-    }' "$OUT"
-  log "counts: $OUT (perf stat over the window)"
-  exit 0
-fi
 WINDOW="$(head -1 "$WINDOW_FILE"),$(sed -n 2p "$WINDOW_FILE")"
 perf script -i "$OUT" --time "$WINDOW" 2>/dev/null > "$WORK/perf.txt"
 python3 "$BENCH_DIR/tools/perf_by_api.py" "$WORK/perf.txt" "$HZ" "$UNITS" "$UNIT" "${BY_API[@]+"${BY_API[@]}"}"
