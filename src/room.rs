@@ -97,15 +97,35 @@ fn jti_tag(jti: &str) -> String {
 // The fan-out loop runs in JS: per recipient it is one `send` of a string the runtime already
 // holds, with no crossing between WASM and JS and no per-socket handle for Rust to manage.
 // This is the hot path of the whole service (a message to N members is N sends).
+//
+// The list of sockets is kept between broadcasts: `getWebSockets()` builds a new array of N
+// wrapped sockets on every call, per message. It is dropped (`forgetSockets`) when a socket is
+// accepted, so a new member never misses a message, and when sockets go; a socket that closed
+// while listed makes its `send` throw, as it would from a fresh list, and the list is dropped.
+// Keyed by the object's `DurableObjectState`, which a hibernated object gets anew on wake-up.
 #[wasm_bindgen(inline_js = r#"
+const listed = new WeakMap();
+function sockets(state) {
+  let list = listed.get(state);
+  if (list === undefined) {
+    list = state.getWebSockets();
+    listed.set(state, list);
+  }
+  return list;
+}
 export function broadcast(state, frame, except) {
   const skip = except === undefined ? null : except;
-  let sent = 0;
-  for (const ws of state.getWebSockets()) {
+  let sent = 0, closed = false;
+  for (const ws of sockets(state)) {
     if (skip !== null && skip.includes(ws)) continue;
-    try { ws.send(frame); sent++; } catch (_) { /* closing socket: the others still get it */ }
+    // A closing socket throws: the others still get the frame, and the next list leaves it out.
+    try { ws.send(frame); sent++; } catch (_) { closed = true; }
   }
+  if (closed) listed.delete(state);
   return sent;
+}
+export function forgetSockets(state) {
+  listed.delete(state);
 }
 export function socketCount(state, tag) {
   return state.getWebSockets(tag).length;
@@ -113,6 +133,9 @@ export function socketCount(state, tag) {
 extern "C" {
     #[wasm_bindgen(js_name = broadcast)]
     fn broadcast_js(state: &JsValue, frame: &str, except: &JsValue) -> u32;
+    /// Drops the list of sockets `broadcast` keeps: call after every accept and close.
+    #[wasm_bindgen(js_name = forgetSockets)]
+    fn forget_sockets_js(state: &JsValue);
     /// How many sockets the room holds (with `tag`: how many carry it), without a WASM
     /// handle per socket.
     #[wasm_bindgen(js_name = socketCount)]
@@ -654,6 +677,7 @@ impl ChatRoom {
         };
         self.state
             .accept_websocket_with_tags(&pair.server, &[&user_tag(user), &jti_tag(jti)]);
+        forget_sockets_js(self.state.as_raw());
         if let Some(n) = self.open_sockets.get() {
             self.open_sockets.set(Some(n + 1));
         }
@@ -1082,9 +1106,10 @@ impl ChatRoom {
     /// Bookkeeping when sockets go: their rate buckets, and a `leave` for each user who has no
     /// socket left. Sockets being closed may still be listed by the runtime, hence `closing`.
     fn forget(&self, closing: &[WebSocket], code: u16) {
-        // Counted again on next use, by when the runtime no longer lists these sockets (it
-        // may still list them now: the count below is not kept).
+        // Counted and listed again on next use, by when the runtime no longer lists these
+        // sockets (it may still list them now: the count below is not kept).
         self.open_sockets.set(None);
+        forget_sockets_js(self.state.as_raw());
         let members: Vec<Member> = closing.iter().filter_map(Member::of).collect();
         for member in &members {
             self.limiters.borrow_mut().remove(&member.conn);

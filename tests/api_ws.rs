@@ -57,6 +57,59 @@ async fn a_message_is_broadcast_to_everyone_in_the_room_sender_included() {
     assert_eq!(ma, mb);
 }
 
+/// The room keeps its list of sockets between broadcasts (`src/room.rs`): every join and leave
+/// between two messages must show in who gets the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_and_leaves_between_messages_change_who_gets_the_next_one() {
+    let c = client();
+    let room = unique_name("churn");
+    let (alice, ta) = c.new_user("alice").await;
+    let (_, tb) = c.new_user("bob").await;
+    let (_, tc) = c.new_user("carol").await;
+    let mut a = c.ws(&room, &ta).await;
+    a.roundtrip_ping().await;
+    a.send_message(&room, "one").await;
+    let first = assert_message(&a.next_message().await, &room, &alice, "one");
+
+    // Bob joins after the room has broadcast: he gets the next message live.
+    let mut b = c.ws(&room, &tb).await;
+    b.roundtrip_ping().await;
+    a.send_message(&room, "two").await;
+    assert_eq!(
+        assert_message(&a.next_message().await, &room, &alice, "two"),
+        first + 1
+    );
+    assert_eq!(
+        assert_message(&b.next_message().await, &room, &alice, "two"),
+        first + 1
+    );
+
+    // Bob leaves and Carol joins before the next message: Carol gets it, Alice still does.
+    b.close().await;
+    let mut c3 = c.ws(&room, &tc).await;
+    c3.roundtrip_ping().await;
+    a.send_message(&room, "three").await;
+    assert_eq!(
+        assert_message(&a.next_message().await, &room, &alice, "three"),
+        first + 2
+    );
+    assert_eq!(
+        assert_message(&c3.next_message().await, &room, &alice, "three"),
+        first + 2
+    );
+
+    // Carol leaves; the room keeps working for the one member left, many times over.
+    c3.close().await;
+    for (k, content) in ["four", "five", "six"].into_iter().enumerate() {
+        a.send_message(&room, content).await;
+        let m = a.next_message().await;
+        assert_eq!(
+            assert_message(&m, &room, &alice, content),
+            first + 3 + k as i64
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sent_username_is_ignored() {
     let c = client();
