@@ -36,6 +36,7 @@ count_side() {  # count_side SIDE: prints "SIDE: M messages, F fsyncs, F/M per m
   [ -n "$WORKER_PID" ] || die "no workerd running the Worker found"
   "$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" > "$WORK/warm-$side.txt" 2>&1 \
     || { tail -n 5 "$WORK/warm-$side.txt" >&2; die "warm-up run failed"; }
+  wait_evicted "$SERVER_PID"
   local trace="$WORK/strace-$side.txt" pidfile="$WORK/strace-$side.pid" window="$WORK/window-$side.txt"
   rm -f "$pidfile"; : > "$window"
   # Messages: strace starts when the bench starts sending (its "senders x messages" progress line) and counts

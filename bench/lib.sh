@@ -138,6 +138,17 @@ wait_idle() {
   log "servers still busy after 30 s; going on"
 }
 
+# wait_evicted PGID: after a warm-up run. workerd evicts a Durable Object 10 s after its last event, and an object
+# with SQLite storage checkpoints its WAL as it closes: without this wait the warm-up's rooms close inside the
+# measured window (bench/RESULTS.md, round 15). EVICT_WAIT=S changes the wait, 0 skips it.
+wait_evicted() {
+  local s="${EVICT_WAIT:-11}"
+  [ "$s" != 0 ] || return 0
+  log "waiting $s s for the warm-up's objects to be evicted"
+  sleep "$s"
+  wait_idle "$1"
+}
+
 install_baseline() {  # install_baseline DEST
   local dest="$1"
   if [ -z "${BASELINE_READY:-}" ]; then

@@ -58,6 +58,7 @@ log "$SIDE on $SERVER_URL, Worker workerd pid $WORKER_PID; warm-up run"
 read -r -a WARM <<< "${WARM_ARGS:-${BENCH_ARGS[*]}}"
 "$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${WARM[@]}" > "$WORK/warm.txt" 2>&1 \
   || { tail -n 5 "$WORK/warm.txt" >&2; die "warm-up run failed"; }
+wait_evicted "$SERVER_PID"
 
 log "measured run: perf from \"getting tokens\"; samples kept from \"$FROM\" to \"$UNTIL\""
 # perf takes a moment to attach, longer than a burst of 100 connects lasts: it starts during the token phase

@@ -50,7 +50,7 @@ if [ "$WARM" = 1 ]; then
   if [ -n "${WARM_ARGS:-}" ]; then read -r -a WARM_LOAD <<<"$WARM_ARGS"; else WARM_LOAD=("${BENCH_ARGS[@]}"); fi
   "$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${WARM_LOAD[@]}" > "$WORK/warm.txt" 2>&1 \
     || { tail -n 5 "$WORK/warm.txt" >&2; die "warm-up run failed"; }
-  wait_idle "$SERVER_PID"
+  wait_evicted "$SERVER_PID"
 fi
 log "$SIDE on $SERVER_URL, inspector $INSPECTOR_PORT; profiling $SECONDS_TO_PROFILE s from \"$TRIGGER\""
 
