@@ -279,6 +279,14 @@ pub struct Server {
 
 static SERVER_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Starts of one server before giving up on finding a port nobody else takes first.
+const START_ATTEMPTS: u32 = 3;
+/// What wrangler dev prints, and exits on, when its port or inspector port is in use.
+const PORT_TAKEN: &str = "Address already in use";
+
+/// wrangler dev exited because another process had bound one of its ports.
+struct PortTaken;
+
 impl Server {
     /// Starts a new independent server (fresh state) and waits until it answers HTTP.
     pub fn start(options: ServerOptions) -> Server {
@@ -330,7 +338,7 @@ impl Server {
         }
         std::fs::write(dir.join(".dev.vars"), dev_vars).expect("write .dev.vars");
 
-        let server = Server {
+        let mut server = Server {
             port: free_port(),
             inspector_port: free_port(),
             log_path: dir.join("wrangler.log"),
@@ -342,7 +350,30 @@ impl Server {
         if let Some(binding) = d1_binding(&config) {
             server.apply_migrations(&binding);
         }
-        server.spawn();
+        // A free port can still be taken by another process before wrangler binds it: then
+        // wrangler exits at once, and the server starts again on new ports.
+        for attempt in 1.. {
+            match server.try_spawn() {
+                Ok(()) => break,
+                Err(PortTaken) if attempt < START_ATTEMPTS => {
+                    eprintln!(
+                        "[harness] 127.0.0.1:{} or :{} was taken before wrangler bound it; new ports",
+                        server.port, server.inspector_port
+                    );
+                    // wrangler has exited; its watchdog ends the group and exits after it.
+                    if let Some(mut watchdog) = server.child.lock().unwrap().take() {
+                        let _ = watchdog.wait();
+                    }
+                    server.port = free_port();
+                    server.inspector_port = free_port();
+                }
+                Err(PortTaken) => panic!(
+                    "wrangler dev found its port taken {START_ATTEMPTS} times; log {}:\n{}",
+                    server.log_path.display(),
+                    server.log_tail(60)
+                ),
+            }
+        }
         server
     }
 
@@ -380,7 +411,20 @@ impl Server {
         );
     }
 
+    /// Starts wrangler dev and waits until it answers; panics if it cannot start, unless its
+    /// port was taken.
     fn spawn(&self) {
+        if self.try_spawn().is_err() {
+            panic!(
+                "wrangler dev found 127.0.0.1:{} (or its inspector port) taken; log {}:\n{}",
+                self.port,
+                self.log_path.display(),
+                self.log_tail(60)
+            );
+        }
+    }
+
+    fn try_spawn(&self) -> Result<(), PortTaken> {
         // The watchdog leads a new process group (process_group(0)); wrangler and workerd inherit
         // it. When wrangler exits or the test process (TEST_PID) is gone, it kills the group: TERM,
         // then KILL (it ignores TERM itself so that it is still there to send the KILL).
@@ -419,15 +463,25 @@ kill -KILL -- -$$ 2>/dev/null
             .stderr(log)
             .process_group(0);
         self.wrangler_env(&mut cmd);
+        // Only what this start writes counts: a restart appends to the same log.
+        let log_from = self.log().len();
         let child = cmd.spawn().expect("spawn wrangler dev watchdog");
         *self.child.lock().unwrap() = Some(child);
-        self.wait_ready();
+        self.wait_ready(log_from)
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&self, log_from: usize) -> Result<(), PortTaken> {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child_exit_status() {
+                if self
+                    .log()
+                    .get(log_from..)
+                    .unwrap_or("")
+                    .contains(PORT_TAKEN)
+                {
+                    return Err(PortTaken);
+                }
                 panic!(
                     "wrangler dev exited ({status}) before answering; its log {}:\n{}",
                     self.log_path.display(),
@@ -441,7 +495,7 @@ kill -KILL -- -$$ 2>/dev/null
                     started.elapsed(),
                     self.log_path.display()
                 );
-                return;
+                return Ok(());
             }
             if started.elapsed() > READY_TIMEOUT {
                 self.stop();
