@@ -6,7 +6,8 @@
 //!   their own state start a [`Server`] of their own, and can stop and restart it on the same state.
 //! - Every server gets a free port, its own inspector port, a fresh `--persist-to` state folder and a
 //!   generated wrangler config (the repo's `wrangler.toml` with absolute paths and without `[build]`)
-//!   with a `.dev.vars` beside it holding [`TEST_JWT_SECRET`]. D1 migrations are applied first.
+//!   with a `.dev.vars` beside it holding [`TEST_JWT_SECRET`]. D1 migrations are applied first. If
+//!   another process takes the port before wrangler binds it, the server starts again on new ports.
 //! - wrangler runs under a small watchdog shell that leads its own process group: when the test
 //!   process goes away (statics are never dropped) the watchdog kills the whole group, workerd included.
 //!
