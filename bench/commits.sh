@@ -7,7 +7,7 @@
 #   bash bench/commits.sh [--connect] [--files] [-- BENCH ARGS...]
 #   default load: --clients 1 --rooms 1 --senders 1 --messages 500 --window 8   (the `solo` scenario, shorter)
 #   with --connect: --clients 100 --rooms 1 --senders 1 --messages 10           (a burst of 100 new badges)
-#   --files: also which databases those fsyncs (and ftruncates: an object closing checkpoints its WAL and
+#   --files (message phase only): also which databases those fsyncs (and ftruncates: an object closing checkpoints its WAL and
 #            truncates its database) were for, per kind of object, and their time in the call
 #
 # For messages it also counts the other system calls a message costs the process: pwrite64 and pread64 (SQLite
@@ -31,6 +31,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+[ "$PHASE:$FILES" != connect:1 ] || die "--files is for the message phase (without --connect)"
 command -v strace >/dev/null || die "strace is not installed"
 BIN="$BENCH_DIR/target/release/clubhouse-bench"
 [ -x "$BIN" ] || cargo build --release --quiet --manifest-path "$BENCH_DIR/Cargo.toml"

@@ -75,28 +75,20 @@ async fn joins_and_leaves_between_messages_change_who_gets_the_next_one() {
     let mut b = c.ws(&room, &tb).await;
     b.roundtrip_ping().await;
     a.send_message(&room, "two").await;
-    assert_eq!(
-        assert_message(&a.next_message().await, &room, &alice, "two"),
-        first + 1
-    );
-    assert_eq!(
-        assert_message(&b.next_message().await, &room, &alice, "two"),
-        first + 1
-    );
+    for member in [&mut a, &mut b] {
+        let m = member.next_message().await;
+        assert_eq!(assert_message(&m, &room, &alice, "two"), first + 1);
+    }
 
     // Bob leaves and Carol joins before the next message: Carol gets it, Alice still does.
     b.close().await;
     let mut c3 = c.ws(&room, &tc).await;
     c3.roundtrip_ping().await;
     a.send_message(&room, "three").await;
-    assert_eq!(
-        assert_message(&a.next_message().await, &room, &alice, "three"),
-        first + 2
-    );
-    assert_eq!(
-        assert_message(&c3.next_message().await, &room, &alice, "three"),
-        first + 2
-    );
+    for member in [&mut a, &mut c3] {
+        let m = member.next_message().await;
+        assert_eq!(assert_message(&m, &room, &alice, "three"), first + 2);
+    }
 
     // Carol leaves; the room keeps working for the one member left, many times over.
     c3.close().await;
