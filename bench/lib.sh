@@ -1,5 +1,4 @@
-# Shared helpers for bench/coldstart.sh, bench/auth_cpu.sh and bench/capacity.sh (sourced, not run).
-# Same approach as bench/run.sh (whose functions are copied here, not sourced: run.sh runs its benchmark on load):
+# Shared helpers for bench/run.sh and the other bench scripts (sourced, not run):
 # every wrangler dev in its own process group (killed by group on exit), its own --persist-to state dir in a temp
 # dir, free ports (never 8787), Clubhouse from a snapshot of build/ + public/ under a generated wrangler.toml without
 # [build], a random JWT_SECRET in .dev.vars, D1 migrated with `wrangler d1 migrations apply DB --local`.
@@ -11,8 +10,11 @@ BASELINE_SRC="${BASELINE_SRC:-$REPO_ROOT/../shared/peers/js-do}"
 [ -d "$BASELINE_SRC" ] || BASELINE_SRC=/work/shared/peers/js-do
 NODE_HELPER="$BENCH_DIR/tools/probe.mjs"
 WRANGLER="$REPO_ROOT/node_modules/.bin/wrangler"
-# The limits a load test must lift on Clubhouse (`--var` flags; bench/run.sh has its own copy, as it does not
-# source this file).
+# The limits a load test must lift on Clubhouse (`--var` flags): the per-connection rate limit at its maximum
+# (src/config.rs accepts 1..=100000) so a benchmark measures the room rather than the limiter; MAX_SOCKETS_PER_USER
+# (default 5) because the tool signs up at most 100 users (argon2 makes sign-ups costly) and shares them
+# round-robin, so 1000 sockets means 10 per user; SIGNUP_MAX_PER_IP (default 20 an hour) because every run signs up
+# to 100 users from 127.0.0.1.
 LOAD_TEST_VARS="RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000"
 
 export CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false CI=true
@@ -125,14 +127,20 @@ group_ticks() {
   echo "${t:-0}"
 }
 
-# wait_idle PGID...: until the groups use <= 2 ticks over 0.5 s (at most 30 s).
+# wait_idle PGID...: until the groups use <= 2 ticks (20 ms) over 0.5 s, at most 30 s: a server still closing the
+# last run's sockets would otherwise steal CPU from the next run. With no group (servers someone else started) it
+# only sleeps 1 s.
 wait_idle() {
-  local t0 t1 end=$((SECONDS + 30)) pg
+  [ $# -gt 0 ] || { sleep 1; return 0; }
+  local t0 t1 start=$SECONDS end=$((SECONDS + 30)) pg
   t0=0; for pg in "$@"; do t0=$((t0 + $(group_ticks "$pg"))); done
   while [ $SECONDS -lt $end ]; do
     sleep 0.5
     t1=0; for pg in "$@"; do t1=$((t1 + $(group_ticks "$pg"))); done
-    [ $((t1 - t0)) -le 2 ] && return 0
+    if [ $((t1 - t0)) -le 2 ]; then
+      [ $((SECONDS - start)) -lt 2 ] || log "waited $((SECONDS - start)) s for the servers to go idle"
+      return 0
+    fi
     t0="$t1"
   done
   log "servers still busy after 30 s; going on"

@@ -30,20 +30,12 @@
 #   to DIR/<scenario>-<repeat>-<A|B>.txt, to see where a connect tail comes from.
 set -euo pipefail
 
-BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$BENCH_DIR/.." && pwd)"
-BASELINE_SRC="${BASELINE_SRC:-$REPO_ROOT/../shared/peers/js-do}"
-[ -d "$BASELINE_SRC" ] || BASELINE_SRC=/work/shared/peers/js-do
-BIN="$BENCH_DIR/target/release/clubhouse-bench"
-
-export CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false CI=true
-# Wrangler's local data explorer: off for both servers unless --explorer or X_LOCAL_EXPLORER=true (see lib.sh).
-# With --urls the servers are someone else's: the mode is recorded only if given (ab.sh gives it).
+# With --urls the servers are someone else's: the local data explorer mode is recorded only if given (ab.sh gives
+# it). lib.sh then defaults it to off for both servers (see there).
 EXPLORER_GIVEN="${X_LOCAL_EXPLORER:+yes}"
-X_LOCAL_EXPLORER="${X_LOCAL_EXPLORER:-false}"
-
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+BIN="$BENCH_DIR/target/release/clubhouse-bench"
 
 mode=both
 URL_A="" URL_B=""
@@ -84,60 +76,11 @@ if [ "$mode" = urls ] && [ -z "$EXPLORER_GIVEN" ]; then EXPLORER_JSON=null; fi
 RAW="$OUT.jsonl"
 : > "$RAW"
 
-WORK="$(mktemp -d /tmp/clubhouse-bench.XXXXXX)"
-PGIDS=()
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  for pg in "${PGIDS[@]}"; do kill -TERM -- "-$pg" 2>/dev/null || true; done
-  if [ ${#PGIDS[@]} -gt 0 ]; then
-    for _ in $(seq 1 50); do
-      local alive=0
-      for pg in "${PGIDS[@]}"; do kill -0 -- "-$pg" 2>/dev/null && alive=1; done
-      [ $alive = 0 ] && break
-      sleep 0.1
-    done
-    for pg in "${PGIDS[@]}"; do kill -KILL -- "-$pg" 2>/dev/null || true; done
-  fi
-  if [ "${KEEP_WORK:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# CPU ticks (utime+stime) of every process in the server process groups we started.
-server_ticks() {
-  [ ${#PGIDS[@]} -gt 0 ] || { echo 0; return; }
-  local t
-  # cat, not awk on the glob: processes come and go between the glob and the read (mawk stops at a missing file).
-  t="$( { cat /proc/[0-9]*/stat 2>/dev/null || true; } \
-    | awk -v pgs=" ${PGIDS[*]} " '{ sub(/^.*\) /, ""); if (index(pgs, " " $3 " ")) t += $12 + $13 } END { print t + 0 }' )" || true
-  echo "${t:-0}"
-}
-# Wait until the servers are idle (<= 2 ticks = 20 ms over 0.5 s), at most 30 s: a server still closing the last
-# run's sockets would otherwise steal CPU from the other side's run.
-wait_idle() {
-  [ ${#PGIDS[@]} -gt 0 ] || { sleep 1; return; }
-  local t0 t1 start=$SECONDS end=$((SECONDS + 30))
-  t0="$(server_ticks)"
-  while [ $SECONDS -lt $end ]; do
-    sleep 0.5
-    t1="$(server_ticks)"
-    if [ $((t1 - t0)) -le 2 ]; then
-      [ $((SECONDS - start)) -lt 2 ] || log "waited $((SECONDS - start)) s for the servers to go idle"
-      return
-    fi
-    t0="$t1"
-  done
-  log "servers still busy after 30 s; going on"
-}
-
 # Wait until EVICT_WAIT seconds after the previous run ended (LAST_RUN_END, epoch seconds), so that the rooms it
 # left have been evicted (workerd: 10 s after an object's last event) before the next window opens; wait_idle
-# afterwards lets the evictions' checkpoints finish.
+# afterwards lets the evictions' checkpoints finish. (lib.sh's wait_evicted waits a fixed time after a warm-up.)
 LAST_RUN_END=""
-wait_evicted() {
+wait_since_last_run() {
   [ -n "$LAST_RUN_END" ] && [ "$EVICT_WAIT" != 0 ] || return 0
   local left
   left="$(awk -v end="$LAST_RUN_END" -v wait="$EVICT_WAIT" -v now="$(date +%s.%N)" \
@@ -145,104 +88,26 @@ wait_evicted() {
   sleep "$left"
 }
 
-free_port() {
-  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+start_baseline() {  # start_baseline NAME: sets SERVER_URL / SERVER_PORT once it answers HTTP
+  prepare_baseline "$1"
+  log "starting $1"
+  spawn_server "$1" "$BASE_DIR" "$BASE_WRANGLER"
+  wait_http
 }
 
-# start_server NAME DIR WRANGLER [extra `wrangler dev` args...]: runs in DIR, in its own process group (its pid is
-# the group id, killed on exit); sets SERVER_PORT / SERVER_URL once the port answers HTTP.
-start_server() {
-  local name="$1" dir="$2" wr="$3"; shift 3
-  local port insp
-  port="$(free_port)"; insp="$(free_port)"
-  while [ "$insp" = "$port" ]; do insp="$(free_port)"; done
-  mkdir -p "$WORK/state-$name"
-  log "starting $name on 127.0.0.1:$port (log $WORK/$name.log)"
-  ( cd "$dir" && exec setsid "$wr" dev --ip 127.0.0.1 --port "$port" --inspector-port "$insp" \
-      --persist-to "$WORK/state-$name" --show-interactive-dev-session=false "$@" \
-      > "$WORK/$name.log" 2>&1 < /dev/null ) &
-  local pid=$!
-  PGIDS+=("$pid")
-  local deadline=$((SECONDS + 180))
-  until curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/" 2>/dev/null; do
-    if ! kill -0 "$pid" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
-      tail -n 40 "$WORK/$name.log" >&2
-      die "$name did not come up on port $port"
-    fi
-    sleep 0.5
-  done
-  SERVER_PORT="$port"
-  SERVER_URL="http://127.0.0.1:$port"
-}
-
-install_baseline() {  # install_baseline DEST
-  local dest="$1"
-  if [ -z "${BASELINE_READY:-}" ]; then
-    log "installing the JS baseline into $WORK/js-do (npm install)"
-    cp -r "$BASELINE_SRC" "$WORK/js-do"
-    chmod -R u+w "$WORK/js-do"
-    ( cd "$WORK/js-do" && npm install --no-audit --no-fund --loglevel=error >"$WORK/npm.log" 2>&1 ) \
-      || { cat "$WORK/npm.log" >&2; die "npm install of the baseline failed"; }
-    BASELINE_READY="$WORK/js-do"
-  fi
-  [ "$dest" = "$BASELINE_READY" ] || cp -a "$BASELINE_READY" "$dest"
-}
-
-start_baseline() {  # start_baseline NAME -> SERVER_URL/SERVER_PORT
-  local name="$1"
-  install_baseline "$WORK/$name-src"
-  start_server "$name" "$WORK/$name-src" "$WORK/$name-src/node_modules/.bin/wrangler"
-}
-
-# Clubhouse: build once (scripts/build), then run build/ under wrangler dev with a generated config: absolute
-# paths, no [build] step (wrangler would rebuild), its own state dir, a random JWT_SECRET, D1 migrated, the
-# per-connection rate limit raised to its maximum (src/config.rs accepts 1..=100000) so the benchmark measures the
-# room rather than the limiter, and MAX_SOCKETS_PER_USER raised (default 5): the tool signs up at most 100 users
-# (argon2 makes signups costly) and shares them round-robin, so 1000 sockets means 10 per user.
-# SIGNUP_MAX_PER_IP (default 20 an hour) raised too: every run signs up to 100 users from 127.0.0.1. Ranges: see
-# src/config.rs. CLUBHOUSE_EXTRA_VARS="NAME:VALUE ..." adds more (a later --var wins).
-# The same list as LOAD_TEST_VARS in lib.sh (not sourced here).
-CLUBHOUSE_VARS="RATE_LIMIT_PER_SEC:100000 RATE_LIMIT_BURST:100000 MAX_SOCKETS_PER_USER:1000 SIGNUP_MAX_PER_IP:1000000"
+# Clubhouse: build once (scripts/build) unless --no-build, then build/ under wrangler dev from a snapshot with a
+# generated config (lib.sh: prepare_clubhouse), the limits a load test must lift (LOAD_TEST_VARS) and
+# CLUBHOUSE_EXTRA_VARS="NAME:VALUE ..." (a later --var wins). The snapshot matters: wrangler dev watches `main`
+# and restarts the Worker when it changes, so a rebuild in the repo during the run would spoil the figures.
 start_clubhouse() {
-  local name=clubhouse
   if [ "$BUILD" = 1 ]; then
     log "bash scripts/build"
     ( cd "$REPO_ROOT" && bash scripts/build ) || die "scripts/build failed"
   fi
-  [ -f "$REPO_ROOT/build/index.js" ] || die "$REPO_ROOT/build/index.js missing (run bash scripts/build)"
-  [ -f "$REPO_ROOT/wrangler.toml" ] || die "$REPO_ROOT/wrangler.toml missing"
-  local cfgdir="$WORK/clubhouse-cfg"
-  mkdir -p "$cfgdir"
-  # Snapshot build/ (and the static assets) beside the generated config: wrangler dev watches `main` and restarts
-  # the Worker's workerd when it changes, so a rebuild in the repo during the run would restart the server (new
-  # pids, 503s) and spoil the figures. main and [assets] directory then resolve inside $cfgdir; other relative
-  # paths (migrations_dir) are made absolute. The [build] table is dropped (up to the next table header).
-  cp -r "$REPO_ROOT/build" "$cfgdir/build"
-  local d
-  for d in $(awk -F'"' '/^directory *= *"[^\/"]/ { print $2 }' "$REPO_ROOT/wrangler.toml"); do
-    [ -d "$REPO_ROOT/$d" ] && mkdir -p "$cfgdir/$(dirname "$d")" && cp -r "$REPO_ROOT/$d" "$cfgdir/$d"
-  done
-  awk -v root="$REPO_ROOT" '
-    /^\[build\]/ { skip = 1; next }
-    /^\[/ { skip = 0 }
-    skip { next }
-    /^(main|directory) *=/ { print; next }
-    /^[A-Za-z_]*(dir|path) *= *"[^\/"]/ { sub(/"/, "\"" root "/"); print; next }
-    { print }
-  ' "$REPO_ROOT/wrangler.toml" > "$cfgdir/wrangler.toml"
-  printf 'JWT_SECRET=%s\n' "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" > "$cfgdir/.dev.vars"
-  local wr="$REPO_ROOT/node_modules/.bin/wrangler"
-  [ -x "$wr" ] || die "$wr missing (bash scripts/setup)"
-  mkdir -p "$WORK/state-$name"
-  if grep -q '^\[\[d1_databases\]\]' "$cfgdir/wrangler.toml"; then
-    log "clubhouse: d1 migrations apply DB --local"
-    ( cd "$cfgdir" && "$wr" d1 migrations apply DB --local --config "$cfgdir/wrangler.toml" \
-        --persist-to "$WORK/state-$name" ) > "$WORK/$name-migrate.log" 2>&1 \
-      || { tail -n 30 "$WORK/$name-migrate.log" >&2; die "clubhouse D1 migrations failed"; }
-  fi
-  local vars=() kv
-  for kv in $CLUBHOUSE_VARS ${CLUBHOUSE_EXTRA_VARS:-}; do vars+=(--var "$kv"); done
-  start_server "$name" "$cfgdir" "$wr" --config "$cfgdir/wrangler.toml" "${vars[@]}"
+  prepare_clubhouse clubhouse
+  log "starting clubhouse"
+  spawn_clubhouse clubhouse "$LOAD_TEST_VARS ${CLUBHOUSE_EXTRA_VARS:-}"
+  wait_http
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -321,8 +186,8 @@ for s in "${SCEN[@]}"; do
     if [ $((r % 2)) = 1 ]; then order="A B"; else order="B A"; fi
     for side in $order; do
       log "$s #$r/$REPEATS: $side"
-      wait_evicted
-      wait_idle
+      wait_since_last_run
+      wait_idle "${PGIDS[@]+"${PGIDS[@]}"}"
       run_one "$s" "$r" "$side"
       LAST_RUN_END="$(date +%s.%N)"
     done
