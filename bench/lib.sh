@@ -146,14 +146,23 @@ wait_idle() {
   log "servers still busy after 30 s; going on"
 }
 
-# wait_evicted PGID: after a warm-up run. workerd evicts a Durable Object 10 s after its last event, and an object
-# with SQLite storage checkpoints its WAL as it closes: without this wait the warm-up's rooms close inside the
-# measured window (bench/RESULTS.md, round 15). EVICT_WAIT=S changes the wait, 0 skips it.
+# sleep_until_evicted SINCE: sleeps until EVICT_WAIT (default 11) seconds after SINCE (epoch seconds, as from
+# `date +%s.%N`; empty: no wait), 0 skips it. workerd evicts a Durable Object 10 s after its last event, and an
+# object with SQLite storage checkpoints its WAL as it closes: without this wait the objects a run used close
+# inside the next measured window (bench/RESULTS.md, round 15).
+sleep_until_evicted() {
+  local wait="${EVICT_WAIT:-11}"
+  [ -n "$1" ] && [ "$wait" != 0 ] || return 0
+  sleep "$(awk -v end="$1" -v wait="$wait" -v now="$(date +%s.%N)" \
+    'BEGIN { l = end + wait - now; printf "%.2f", (l > 0 ? l : 0) }')"
+}
+
+# wait_evicted PGID: after a warm-up run, until its objects are evicted (sleep_until_evicted) and the server is idle
+# again. EVICT_WAIT=0 skips both.
 wait_evicted() {
-  local s="${EVICT_WAIT:-11}"
-  [ "$s" != 0 ] || return 0
-  log "waiting $s s for the warm-up's objects to be evicted"
-  sleep "$s"
+  [ "${EVICT_WAIT:-11}" != 0 ] || return 0
+  log "waiting ${EVICT_WAIT:-11} s for the warm-up's objects to be evicted"
+  sleep_until_evicted "$(date +%s.%N)"
   wait_idle "$1"
 }
 

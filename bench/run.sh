@@ -76,17 +76,9 @@ if [ "$mode" = urls ] && [ -z "$EXPLORER_GIVEN" ]; then EXPLORER_JSON=null; fi
 RAW="$OUT.jsonl"
 : > "$RAW"
 
-# Wait until EVICT_WAIT seconds after the previous run ended (LAST_RUN_END, epoch seconds), so that the rooms it
-# left have been evicted (workerd: 10 s after an object's last event) before the next window opens; wait_idle
-# afterwards lets the evictions' checkpoints finish. (lib.sh's wait_evicted waits a fixed time after a warm-up.)
+# Each run starts EVICT_WAIT seconds after the previous one ended (LAST_RUN_END; lib.sh: sleep_until_evicted), so
+# the rooms it left are evicted before the next window opens; wait_idle then lets their checkpoints finish.
 LAST_RUN_END=""
-wait_since_last_run() {
-  [ -n "$LAST_RUN_END" ] && [ "$EVICT_WAIT" != 0 ] || return 0
-  local left
-  left="$(awk -v end="$LAST_RUN_END" -v wait="$EVICT_WAIT" -v now="$(date +%s.%N)" \
-    'BEGIN { l = end + wait - now; printf "%.2f", (l > 0 ? l : 0) }')"
-  sleep "$left"
-}
 
 start_baseline() {  # start_baseline NAME: sets SERVER_URL / SERVER_PORT once it answers HTTP
   prepare_baseline "$1"
@@ -186,7 +178,7 @@ for s in "${SCEN[@]}"; do
     if [ $((r % 2)) = 1 ]; then order="A B"; else order="B A"; fi
     for side in $order; do
       log "$s #$r/$REPEATS: $side"
-      wait_since_last_run
+      sleep_until_evicted "$LAST_RUN_END"
       wait_idle "${PGIDS[@]+"${PGIDS[@]}"}"
       run_one "$s" "$r" "$side"
       LAST_RUN_END="$(date +%s.%N)"
