@@ -1,11 +1,14 @@
-//! Settings read from `[vars]` and secrets, with defaults and validation. The parsing is pure
-//! (it takes a lookup function) so it is unit-tested natively; `from_env` adapts a Worker `Env`.
+//! Settings read from `[vars]` and secrets, with defaults and validation: every read of the
+//! environment is here. The parsing is pure (it takes a lookup function) so it is unit-tested
+//! natively; `from_env` adapts a Worker `Env`.
 
 use std::cell::OnceCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::auth::badge::{BadgeKeys, KeyError};
 use crate::auth::password::HashCost;
+use crate::log::{self, Level};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -180,7 +183,7 @@ fn read_once<T>(
             .get_or_init(|| {
                 let (config, problems) = read();
                 for p in problems {
-                    crate::log::event("warn", "config_invalid", &[("problem", &p)]);
+                    log::warn("config_invalid", &[("problem", &p)]);
                 }
                 Rc::new(config)
             })
@@ -250,6 +253,23 @@ impl RoomConfig {
     }
 }
 
+/// Whether `LOG_LEVEL` was read. Once per isolate, like the rest of the settings: vars change
+/// only with a new deployment, which is a new isolate, and reading one costs a lookup across
+/// the JS boundary on every request.
+static LOG_LEVEL_READ: AtomicBool = AtomicBool::new(false);
+
+/// Sets the log threshold from `LOG_LEVEL` (`debug`, `info`, `warn`, `error`; default `info`)
+/// the first time an entry point runs in this isolate.
+pub fn set_log_level(env: &worker::Env) {
+    if LOG_LEVEL_READ.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let level = env_string(env, "LOG_LEVEL")
+        .and_then(|v| Level::parse(&v))
+        .unwrap_or(Level::Info);
+    log::set_level(level);
+}
+
 /// `https://a.example, http://localhost:3000/` → exact origins without a trailing slash.
 pub fn parse_origins(raw: &str) -> Vec<String> {
     raw.split(',')
@@ -264,6 +284,12 @@ pub fn env_string(env: &worker::Env, name: &str) -> Option<String> {
         .ok()
         .map(|v| v.to_string())
         .or_else(|| env.secret(name).ok().map(|s| s.to_string()))
+}
+
+/// The operators' token (`ADMIN_TOKEN` secret) for `/rooms/{id}/stats`; `None` when unset or
+/// empty, which turns that route off.
+pub fn admin_token(env: &worker::Env) -> Option<String> {
+    env_string(env, "ADMIN_TOKEN").filter(|t| !t.is_empty())
 }
 
 /// The badge keys from the `JWT_SECRET` (and optional `JWT_SECRET_PREVIOUS`) secrets, built

@@ -1,11 +1,80 @@
-//! Small HTTP helpers shared by the routes and the Durable Objects: JSON responses with security
+//! HTTP for the Worker's routes and the Durable Objects' internal ones: the one error type
+//! ([`ApiError`]: every failure becomes a JSON `{"detail": "..."}` response with the right
+//! status; a client's mistake is always a 4xx, never a 5xx), JSON responses with security
 //! headers, bounded body reading, bearer-token extraction, query parameters.
 
+use std::borrow::Cow;
+
+use crate::log;
 use futures_util::StreamExt;
 use serde::Serialize;
 use worker::{Request, Response};
 
-use crate::error::{ApiError, ApiResult};
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub detail: Cow<'static, str>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: u16, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(400, detail)
+    }
+
+    /// 401 with the `WWW-Authenticate: Bearer` challenge OAuth2 clients expect.
+    pub fn unauthorized(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(401, detail).with_header("WWW-Authenticate", "Bearer")
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(404, "Not Found")
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        Self::new(405, "Method Not Allowed").with_header("Allow", allow)
+    }
+
+    pub fn unprocessable(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(422, detail)
+    }
+
+    /// A server-side failure. The detail the client sees is generic; the cause goes to the log.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        log::error("error", &[("cause", &cause.to_string())]);
+        Self::new(500, "Internal Server Error")
+    }
+
+    pub fn into_response(self) -> Response {
+        let mut response = json(self.status, &serde_json::json!({ "detail": self.detail }));
+        let headers = response.headers_mut();
+        for (name, value) in &self.headers {
+            let _ = headers.set(name, value);
+        }
+        response
+    }
+}
+
+impl From<worker::Error> for ApiError {
+    fn from(err: worker::Error) -> Self {
+        Self::internal(err)
+    }
+}
 
 /// The first value of query parameter `name`, decoded.
 pub fn query_param(url: &worker::Url, name: &str) -> Option<String> {

@@ -1,38 +1,31 @@
 //! Clubhouse: secure real-time chat on Cloudflare Workers.
 //!
-//! Entry points only. The request path is: `api` (router and handlers) → `auth` (badges,
-//! passwords) → `store` (D1) or `room` (one Durable Object per room) → `protocol` (wire format).
+//! Entry points only. A request goes `api` (router and handlers) → `auth` (badges, passwords)
+//! → `store` (D1), the session ledger (`ledger`), the attempt throttle (`throttle`) or a room
+//! (`room`: one Durable Object per room, which holds its sockets and broadcasts) → `protocol`
+//! (the wire format). `docs/architecture.md` follows a request and a message through them.
 
-pub mod admissions;
 pub mod api;
 pub mod auth;
-pub mod burst;
 pub mod config;
-pub mod error;
-pub mod handover;
+pub mod defer;
 pub mod http;
-pub mod limiter;
+pub mod ledger;
 pub mod log;
-pub mod outbox;
-pub mod pace;
-pub mod presence;
 pub mod protocol;
-pub mod ratelimit;
 pub mod room;
-pub mod room_store;
-pub mod sessions;
 pub mod shard;
 pub mod store;
-pub mod timer;
+pub mod throttle;
 
-pub use limiter::Limiter;
+pub use ledger::Sessions;
 pub use room::ChatRoom;
-pub use sessions::Sessions;
+pub use throttle::Limiter;
 
 use worker::{event, worker_sys::web_sys, Context, Env, Result};
 
 #[event(fetch)]
 async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys::Response> {
-    log::set_level_from_env(&env);
+    config::set_log_level(&env);
     Ok(api::handle(req, env).await)
 }

@@ -1,19 +1,21 @@
 //! Structured logs: one JSON object per line (`console.log`), so `wrangler tail` and Workers Logs
 //! can filter on fields. Callers pass only fields that are safe to keep: never a token, a
-//! password or a message's content. `LOG_LEVEL` (`debug`, `info`, `warn`, `error`; default
-//! `info`) drops lines below it.
+//! password or a message's content. Lines below the level set from `LOG_LEVEL` (`config.rs`)
+//! are dropped.
 //!
-//! Per-socket lines (`ws_connect`, `ws_close`) are written by the room through a [`LineBatch`]:
+//! Per-socket lines (`ws_connect`, `ws_close`) are written by the room through a [`SocketLog`]:
 //! one line per socket in a quiet room, one line per room and half second during a burst. Each
 //! `console.log` is a log event to ship and store (Workers Logs bills per event; under
 //! `wrangler dev` each one is a message to the dev server's node process), and a reconnect storm
 //! is exactly when a per-socket line costs most.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde_json::{Map, Value};
 
-use crate::burst::BurstWindow;
+use crate::defer::{BurstWindow, Deferred, Flush};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -44,20 +46,11 @@ impl Level {
     }
 }
 
-/// The isolate-wide threshold, set from `LOG_LEVEL` by the first entry point to run.
+/// The isolate-wide threshold (`LOG_LEVEL`, set by `config.rs`).
 static THRESHOLD: AtomicU8 = AtomicU8::new(Level::Info as u8);
-/// Whether `LOG_LEVEL` was read. Once per isolate, like the rest of the settings
-/// (`config.rs`): vars change only with a new deployment, which is a new isolate, and reading
-/// one costs a lookup across the JS boundary on every request.
-static LEVEL_READ: AtomicBool = AtomicBool::new(false);
 
-pub fn set_level_from_env(env: &worker::Env) {
-    if LEVEL_READ.swap(true, Ordering::Relaxed) {
-        return;
-    }
-    let level = crate::config::env_string(env, "LOG_LEVEL")
-        .and_then(|v| Level::parse(&v))
-        .unwrap_or(Level::Info);
+/// Drops lines below `level` from now on, for the whole isolate.
+pub fn set_level(level: Level) {
     THRESHOLD.store(level as u8, Ordering::Relaxed);
 }
 
@@ -101,17 +94,31 @@ pub fn batch_line(
     Value::Object(map).to_string()
 }
 
-/// Writes one structured log line, stamped with the time, if `level` passes `LOG_LEVEL`.
-pub fn event(level: &str, event: &str, fields: &[(&str, &str)]) {
-    let level = Level::parse(level).unwrap_or(Level::Info);
-    if !enabled(level) {
-        return;
+/// Writes one structured log line at `level`, stamped with the time, if it passes `LOG_LEVEL`.
+pub fn event(level: Level, event: &str, fields: &[(&str, &str)]) {
+    if enabled(level) {
+        write_stamped(level, event, fields, None);
     }
-    write_stamped(level, event, fields, None);
+}
+
+pub fn debug(event: &str, fields: &[(&str, &str)]) {
+    self::event(Level::Debug, event, fields);
+}
+
+pub fn info(event: &str, fields: &[(&str, &str)]) {
+    self::event(Level::Info, event, fields);
+}
+
+pub fn warn(event: &str, fields: &[(&str, &str)]) {
+    self::event(Level::Warn, event, fields);
+}
+
+pub fn error(event: &str, fields: &[(&str, &str)]) {
+    self::event(Level::Error, event, fields);
 }
 
 /// Writes a [`LineBatch`]'s entries as one `info` line (nothing if there are none).
-pub fn socket_batch(event: &str, fields: &[(&str, &str)], sockets: Vec<Value>) {
+fn socket_batch(event: &str, fields: &[(&str, &str)], sockets: Vec<Value>) {
     if sockets.is_empty() || !enabled(Level::Info) {
         return;
     }
@@ -142,26 +149,15 @@ pub const BATCH_WINDOW_MS: f64 = 500.0;
 pub const BATCH_MAX_ENTRIES: usize = 100;
 
 /// Per-socket log entries of one event in one room, with the same leading-edge rule as
-/// presence (`presence.rs`): the first entry after a quiet window is written at once, later
-/// ones wait for one flush at (last line + window). Pure, so it is unit-tested natively; the
-/// room runs the timer. In memory only: entries waiting when the runtime evicts the room are
-/// lost (it does not evict an object with a timer pending).
+/// presence (`room/presence.rs`): the first entry after a quiet window is written at once,
+/// later ones wait for one flush at (last line + window). Pure, so it is unit-tested natively;
+/// [`SocketLog`] runs the timer. In memory only: entries waiting when the runtime evicts the
+/// room are lost (it does not evict an object with a timer pending).
 #[derive(Debug)]
 pub struct LineBatch {
     /// When the last line was written, and the scheduled flush (`burst.rs`).
     window: BurstWindow,
     pending: Vec<Value>,
-}
-
-/// What the room does after [`LineBatch::add`].
-#[derive(Debug, PartialEq)]
-pub enum Step {
-    /// Write these entries now, as one line.
-    Write(Vec<Value>),
-    /// Queued; start the (one) flush timer, due in `delay_ms`, then write [`LineBatch::take`].
-    Schedule { delay_ms: f64 },
-    /// Queued; a flush is already scheduled.
-    Wait,
 }
 
 impl LineBatch {
@@ -172,20 +168,18 @@ impl LineBatch {
         }
     }
 
-    pub fn add(&mut self, entry: Value, now: f64) -> Step {
+    /// Takes one entry at `now`: the entries to write as one line now, or when to flush.
+    pub fn add(&mut self, entry: Value, now: f64) -> Flush<Vec<Value>> {
         if self.pending.is_empty() && self.window.quiet(now) {
             self.window.sent(now);
-            return Step::Write(vec![entry]);
+            return Flush::Now(vec![entry]);
         }
         self.pending.push(entry);
         if self.pending.len() >= BATCH_MAX_ENTRIES {
             // The scheduled flush, if any, stays scheduled and writes whatever comes next.
-            return Step::Write(self.drain(now));
+            return Flush::Now(self.drain(now));
         }
-        match self.window.schedule(now) {
-            Some(delay_ms) => Step::Schedule { delay_ms },
-            None => Step::Wait,
-        }
+        Flush::queued(&mut self.window, now)
     }
 
     /// The flush timer fired: everything waiting, to write as one line now (possibly empty).
@@ -199,6 +193,56 @@ impl LineBatch {
             self.window.sent(now);
         }
         std::mem::take(&mut self.pending)
+    }
+}
+
+/// One room's `ws_connect` or `ws_close` entries waiting for their line ([`LineBatch`]), and
+/// the timer that writes it.
+pub struct SocketLog {
+    event: &'static str,
+    room: String,
+    batch: RefCell<LineBatch>,
+    flush: Deferred,
+}
+
+impl SocketLog {
+    pub fn new(event: &'static str, room: &str) -> Rc<Self> {
+        Rc::new(Self {
+            event,
+            room: room.to_owned(),
+            batch: RefCell::new(LineBatch::new(BATCH_WINDOW_MS)),
+            flush: Deferred::default(),
+        })
+    }
+
+    /// Logs one socket's entry, or queues it for the room's next line of this event, whose
+    /// flush this may schedule. The entry gets `at`, the time now.
+    pub fn add(self: &Rc<Self>, entry: impl FnOnce() -> Value) {
+        if !enabled(Level::Info) {
+            return;
+        }
+        let now = worker::Date::now().as_millis() as f64;
+        let mut entry = entry();
+        entry["at"] = (now as u64).into();
+        let flush = self.batch.borrow_mut().add(entry, now);
+        match flush {
+            Flush::Now(entries) => socket_batch(self.event, &[("room", &self.room)], entries),
+            Flush::Wait => {}
+            Flush::Schedule { delay_ms } => {
+                self.flush
+                    .schedule(self, delay_ms.ceil() as u32, Self::write_due)
+            }
+        }
+    }
+
+    /// The flush timer fired: writes the entries that are due.
+    fn write_due(self: &Rc<Self>) {
+        self.flush.fired();
+        let entries = self
+            .batch
+            .borrow_mut()
+            .take(worker::Date::now().as_millis() as f64);
+        socket_batch(self.event, &[("room", &self.room)], entries);
     }
 }
 
@@ -231,25 +275,25 @@ mod tests {
     #[test]
     fn a_quiet_room_writes_each_socket_at_once() {
         let mut batch = LineBatch::new(500.0);
-        assert_eq!(batch.add(entry(1), 0.0), Step::Write(vec![entry(1)]));
-        assert_eq!(batch.add(entry(2), 600.0), Step::Write(vec![entry(2)]));
-        assert_eq!(batch.add(entry(3), 1100.0), Step::Write(vec![entry(3)]));
+        assert_eq!(batch.add(entry(1), 0.0), Flush::Now(vec![entry(1)]));
+        assert_eq!(batch.add(entry(2), 600.0), Flush::Now(vec![entry(2)]));
+        assert_eq!(batch.add(entry(3), 1100.0), Flush::Now(vec![entry(3)]));
     }
 
     #[test]
     fn a_burst_is_one_line_per_window() {
         let mut batch = LineBatch::new(500.0);
-        assert_eq!(batch.add(entry(1), 0.0), Step::Write(vec![entry(1)]));
+        assert_eq!(batch.add(entry(1), 0.0), Flush::Now(vec![entry(1)]));
         assert_eq!(
             batch.add(entry(2), 10.0),
-            Step::Schedule { delay_ms: 490.0 }
+            Flush::Schedule { delay_ms: 490.0 }
         );
-        assert_eq!(batch.add(entry(3), 20.0), Step::Wait);
+        assert_eq!(batch.add(entry(3), 20.0), Flush::Wait);
         assert_eq!(batch.take(500.0), vec![entry(2), entry(3)]);
         // Right after a flushed line, the next entry waits a whole window again.
         assert_eq!(
             batch.add(entry(4), 510.0),
-            Step::Schedule { delay_ms: 490.0 }
+            Flush::Schedule { delay_ms: 490.0 }
         );
         assert_eq!(batch.take(1000.0), vec![entry(4)]);
         assert_eq!(batch.take(1000.0), Vec::<Value>::new(), "nothing twice");
@@ -262,12 +306,12 @@ mod tests {
         let mut timers = 0;
         for n in 0..(3 * BATCH_MAX_ENTRIES as u32) {
             match batch.add(entry(n), 1.0 + n as f64 / 1000.0) {
-                Step::Write(entries) => {
+                Flush::Now(entries) => {
                     assert!(entries.len() <= BATCH_MAX_ENTRIES);
                     written.extend(entries);
                 }
-                Step::Schedule { .. } => timers += 1,
-                Step::Wait => {}
+                Flush::Schedule { .. } => timers += 1,
+                Flush::Wait => {}
             }
         }
         written.extend(batch.take(600.0));
@@ -280,11 +324,11 @@ mod tests {
     fn a_lost_timer_does_not_hold_entries_for_good() {
         let mut batch = LineBatch::new(500.0);
         batch.add(entry(1), 0.0);
-        assert!(matches!(batch.add(entry(2), 1.0), Step::Schedule { .. }));
+        assert!(matches!(batch.add(entry(2), 1.0), Flush::Schedule { .. }));
         // The timer never fires; much later another entry schedules a new one.
         assert!(matches!(
-            batch.add(entry(3), 1.0 + 500.0 + crate::burst::LOST_FLUSH_MS),
-            Step::Schedule { .. }
+            batch.add(entry(3), 1.0 + 500.0 + crate::defer::LOST_FLUSH_MS),
+            Flush::Schedule { .. }
         ));
         assert_eq!(batch.take(6000.0), vec![entry(2), entry(3)]);
     }

@@ -3,7 +3,7 @@
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, Env};
 
-use crate::error::ApiResult;
+use crate::http::ApiResult;
 use crate::protocol::Username;
 
 pub struct Store {

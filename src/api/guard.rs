@@ -9,10 +9,11 @@ use worker::{Env, Request};
 
 use crate::auth::badge::{Badge, BadgeKeys};
 use crate::config;
-use crate::error::{ApiError, ApiResult};
 use crate::http;
+use crate::http::{ApiError, ApiResult};
+use crate::ledger::Ledger;
+use crate::log;
 use crate::protocol::RoomId;
-use crate::sessions::Ledger;
 use crate::store::{RoomAccess, Store};
 
 thread_local! {
@@ -45,7 +46,7 @@ fn knows(cache: &'static KnownRooms, room: &RoomId) -> bool {
 
 pub fn badge_keys(env: &Env) -> ApiResult<Rc<BadgeKeys>> {
     config::badge_keys(env).map_err(|why| {
-        crate::log::event("error", "config_invalid", &[("problem", &why.to_string())]);
+        log::error("config_invalid", &[("problem", &why.to_string())]);
         ApiError::new(
             503,
             "authentication unavailable: server signing key is not configured",
@@ -68,7 +69,7 @@ pub fn verify_signature(env: &Env, token: Option<&str>) -> ApiResult<Badge> {
     let keys = badge_keys(env)?;
     let token = token.ok_or_else(|| ApiError::unauthorized("Not authenticated"))?;
     keys.verify(token, super::now_secs()).map_err(|why| {
-        crate::log::event("info", "auth_refused", &[("reason", &format!("{why:?}"))]);
+        log::info("auth_refused", &[("reason", &format!("{why:?}"))]);
         ApiError::unauthorized("Could not validate credentials")
     })
 }

@@ -5,7 +5,7 @@ use worker::{Env, Response};
 
 use crate::config;
 use crate::http;
-use crate::sessions::Ledger;
+use crate::ledger::Ledger;
 use crate::store::Store;
 
 /// A ledger name no account can have (usernames are letters, digits, `_`, `.` and `-`:

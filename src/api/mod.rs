@@ -11,7 +11,8 @@ mod ws;
 
 use worker::{worker_sys::web_sys, Env, Method, Request, Response};
 
-use crate::error::{ApiError, ApiResult};
+use crate::http::{ApiError, ApiResult};
+use crate::log::{self, Level};
 
 /// Longest URL (path and query) the router reads.
 const MAX_URL_BYTES: usize = 8 * 1024;
@@ -47,8 +48,12 @@ pub async fn handle(req: web_sys::Request, env: Env) -> web_sys::Response {
     // The path never holds a secret (tokens travel in headers, bodies or the query, which is
     // not logged); it is cut short so a client cannot flood the log.
     let shown_path: String = path.chars().take(128).collect();
-    crate::log::event(
-        if status >= 500 { "error" } else { "info" },
+    log::event(
+        if status >= 500 {
+            Level::Error
+        } else {
+            Level::Info
+        },
         "request",
         &[
             ("request_id", &request_id),

@@ -11,7 +11,7 @@
 
 use worker::{Method, Request, Response};
 
-use crate::error::{ApiError, ApiResult};
+use crate::http::{ApiError, ApiResult};
 
 /// One file of the page.
 pub struct File {

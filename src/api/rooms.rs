@@ -2,14 +2,15 @@
 //! through history, see who is online, and the operators' stats.
 
 use serde::Deserialize;
-use worker::{Env, Headers, Method, Request, RequestInit, Response};
+use worker::{Env, Method, Request, Response};
 
 use super::guard;
 use crate::auth::badge::Badge;
-use crate::error::{ApiError, ApiResult};
 use crate::http;
+use crate::http::{ApiError, ApiResult};
+use crate::log;
 use crate::protocol::{RoomId, Username};
-use crate::room;
+use crate::room::client::{Claim, RoomStub};
 use crate::store::{RoomAccess, Store};
 
 #[derive(Deserialize)]
@@ -24,36 +25,6 @@ fn default_private() -> bool {
 
 pub fn parse_room(raw: &str) -> ApiResult<RoomId> {
     RoomId::parse(raw).map_err(|e| ApiError::unprocessable(e.0))
-}
-
-/// Calls the room's Durable Object on an internal path, passing the verified identity.
-pub async fn call_room(
-    env: &Env,
-    room: &RoomId,
-    method: Method,
-    path_and_query: &str,
-    access: &RoomAccess,
-    user: &str,
-) -> ApiResult<Response> {
-    let headers = Headers::new();
-    headers.set(room::ROOM_HEADER, room.as_str())?;
-    headers.set(room::USER_HEADER, user)?;
-    headers.set(room::ACCESS_HEADER, access_label(access))?;
-    let mut init = RequestInit::new();
-    init.with_method(method).with_headers(headers);
-    let req = Request::new_with_init(&format!("https://room.internal{path_and_query}"), &init)?;
-    let stub = env
-        .durable_object(room::BINDING)?
-        .id_from_name(room.as_str())?
-        .get_stub()?;
-    Ok(stub.fetch_with_request(req).await?)
-}
-
-pub fn access_label(access: &RoomAccess) -> &'static str {
-    match access {
-        RoomAccess::Member { .. } => "member",
-        _ => "public",
-    }
 }
 
 /// `POST /rooms` `{"room_id", "private": true}`: claims an unused room name as a private room.
@@ -80,31 +51,14 @@ pub async fn create(mut req: Request, env: &Env) -> ApiResult<Response> {
     }
     let room = parse_room(&body.room_id)?;
     let owner = badge.username.as_str();
-    // The room object decides atomically whether the name is free (never used, never claimed).
-    let mut claim = call_room(
-        env,
-        &room,
-        Method::Post,
-        &format!("/claim?owner={owner}"),
-        &RoomAccess::Public,
-        owner,
-    )
-    .await?;
-    if claim.status_code() == 409 {
+    if RoomStub::new(env, &room).claim(owner).await? == Claim::Taken {
         return Err(ApiError::new(409, "room already exists"));
-    }
-    if claim.status_code() != 201 {
-        return Err(ApiError::internal(format!(
-            "room claim failed: {}",
-            claim.text().await.unwrap_or_default()
-        )));
     }
     Store::from_env(env)?
         .create_room(room.as_str(), owner, worker::Date::now().as_millis() as f64)
         .await?;
     guard::mark_private(&room);
-    crate::log::event(
-        "info",
+    log::info(
         "room_created",
         &[("username", owner), ("room", room.as_str())],
     );
@@ -151,15 +105,8 @@ pub async fn read(req: Request, env: &Env, raw_room: &str, what: &str) -> ApiRes
     if query.len() > 256 {
         return Err(ApiError::new(414, "query string too long"));
     }
-    call_room(
-        env,
-        &room,
-        Method::Get,
-        &format!("/{what}{query}"),
-        &access,
-        badge.username.as_str(),
-    )
-    .await
+    let member = matches!(access, RoomAccess::Member { .. });
+    RoomStub::new(env, &room).read(what, &query, member).await
 }
 
 /// The owner of a private room, or 403/404.
@@ -201,8 +148,7 @@ pub async fn change_member(
                 worker::Date::now().as_millis() as f64,
             )
             .await?;
-        crate::log::event(
-            "info",
+        log::info(
             "member_added",
             &[("room", room.as_str()), ("username", &canonical)],
         );
@@ -217,20 +163,8 @@ pub async fn change_member(
     if !store.remove_member(room.as_str(), &canonical).await? {
         return Err(ApiError::new(404, "not a member of this room"));
     }
-    let owner = RoomAccess::Member {
-        owner: badge.username.as_str().to_owned(),
-    };
-    call_room(
-        env,
-        &room,
-        Method::Post,
-        &format!("/kick?user={canonical}"),
-        &owner,
-        badge.username.as_str(),
-    )
-    .await?;
-    crate::log::event(
-        "info",
+    RoomStub::new(env, &room).kick(&canonical).await?;
+    log::info(
         "member_removed",
         &[("room", room.as_str()), ("username", &canonical)],
     );
@@ -243,8 +177,7 @@ pub async fn change_member(
 /// `GET /rooms/{room_id}/stats` for operators: `Authorization: Bearer <ADMIN_TOKEN>`.
 /// Without an `ADMIN_TOKEN` secret the endpoint does not exist (404).
 pub async fn stats(req: Request, env: &Env, raw_room: &str) -> ApiResult<Response> {
-    let Some(admin_token) = crate::config::env_string(env, "ADMIN_TOKEN").filter(|t| !t.is_empty())
-    else {
+    let Some(admin_token) = crate::config::admin_token(env) else {
         return Err(ApiError::not_found());
     };
     let presented = http::bearer_token(&req)?.unwrap_or_default();
@@ -252,17 +185,7 @@ pub async fn stats(req: Request, env: &Env, raw_room: &str) -> ApiResult<Respons
         return Err(ApiError::unauthorized("admin token required"));
     }
     let room = parse_room(raw_room)?;
-    call_room(
-        env,
-        &room,
-        Method::Get,
-        "/stats",
-        &RoomAccess::Member {
-            owner: String::new(),
-        },
-        "admin",
-    )
-    .await
+    RoomStub::new(env, &room).stats().await
 }
 
 /// Compares secrets without an early exit, so timing does not reveal a matching prefix.

@@ -4,18 +4,18 @@
 use serde::Deserialize;
 use worker::{Env, Request, Response};
 
-use worker::Method;
-
 use super::guard;
 use crate::auth::badge::LEEWAY_SECS;
 use crate::auth::password;
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
 use crate::http;
-use crate::limiter::{Policy, Throttle};
+use crate::http::{ApiError, ApiResult};
+use crate::ledger::Ledger;
+use crate::log;
 use crate::protocol::{RoomId, Username};
-use crate::sessions::Ledger;
-use crate::store::{RoomAccess, Store};
+use crate::room::client::RoomStub;
+use crate::store::Store;
+use crate::throttle::{Policy, Throttle};
 
 /// One answer for a wrong password and an unknown user, so neither tells which names exist.
 const BAD_LOGIN: &str = "Incorrect username or password";
@@ -70,8 +70,7 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
     // successful login gives its slots back: only failures use up the allowance.
     let (by_user, by_ip) = futures_util::future::join(user_throttle.hit(), ip_throttle.hit()).await;
     if let Err(refusal) = by_user.and(by_ip) {
-        crate::log::event(
-            "warn",
+        log::warn(
             "login_throttled",
             &[("username", safe_name(&form.username))],
         );
@@ -96,7 +95,7 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
     // right after it, and each must be admitted by that shard (`sessions.rs`).
     let warm_ledger = async {
         if let Err(e) = async { Ledger::for_user(env, &record.username)?.warm().await }.await {
-            crate::log::event("warn", "ledger_warm_failed", &[("error", &e.detail)]);
+            log::warn("ledger_warm_failed", &[("error", &e.detail)]);
         }
     };
     let _ =
@@ -112,7 +111,7 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
     // The stored spelling is canonical: "BOB" logging in as "bob" gets a badge for "bob".
     let username = Username::parse(&record.username).map_err(|e| ApiError::internal(e.0))?;
     let badge = keys.issue(&username, super::now_secs(), config.token_ttl_secs);
-    crate::log::event("info", "login_ok", &[("username", username.as_str())]);
+    log::info("login_ok", &[("username", username.as_str())]);
     let mut response = http::json(
         200,
         &serde_json::json!({ "access_token": badge.token, "token_type": "bearer" }),
@@ -133,11 +132,7 @@ fn safe_name(attempted: &str) -> &str {
 }
 
 fn login_failed(attempted: &str) -> ApiError {
-    crate::log::event(
-        "info",
-        "login_failed",
-        &[("username", safe_name(attempted))],
-    );
+    log::info("login_failed", &[("username", safe_name(attempted))]);
     ApiError::unauthorized(BAD_LOGIN)
 }
 
@@ -160,31 +155,24 @@ pub async fn logout(req: Request, env: &Env) -> ApiResult<Response> {
             .revoke(&badge.jti, badge.expires_at + LEEWAY_SECS)
             .await?
     };
-    let jti = (!everywhere).then_some(badge.jti.as_str());
-    let owner_view = RoomAccess::Member {
-        owner: String::new(),
-    };
-    let target = match jti {
-        Some(j) => format!("/revoke?jti={j}"),
-        None => format!("/revoke?user={}", badge.username),
-    };
+    let badge = &badge;
     let closes = rooms
         .iter()
         .filter_map(|r| RoomId::parse(r).ok())
-        .map(|room| {
-            let (owner_view, target) = (&owner_view, &target);
-            async move {
-                super::rooms::call_room(env, &room, Method::Post, target, owner_view, "logout")
-                    .await
+        .map(|room| async move {
+            let stub = RoomStub::new(env, &room);
+            if everywhere {
+                stub.revoke_user(badge.username.as_str()).await
+            } else {
+                stub.revoke_badge(&badge.jti).await
             }
         });
     for result in futures_util::future::join_all(closes).await {
         if let Err(e) = result {
-            crate::log::event("error", "error", &[("cause", &e.detail)]);
+            log::error("error", &[("cause", &e.detail)]);
         }
     }
-    crate::log::event(
-        "info",
+    log::info(
         "logout",
         &[
             ("username", badge.username.as_str()),

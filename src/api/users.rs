@@ -6,11 +6,12 @@ use worker::{Env, Request, Response};
 use super::guard;
 use crate::auth::password;
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
 use crate::http;
-use crate::limiter::{Policy, Throttle};
+use crate::http::{ApiError, ApiResult};
+use crate::log;
 use crate::protocol::{Password, Username};
 use crate::store::Store;
+use crate::throttle::{Policy, Throttle};
 
 #[derive(Deserialize)]
 struct SignupBody {
@@ -61,7 +62,7 @@ pub async fn signup(mut req: Request, env: &Env) -> ApiResult<Response> {
     {
         return Err(ApiError::new(409, "Username already registered"));
     }
-    crate::log::event("info", "signup", &[("username", username.as_str())]);
+    log::info("signup", &[("username", username.as_str())]);
     Ok(http::json(
         201,
         &serde_json::json!({ "username": username }),

@@ -1,6 +1,6 @@
 //! `GET /ws/{room_id}`: check the origin, the badge's signature and room access before any
 //! upgrade, then hand the socket to the room's Durable Object with the verified identity in a
-//! request the Worker builds from scratch (`handover.rs`). The room has the session ledger
+//! request the Worker builds from scratch (`room/handover.rs`, `room/client.rs`). The room has the session ledger
 //! admit the badge (revocation).
 //!
 //! This is the one route that reads the runtime's request directly rather than through
@@ -10,18 +10,16 @@
 //! The badge comes from `Sec-WebSocket-Protocol: bearer, <JWT>` (browsers cannot set headers on
 //! a WebSocket, and a URL ends up in logs and history) or, for older clients, `?token=<JWT>`.
 
-use worker::wasm_bindgen::JsCast;
-use worker::{wasm_bindgen_futures::JsFuture, worker_sys, Env};
-use worker_sys::web_sys;
+use worker::{worker_sys::web_sys, Env};
 
 use super::{guard, rooms};
 use crate::auth::badge::Badge;
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
-use crate::handover::{self, Handover};
-use crate::http;
+use crate::http::{self, ApiError, ApiResult};
+use crate::log;
 use crate::protocol::RoomId;
-use crate::room;
+use crate::room::client::{refused_as_private, RoomStub};
+use crate::room::handover::Handover;
 use crate::store::RoomAccess;
 
 /// Longest `Sec-WebSocket-Protocol` header read.
@@ -50,7 +48,7 @@ pub async fn connect(
         None => (http::raw_query_param(url, "token"), false),
     };
     // The signature and times only: the room asks the session ledger about revocation, and
-    // only for a badge it has not had admitted before (`admissions.rs`).
+    // only for a badge it has not had admitted before (`room/admissions.rs`).
     let badge = guard::verify_signature(env, token.as_deref())?;
     let since = match http::raw_query_param(url, "since").map(|s| s.parse::<u64>()) {
         // Parsed here, so only a plain number ever reaches the room's URL.
@@ -83,17 +81,12 @@ pub async fn connect(
     } else {
         RoomAccess::Public
     };
+    let stub = RoomStub::new(env, &room);
     loop {
-        let stub = env
-            .durable_object(room::BINDING)?
-            .id_from_name(room.as_str())?
-            .get_stub()?;
         handover.member = matches!(access, RoomAccess::Member { .. });
         // The room's answer goes back as it came (see `super::Reply`).
-        let answer = fetch_untouched(stub, &room_request(&handover)?).await?;
-        let private =
-            answer.status() == 403 && answer.headers().has(room::PRIVATE_HEADER).unwrap_or(false);
-        if !private {
+        let answer = stub.connect(&handover).await?;
+        if !refused_as_private(&answer) {
             return Ok(answer);
         }
         if matches!(access, RoomAccess::Public) {
@@ -111,8 +104,7 @@ pub async fn connect(
 /// The user's standing in a private room, from D1; a 403 (logged) when not a member.
 async fn member_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<RoomAccess> {
     guard::room_access(env, room, badge).await.inspect_err(|_| {
-        crate::log::event(
-            "info",
+        log::info(
             "ws_refused",
             &[
                 ("reason", "not_a_member"),
@@ -123,39 +115,9 @@ async fn member_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<Roo
     })
 }
 
-/// The room's request, built from scratch: nothing the client sent reaches the room but the
-/// upgrade itself (the runtime refuses a 101 to a request without it) and the handover, which
-/// the Worker verified or parsed.
-///
-/// Made with the runtime's classes directly: `worker::RequestInit`'s conversion sets every
-/// field it knows (method, body, redirect, `cf`...) across the JS boundary, which profiled at
-/// ~60 µs of a connect.
-fn room_request(handover: &Handover) -> worker::Result<web_sys::Request> {
-    let headers = web_sys::Headers::new()?;
-    headers.set("Upgrade", "websocket")?;
-    headers.set(handover::HEADER, &handover.encode())?;
-    let init = web_sys::RequestInit::new();
-    init.set_headers(&headers);
-    Ok(web_sys::Request::new_with_str_and_init(
-        "https://room.internal/connect",
-        &init,
-    )?)
-}
-
 /// A header of the client's request; `None` if absent (or unreadable, which a valid name never is).
 fn header(headers: &web_sys::Headers, name: &str) -> Option<String> {
     headers.get(name).ok().flatten()
-}
-
-/// [`worker::Stub::fetch_with_request`], but the JS response as the object answered it, not
-/// converted to a `worker::Response`.
-async fn fetch_untouched(
-    stub: worker::Stub,
-    req: &web_sys::Request,
-) -> worker::Result<web_sys::Response> {
-    let stub: worker_sys::DurableObject = stub.into_rpc();
-    let answer = JsFuture::from(stub.fetch_with_request(req)?).await?;
-    Ok(answer.dyn_into::<web_sys::Response>()?)
 }
 
 /// The badge from `Sec-WebSocket-Protocol: bearer, <JWT>`, if the client used that transport.
@@ -196,7 +158,7 @@ fn check_origin(headers: &web_sys::Headers, url: &str, config: &Config) -> ApiRe
     if origin_allowed(&origin, &own, &config.allowed_origins) {
         return Ok(());
     }
-    crate::log::event("info", "ws_refused", &[("reason", "origin_not_allowed")]);
+    log::info("ws_refused", &[("reason", "origin_not_allowed")]);
     Err(ApiError::new(403, "origin not allowed"))
 }
 

@@ -1,7 +1,8 @@
-//! The attempt limiter: counts attempts per key (`login-user:bob`, `login-ip:1.2.3.4`,
-//! `signup-ip:…`) in a sliding window, in Durable Objects. A Durable Object, not KV, because the
-//! count must be exact and immediate: KV is eventually consistent and would let a burst through.
-//! The Worker-facing side (`Throttle`) turns a full window into a 429 with `Retry-After`.
+//! The throttle on login and signup attempts: counts attempts per key (`login-user:bob`,
+//! `login-ip:1.2.3.4`, `signup-ip:…`) in a sliding window, in Durable Objects (class
+//! [`Limiter`], its deployed name). A Durable Object, not KV, because the count must be exact
+//! and immediate: KV is eventually consistent and would let a burst through. The Worker-facing
+//! side ([`Throttle`]) turns a full window into a 429 with `Retry-After`.
 //!
 //! Why `SHARDS` objects holding many keys each, rather than an object per key: every new
 //! object is a new SQLite database on disk, so a key per object let anyone create databases
@@ -13,8 +14,8 @@ use std::cell::Cell;
 use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
-use crate::error::{ApiError, ApiResult};
 use crate::http;
+use crate::http::{ApiError, ApiResult};
 
 pub const BINDING: &str = "LIMITER";
 
@@ -65,10 +66,7 @@ impl DurableObject for Limiter {
         };
         let (limit, window_ms) = (number("limit"), number("window_ms"));
         let Some(key) = http::query_param(&url, "key").filter(|k| !k.is_empty()) else {
-            return Ok(http::json(
-                400,
-                &serde_json::json!({ "detail": "missing key" }),
-            ));
+            return Ok(ApiError::bad_request("missing key").into_response());
         };
         let now = worker::Date::now().as_millis() as i64;
         let sql = self.state.storage().sql();

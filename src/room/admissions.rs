@@ -1,4 +1,4 @@
-//! The badges a room has already had admitted by the session ledger (`sessions.rs`), so a
+//! The badges a room has already had admitted by the session ledger (`ledger/`), so a
 //! socket that reopens the room with the same badge (a reconnect after a network blip or a
 //! deploy, a reloaded tab) does not ask the ledger again.
 //!
@@ -11,10 +11,20 @@
 //! One race is closed here too: a connect that waited for the ledger's "yes" while the room was
 //! told of a revocation covering that badge is refused ([`Admissions::revoked_since`]).
 //!
-//! Pure (no `worker` types), so it is unit-tested natively; `room.rs` keeps the SQLite copy
-//! that survives eviction and restarts.
+//! [`Admissions`] is the pure core (no `worker` types), unit-tested natively;
+//! [`AdmittedBadges`] is the room's glue around it, with the stored copy (`storage.rs`) that
+//! survives eviction and restarts.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
+
+use worker::Result;
+
+use super::storage::{ConnectWrites, RoomStorage};
+
+/// How often expired stored badges are dropped (seconds).
+const PRUNE_BADGES_EVERY_SECS: i64 = 60;
 
 /// How long a revocation is remembered for the race above (milliseconds): far longer than any
 /// ledger call takes.
@@ -101,6 +111,89 @@ impl Admissions {
             }
         }
         self.revocations.insert(key, now_ms);
+    }
+}
+
+/// What a revocation that reached the room covers.
+#[derive(Debug, Clone, Copy)]
+pub enum Revoked<'a> {
+    /// One badge, by its `jti`.
+    Badge(&'a str),
+    /// Every badge of the user issued so far.
+    User(&'a str),
+}
+
+/// The room's [`Admissions`], loaded from storage on the first connect after a wake-up
+/// (message wake-ups never need them), and stored a moment after each admission.
+pub struct AdmittedBadges {
+    storage: Rc<RoomStorage>,
+    writes: Rc<ConnectWrites>,
+    admissions: RefCell<Option<Admissions>>,
+    /// When expired stored badges were last dropped (seconds).
+    pruned_at: Cell<i64>,
+}
+
+impl AdmittedBadges {
+    pub fn new(storage: Rc<RoomStorage>, writes: Rc<ConnectWrites>) -> Self {
+        Self {
+            storage,
+            writes,
+            admissions: RefCell::new(None),
+            pruned_at: Cell::new(0),
+        }
+    }
+
+    /// [`Admissions::knows`].
+    pub fn knows(&self, jti: &str, now_secs: i64) -> Result<bool> {
+        self.with(|a| a.knows(jti, now_secs))
+    }
+
+    /// [`Admissions::revoked_since`].
+    pub fn revoked_since(&self, jti: &str, user: &str, since_ms: f64) -> Result<bool> {
+        self.with(|a| a.revoked_since(jti, user, since_ms))
+    }
+
+    /// The ledger admitted `jti` here: remembered in memory at once and in storage shortly
+    /// after (`ConnectWrites`), where expired rows are dropped now and then.
+    pub fn remember(&self, jti: &str, user: &str, expires_at: i64, now_secs: i64) -> Result<()> {
+        self.writes.save_badge(jti, user, expires_at);
+        self.with(|a| a.admitted(jti, user, expires_at))?;
+        if now_secs - self.pruned_at.get() >= PRUNE_BADGES_EVERY_SECS {
+            self.writes.prune_badges(now_secs);
+            self.with(|a| a.prune(now_secs))?;
+            self.pruned_at.set(now_secs);
+        }
+        Ok(())
+    }
+
+    /// A revocation reached the room: forgets the badge or every badge of the user, so their
+    /// next socket goes to the ledger.
+    pub fn forget(&self, revoked: Revoked) -> Result<()> {
+        // Not written later either.
+        self.writes.drop_badges(|jti, user| match revoked {
+            Revoked::Badge(j) => jti == j,
+            Revoked::User(u) => user == u,
+        });
+        match revoked {
+            Revoked::Badge(jti) => self.storage.delete_badge(jti)?,
+            Revoked::User(user) => self.storage.delete_badges_of(user)?,
+        }
+        let now_ms = worker::Date::now().as_millis() as f64;
+        self.with(|a| match revoked {
+            Revoked::Badge(jti) => a.revoke_badge(jti, now_ms),
+            Revoked::User(user) => a.revoke_user(user, now_ms),
+        })
+    }
+
+    /// Runs `f` on the admitted badges, loading them from storage first if needed.
+    fn with<T>(&self, f: impl FnOnce(&mut Admissions) -> T) -> Result<T> {
+        let mut admissions = self.admissions.borrow_mut();
+        if admissions.is_none() {
+            // No table yet means nothing was ever admitted here (and no write now, which
+            // would hold the ledger call back until it is committed).
+            *admissions = Some(Admissions::from_rows(self.storage.badges()?));
+        }
+        Ok(f(admissions.as_mut().expect("loaded above")))
     }
 }
 

@@ -1,11 +1,11 @@
-//! Batching of presence announcements under bursts. Pure (no `worker` types), so it is
-//! unit-tested natively; `room.rs` sends the frames and runs the timer.
+//! Batching of presence announcements under bursts. [`PresenceBatch`] is the pure core (no
+//! `worker` types), unit-tested natively; [`Presence`] sends the frames and runs the timer.
 //!
 //! Every join and leave goes to every member of the room, so a burst of N connects would cost
 //! N² sends. Instead:
 //!
-//! - **Leading edge, as before.** When no announcement reached the room in the last
-//!   `PRESENCE_BATCH_MS` (and none is waiting), a join or leave goes out at once as today's
+//! - **Leading edge.** When no announcement reached the room in the last
+//!   `PRESENCE_BATCH_MS` (and none is waiting), a join or leave goes out at once as a
 //!   `{"type":"join"|"leave","username"}` frame. A quiet room sees no difference.
 //! - **Otherwise it waits** in the batch, and one flush, at (last announcement + window), sends
 //!   a single `{"type":"presence_changes","joined":[...],"left":[...]}` to every member.
@@ -29,21 +29,15 @@
 //! batch is lost: members miss those joins and leaves until they reconnect (a connect always
 //! gets the full `presence` frame) or ask `GET /rooms/{id}/members`, which is authoritative.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
-use crate::burst::BurstWindow;
+use worker::WebSocket;
 
-/// What the room should do with one join or leave.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Decision {
-    /// Send the single `join` / `leave` frame now; then call [`PresenceBatch::announced`] if it
-    /// reached anyone.
-    SendNow,
-    /// Queued; start the (one) flush timer, due in `delay_ms`.
-    Schedule { delay_ms: f64 },
-    /// Queued; a flush is already scheduled.
-    Queued,
-}
+use super::sockets::Fanout;
+use crate::defer::{BurstWindow, Deferred, Flush};
+use crate::protocol::ServerFrame;
 
 /// The content of one `presence_changes` frame.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -120,10 +114,12 @@ impl PresenceBatch {
         }
     }
 
-    /// A user's first socket opened (`joined`) or last socket closed, at `now`.
-    pub fn record(&mut self, user: &str, joined: bool, now: f64) -> Decision {
+    /// A user's first socket opened (`joined`) or last socket closed, at `now`. On
+    /// `Flush::Now`, send the single `join` / `leave` frame now, then call
+    /// [`PresenceBatch::announced`] if it reached anyone.
+    pub fn record(&mut self, user: &str, joined: bool, now: f64) -> Flush {
         if self.pending.is_empty() && self.window.quiet(now) {
-            return Decision::SendNow;
+            return Flush::Now(());
         }
         let order = self.next_order;
         self.next_order += 1;
@@ -157,14 +153,7 @@ impl PresenceBatch {
                 );
             }
         }
-        self.queued(now)
-    }
-
-    fn queued(&mut self, now: f64) -> Decision {
-        match self.window.schedule(now) {
-            Some(delay_ms) => Decision::Schedule { delay_ms },
-            None => Decision::Queued,
-        }
+        Flush::queued(&mut self.window, now)
     }
 
     /// A socket of `user` got its `presence` frame (who is online now) on connect. Call it
@@ -200,10 +189,82 @@ impl PresenceBatch {
     }
 }
 
+/// The room's join/leave announcements: the batch, and the timer that sends it. Lost on
+/// eviction (see above).
+pub struct Presence {
+    batch: RefCell<PresenceBatch>,
+    fanout: Fanout,
+    /// Above this many sockets nothing is announced (`PRESENCE_BROADCAST_MAX`).
+    broadcast_max: usize,
+    flush: Deferred,
+}
+
+impl Presence {
+    pub fn new(window_ms: u64, broadcast_max: usize, fanout: Fanout) -> Rc<Self> {
+        Rc::new(Self {
+            batch: RefCell::new(PresenceBatch::new(window_ms)),
+            fanout,
+            broadcast_max,
+            flush: Deferred::default(),
+        })
+    }
+
+    /// Announces that `user` joined (their first socket opened) or left (their last closed):
+    /// at once as a `join`/`leave` frame to everyone but `except` in a quiet room, otherwise in
+    /// the next `presence_changes` batch, whose flush this may schedule.
+    pub fn announce(self: &Rc<Self>, user: &str, joined: bool, except: &[WebSocket]) {
+        let now = worker::Date::now().as_millis() as f64;
+        let flush = self.batch.borrow_mut().record(user, joined, now);
+        match flush {
+            Flush::Now(()) => {
+                let frame = if joined {
+                    ServerFrame::Join { username: user }
+                } else {
+                    ServerFrame::Leave { username: user }
+                };
+                if self.fanout.to_all_except(&frame.to_json(), except) > 0 {
+                    self.batch.borrow_mut().announced(now);
+                }
+            }
+            Flush::Wait => {}
+            Flush::Schedule { delay_ms } => {
+                self.flush
+                    .schedule(self, delay_ms.ceil() as u32, Self::send_batch);
+            }
+        }
+    }
+
+    /// [`PresenceBatch::snapshot_sent`].
+    pub fn snapshot_sent(&self, user: &str) {
+        self.batch.borrow_mut().snapshot_sent(user);
+    }
+
+    /// The flush timer fired: sends the batched joins and leaves as one `presence_changes` frame
+    /// to every socket (none if they all cancelled out, or if the room has grown past
+    /// `PRESENCE_BROADCAST_MAX` meanwhile: above it nothing is announced).
+    fn send_batch(self: &Rc<Self>) {
+        self.flush.fired();
+        let changes = self.batch.borrow_mut().flush();
+        if changes.is_empty() || self.fanout.listed() > self.broadcast_max {
+            return;
+        }
+        let frame = ServerFrame::PresenceChanges {
+            joined: &changes.joined,
+            left: &changes.left,
+        }
+        .to_json();
+        if self.fanout.to_all(&frame) > 0 {
+            self.batch
+                .borrow_mut()
+                .announced(worker::Date::now().as_millis() as f64);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::burst::LOST_FLUSH_MS;
+    use crate::defer::LOST_FLUSH_MS;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
@@ -213,7 +274,7 @@ mod tests {
         view: BTreeSet<String>,
     }
 
-    /// A room driven the way `room.rs` drives the batch: single frames to everyone but the
+    /// A room driven the way [`Presence`] drives the batch: single frames to everyone but the
     /// socket concerned, flushes to everyone, one timer at a time.
     struct Sim {
         batch: PresenceBatch,
@@ -257,7 +318,7 @@ mod tests {
 
         fn announce(&mut self, user: &str, joined: bool, except: Option<usize>) {
             match self.batch.record(user, joined, self.now) {
-                Decision::SendNow => {
+                Flush::Now(()) => {
                     let mut sent = 0;
                     for (i, s) in self.socks.iter_mut().enumerate() {
                         if Some(i) == except {
@@ -275,12 +336,12 @@ mod tests {
                     }
                     self.check_own_presence();
                 }
-                Decision::Schedule { delay_ms } => {
+                Flush::Schedule { delay_ms } => {
                     self.schedules += 1;
                     assert!(self.timer.is_none(), "one flush at a time");
                     self.timer = Some(self.now + delay_ms);
                 }
-                Decision::Queued => assert!(self.timer.is_some(), "queued without a flush"),
+                Flush::Wait => assert!(self.timer.is_some(), "queued without a flush"),
             }
         }
 
@@ -391,7 +452,7 @@ mod tests {
     /// A batch whose last announcement went out at `t`.
     fn after_announcement(window: u64, t: f64) -> PresenceBatch {
         let mut b = PresenceBatch::new(window);
-        assert_eq!(b.record("first", JOIN, t), Decision::SendNow);
+        assert_eq!(b.record("first", JOIN, t), Flush::Now(()));
         b.announced(t);
         b
     }
@@ -399,11 +460,11 @@ mod tests {
     #[test]
     fn quiet_room_sends_every_change_at_once() {
         let mut b = PresenceBatch::new(100);
-        assert_eq!(b.record("alice", JOIN, 1000.0), Decision::SendNow);
+        assert_eq!(b.record("alice", JOIN, 1000.0), Flush::Now(()));
         b.announced(1000.0);
-        assert_eq!(b.record("bob", JOIN, 1100.0), Decision::SendNow);
+        assert_eq!(b.record("bob", JOIN, 1100.0), Flush::Now(()));
         b.announced(1100.0);
-        assert_eq!(b.record("bob", LEAVE, 1250.0), Decision::SendNow);
+        assert_eq!(b.record("bob", LEAVE, 1250.0), Flush::Now(()));
         assert!(b.flush().is_empty(), "nothing was queued");
     }
 
@@ -411,8 +472,8 @@ mod tests {
     fn an_announcement_that_reached_nobody_does_not_start_a_window() {
         let mut b = PresenceBatch::new(100);
         // The first user in an empty room: the join went to nobody, `announced` not called.
-        assert_eq!(b.record("alice", JOIN, 1000.0), Decision::SendNow);
-        assert_eq!(b.record("bob", JOIN, 1010.0), Decision::SendNow);
+        assert_eq!(b.record("alice", JOIN, 1000.0), Flush::Now(()));
+        assert_eq!(b.record("bob", JOIN, 1010.0), Flush::Now(()));
     }
 
     #[test]
@@ -420,11 +481,11 @@ mod tests {
         let mut b = after_announcement(100, 1000.0);
         assert_eq!(
             b.record("a", JOIN, 1020.0),
-            Decision::Schedule { delay_ms: 80.0 }
+            Flush::Schedule { delay_ms: 80.0 }
         );
-        assert_eq!(b.record("b", JOIN, 1030.0), Decision::Queued);
-        assert_eq!(b.record("c", LEAVE, 1040.0), Decision::Queued);
-        assert_eq!(b.record("d", JOIN, 1050.0), Decision::Queued);
+        assert_eq!(b.record("b", JOIN, 1030.0), Flush::Wait);
+        assert_eq!(b.record("c", LEAVE, 1040.0), Flush::Wait);
+        assert_eq!(b.record("d", JOIN, 1050.0), Flush::Wait);
         let changes = b.flush();
         assert_eq!(
             changes,
@@ -437,12 +498,12 @@ mod tests {
         // Still busy: the next change waits for the window after the flush.
         assert_eq!(
             b.record("e", JOIN, 1150.0),
-            Decision::Schedule { delay_ms: 50.0 }
+            Flush::Schedule { delay_ms: 50.0 }
         );
         assert_eq!(b.flush().joined, names(&["e"]));
         b.announced(1200.0);
         // Quiet again: back to single frames.
-        assert_eq!(b.record("f", LEAVE, 1300.0), Decision::SendNow);
+        assert_eq!(b.record("f", LEAVE, 1300.0), Flush::Now(()));
     }
 
     #[test]
@@ -452,9 +513,9 @@ mod tests {
         let mut b = after_announcement(100, 1000.0);
         assert!(matches!(
             b.record("a", JOIN, 1050.0),
-            Decision::Schedule { .. }
+            Flush::Schedule { .. }
         ));
-        assert_eq!(b.record("b", JOIN, 1130.0), Decision::Queued);
+        assert_eq!(b.record("b", JOIN, 1130.0), Flush::Wait);
         assert_eq!(b.flush().joined, names(&["a", "b"]));
     }
 
@@ -511,7 +572,7 @@ mod tests {
         assert!(b.flush().is_empty());
         // Nothing was sent, so `announced` is not called: the room counts as quiet from the
         // last real announcement.
-        assert_eq!(b.record("y", JOIN, 1100.0), Decision::SendNow);
+        assert_eq!(b.record("y", JOIN, 1100.0), Flush::Now(()));
     }
 
     #[test]
@@ -591,7 +652,7 @@ mod tests {
     fn window_zero_never_batches() {
         let mut b = PresenceBatch::new(0);
         for (i, user) in ["a", "b", "c"].into_iter().enumerate() {
-            assert_eq!(b.record(user, JOIN, 1000.0 + i as f64), Decision::SendNow);
+            assert_eq!(b.record(user, JOIN, 1000.0 + i as f64), Flush::Now(()));
             b.announced(1000.0);
         }
     }
@@ -601,15 +662,15 @@ mod tests {
         let mut b = after_announcement(100, 1000.0);
         assert!(matches!(
             b.record("a", JOIN, 1010.0),
-            Decision::Schedule { .. }
+            Flush::Schedule { .. }
         ));
         assert_eq!(
             b.record("b", JOIN, 1090.0 + LOST_FLUSH_MS - 1.0),
-            Decision::Queued
+            Flush::Wait
         );
         assert_eq!(
             b.record("c", JOIN, 1100.0 + LOST_FLUSH_MS),
-            Decision::Schedule { delay_ms: 0.0 }
+            Flush::Schedule { delay_ms: 0.0 }
         );
         assert_eq!(b.flush().joined, names(&["a", "b", "c"]));
     }

@@ -9,7 +9,7 @@
 //! the frame's event and stores everything that arrived meanwhile in one commit. A sender with
 //! one message in flight (a person typing, or a client that waits for its echo) gains nothing
 //! from the timer and pays for it: one more JS entry and one more for `storage.sync()` per
-//! message, about 5% of the room's CPU per message with 20 members (`bench/RESULTS.md`, round 13).
+//! message, about 5% of the room's CPU per message with 20 members (measured with `bench/ab.sh`).
 //!
 //! How a connection is told apart: on the timer's way, a message that arrives while the same
 //! connection's previous message is still unsent shows the connection has messages in flight.

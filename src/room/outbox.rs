@@ -8,8 +8,7 @@
 //!
 //! A group is sent once its commit is durable (`storage.sync()`), not at once: the runtime
 //! would hold each send back behind the commit anyway (the output gate), at the price of a
-//! wait per socket per message; after `sync()` the sends go straight out (`bench/RESULTS.md`,
-//! round 9: what it bought with 50 rooms of 20 sockets and one message in flight per room).
+//! wait per socket per message; after `sync()` the sends go straight out.
 //!
 //! A frame is accepted (rate limit, validation, id, timestamp, serialisation) at once, and
 //! waits for a timer of 0 ms, which fires once the runtime has dispatched the frames already
@@ -18,25 +17,28 @@
 //! A connection that sends one message at a time skips the timer (`pace.rs`): while the room has
 //! nothing waiting or unsent, its message is stored in the frame's own event and sent at once,
 //! the runtime holding those sends until the commit is durable (the output gate). Every few
-//! messages it takes the timer's way again, to see whether it has started pipelining. (Choosing
-//! by the clock instead, "a quiet room", was tried and reverted: a room busy broadcasting to 1000
-//! sockets looked quiet to the message queued behind; `bench/RESULTS.md`, round 7.)
+//! messages it takes the timer's way again, to see whether it has started pipelining. The choice
+//! is per connection, not by the clock ("a quiet room"): a room busy broadcasting to 1000
+//! sockets looks quiet to the message queued behind.
 //!
 //! Ids are given in arrival order and stored in that order. A client connecting while a group
 //! waits (for its timer, or for its commit) gets the history up to the last message sent
 //! ([`Outbox::sent_id`]) and then the group as live frames, so nothing is missed or repeated
-//! (`room.rs`, `connect`).
+//! (`mod.rs`, `connect`).
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use worker::wasm_bindgen::{closure::Closure, prelude::wasm_bindgen, JsValue};
-use worker::{SqlStorage, WebSocket};
+use worker::WebSocket;
 
-use crate::pace::{Pace, Way};
+use super::pace::{Pace, Way};
+use super::sockets::{send_quietly, Fanout};
+use super::storage::RoomStorage;
+use crate::defer::{weak_callback, Deferred};
+use crate::log;
 use crate::protocol::error_frame;
-use crate::timer::{weak_callback, Deferred};
 
 /// One accepted message, serialised once for all its recipients.
 pub struct Outgoing {
@@ -50,37 +52,22 @@ pub struct Outgoing {
     pub sender: WebSocket,
 }
 
-// `insertMessage` is the per-message write in one call: `SqlStorage::exec_raw` would build a JS
-// array, a JS value per binding and a cursor handle, each a crossing between WASM and JS, and
-// pass the query text across every time.
 #[wasm_bindgen(inline_js = r#"
 export function whenDurable(state, callback) {
   state.storage.sync().then(callback);
-}
-export function insertMessage(sql, id, username, content, ts) {
-  sql.exec("INSERT INTO messages (id, username, content, ts) VALUES (?, ?, ?, ?)", id, username, content, ts);
 }"#)]
 extern "C" {
     /// Calls `callback` once every write made so far is durable (`storage.sync()`).
     #[wasm_bindgen(js_name = whenDurable)]
     fn when_durable(state: &JsValue, callback: &Closure<dyn FnMut()>);
-
-    /// Inserts one row into `messages` (`sql`: the object's `SqlStorage`).
-    #[wasm_bindgen(js_name = insertMessage, catch)]
-    fn insert_message(
-        sql: &JsValue,
-        id: f64,
-        username: &str,
-        content: &str,
-        ts: f64,
-    ) -> Result<(), JsValue>;
 }
 
 /// The room's message log writer: owns the id sequence and the group waiting for its commit.
 pub struct Outbox {
-    sql: SqlStorage,
-    /// The runtime's `DurableObjectState`, whose sockets a group is broadcast to.
+    storage: Rc<RoomStorage>,
+    /// The runtime's `DurableObjectState`, whose commits a group waits for.
     state: JsValue,
+    fanout: Fanout,
     history_cap: i64,
     /// Id of the newest accepted message (stored, or waiting in `waiting`).
     last_id: Cell<i64>,
@@ -104,10 +91,17 @@ pub struct Outbox {
 
 impl Outbox {
     /// `last_id`: the newest stored id, read at wake-up.
-    pub fn new(sql: SqlStorage, state: JsValue, history_cap: i64, last_id: i64) -> Rc<Self> {
+    pub fn new(
+        storage: Rc<RoomStorage>,
+        state: JsValue,
+        fanout: Fanout,
+        history_cap: i64,
+        last_id: i64,
+    ) -> Rc<Self> {
         Rc::new(Self {
-            sql,
+            storage,
             state,
+            fanout,
             history_cap,
             last_id: Cell::new(last_id),
             waiting: RefCell::new(Vec::new()),
@@ -176,7 +170,7 @@ impl Outbox {
         if self.store_group(std::slice::from_ref(&message)) == 0 {
             return;
         }
-        crate::room::broadcast_to_all(&self.state, &message.frame);
+        self.fanout.to_all(&message.frame);
         self.sent_id.set(message.id);
     }
 
@@ -208,7 +202,7 @@ impl Outbox {
         let mut unsent = self.unsent.borrow_mut();
         while unsent.front().is_some_and(|m| m.id <= mark) {
             let message = unsent.pop_front().unwrap();
-            crate::room::broadcast_to_all(&self.state, &message.frame);
+            self.fanout.to_all(&message.frame);
             self.sent_id.set(message.id);
         }
     }
@@ -220,7 +214,7 @@ impl Outbox {
         let mut stored = 0;
         for message in group {
             if let Err(e) = self.store(message) {
-                crate::log::event("error", "message_not_stored", &[("error", &e.to_string())]);
+                log::error("message_not_stored", &[("error", &e.to_string())]);
                 self.last_id.set(message.id - 1);
                 break;
             }
@@ -231,9 +225,10 @@ impl Outbox {
             self.groups.set(self.groups.get() + 1);
         }
         for message in &group[stored..] {
-            let _ = message
-                .sender
-                .send_with_str(error_frame("message not stored; send it again"));
+            send_quietly(
+                &message.sender,
+                &error_frame("message not stored; send it again"),
+            );
         }
         stored
     }
@@ -241,19 +236,11 @@ impl Outbox {
     /// Writes one message and drops the oldest beyond the history cap (in batches of 1% of
     /// the cap rather than one row per insert).
     fn store(&self, m: &Outgoing) -> worker::Result<()> {
-        insert_message(
-            self.sql.as_ref(),
-            m.id as f64,
-            &m.username,
-            &m.content,
-            m.ts as f64,
-        )?;
+        self.storage
+            .insert_message(m.id, &m.username, &m.content, m.ts)?;
         let cap = self.history_cap;
         if m.id > cap && m.id % (cap / 100).max(1) == 0 {
-            self.sql.exec(
-                "DELETE FROM messages WHERE id <= ?",
-                vec![(m.id - cap).into()],
-            )?;
+            self.storage.drop_messages_through(m.id - cap)?;
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ pub struct Handover {
     pub iat: i64,
     pub exp: i64,
     /// Whether the Worker found the user a member of the room (D1). A socket handed over as
-    /// not a member is refused by a private room, with a marked 403 (`room::PRIVATE_HEADER`).
+    /// not a member is refused by a private room, with a marked 403 (`client::PRIVATE_HEADER`).
     pub member: bool,
     /// The Worker's request id, for the room's `ws_connect` log entry.
     pub request_id: String,

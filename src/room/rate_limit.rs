@@ -1,6 +1,9 @@
 //! Token buckets: the per-connection message limit in rooms. Pure (time is passed in, in ms),
 //! so the arithmetic is unit-tested natively.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 /// A classic token bucket: `capacity` tokens, refilled at `per_sec`, one token per message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenBucket {
@@ -77,6 +80,39 @@ impl ConnectionLimiter {
             Ok(()) => Verdict::Allow,
             Err(retry_after_ms) => Verdict::Refuse { retry_after_ms },
         }
+    }
+}
+
+/// Every connection's limiter in one room, by connection id. In memory only: losing them to an
+/// eviction is harmless, as buckets refill within seconds and hibernation only follows seconds
+/// of silence.
+pub struct RateLimits {
+    per_sec: f64,
+    burst: f64,
+    limiters: RefCell<HashMap<u32, ConnectionLimiter>>,
+}
+
+impl RateLimits {
+    pub fn new(per_sec: f64, burst: f64) -> Self {
+        Self {
+            per_sec,
+            burst,
+            limiters: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The verdict on connection `conn`'s next frame at `now_ms`.
+    pub fn check(&self, conn: u32, now_ms: f64) -> Verdict {
+        self.limiters
+            .borrow_mut()
+            .entry(conn)
+            .or_insert_with(|| ConnectionLimiter::new(self.per_sec, self.burst, now_ms))
+            .check(now_ms)
+    }
+
+    /// The connection closed.
+    pub fn forget(&self, conn: u32) {
+        self.limiters.borrow_mut().remove(&conn);
     }
 }
 

@@ -1,0 +1,565 @@
+//! The room: one Durable Object per room name, holding that room's WebSockets.
+//!
+//! Sockets are accepted with the Hibernation API, so an idle room costs nothing while its
+//! members stay connected: the runtime evicts the object from memory and wakes it for the next
+//! frame. Anything that must survive that lives in SQLite storage (messages, room metadata) or
+//! in the socket's attachment and tags (who it belongs to), never only in struct fields. The
+//! in-memory parts are caches that are rebuilt, or are harmless to lose.
+//!
+//! Only the Worker talks to this object (`client.rs`): it verifies the badge and room access
+//! first and passes the identity in what it builds itself (for a socket: the handover header).
+//!
+//! This file holds the object's routes and hibernation handlers; each concern is a part it
+//! owns: `sockets.rs` (attachments, tags, fan-out, who is online), `storage.rs` (every SQL
+//! statement), `outbox.rs` (storing and sending messages in groups) with `pace.rs`,
+//! `presence.rs` (join/leave announcements), `admissions.rs` (badges the ledger admitted here),
+//! `rate_limit.rs` (per-connection buckets).
+
+pub mod admissions;
+pub mod client;
+pub mod handover;
+pub mod outbox;
+pub mod pace;
+pub mod presence;
+pub mod rate_limit;
+pub mod sockets;
+pub mod storage;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use wasm_bindgen::prelude::*;
+use worker::worker_sys::web_sys;
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
+use worker::{WebSocket, WebSocketPair};
+
+use crate::config::{self, Config, RoomConfig};
+use crate::http::{self, ApiError, ApiResult};
+use crate::ledger::Ledger;
+use crate::log::{self, SocketLog};
+use crate::protocol::{self, error_frame, ChatMessage, ServerFrame};
+use admissions::{AdmittedBadges, Revoked};
+use client::{ACCESS_HEADER, PRIVATE_HEADER};
+use handover::Handover;
+use outbox::{Outbox, Outgoing};
+use presence::Presence;
+use rate_limit::{RateLimits, Verdict};
+use sockets::{send_quietly, Member, Sockets, CLOSE_POLICY};
+use storage::{ConnectWrites, RoomMeta, RoomStorage};
+
+/// Messages sent on connect without `since`.
+pub const RECENT_HISTORY: i64 = 50;
+/// Most messages sent on connect with `since`; beyond that the history frame says `truncated`.
+pub const MAX_CATCH_UP: i64 = 1000;
+/// Largest page of `GET /rooms/{id}/messages`.
+pub const MAX_PAGE: i64 = 100;
+
+#[durable_object(fetch)]
+pub struct ChatRoom {
+    env: Env,
+    /// The room's name (`id_from_name`), known to the runtime even after hibernation.
+    name: String,
+    config: Rc<RoomConfig>,
+    storage: Rc<RoomStorage>,
+    /// The `meta` table, read once per wake-up: only this object writes it.
+    meta: RefCell<RoomMeta>,
+    sockets: Sockets,
+    /// Accepted messages on their way to storage and to the members, in groups; owns the
+    /// message ids (the newest is reloaded from storage on every wake-up).
+    outbox: Rc<Outbox>,
+    presence: Rc<Presence>,
+    badges: AdmittedBadges,
+    /// What the first connect of a burst leaves for a moment later.
+    writes: Rc<ConnectWrites>,
+    rate_limits: RateLimits,
+    /// `ws_connect` and `ws_close` entries waiting for their line.
+    connect_log: Rc<SocketLog>,
+    close_log: Rc<SocketLog>,
+}
+
+impl DurableObject for ChatRoom {
+    fn new(state: State, env: Env) -> Self {
+        config::set_log_level(&env);
+        let name = state.id().name().unwrap_or_default();
+        let (storage, wake) =
+            RoomStorage::open(state.storage().sql(), &name).expect("reading the room's storage");
+        // Answer heartbeats without waking the object (and without billing a wake-up).
+        if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
+            state.set_websocket_auto_response(&pair);
+        }
+        let config = RoomConfig::from_env(&env);
+        let raw_state = AsRef::<JsValue>::as_ref(state.as_raw()).clone();
+        let sockets = Sockets::new(state);
+        let writes = ConnectWrites::new(Rc::clone(&storage));
+        Self {
+            outbox: Outbox::new(
+                Rc::clone(&storage),
+                raw_state,
+                sockets.fanout().clone(),
+                config.history_cap,
+                wake.last_id,
+            ),
+            presence: Presence::new(
+                config.presence_batch_ms,
+                config.presence_broadcast_max,
+                sockets.fanout().clone(),
+            ),
+            badges: AdmittedBadges::new(Rc::clone(&storage), Rc::clone(&writes)),
+            rate_limits: RateLimits::new(config.rate_per_sec, config.rate_burst),
+            connect_log: SocketLog::new("ws_connect", &name),
+            close_log: SocketLog::new("ws_close", &name),
+            meta: RefCell::new(wake.meta),
+            writes,
+            sockets,
+            storage,
+            config,
+            name,
+            env,
+        }
+    }
+
+    /// Internal routes, called only by the Worker (`client.rs`).
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        Ok(self
+            .route(req)
+            .await
+            .unwrap_or_else(ApiError::into_response))
+    }
+}
+
+// The Hibernation API handlers, exported by hand instead of by `#[durable_object(websocket)]`.
+// That macro wraps every handler in a Rust future and a JS promise (a promise, a microtask and a
+// task per frame), about 15 % of a message's CPU in the room's profile with one client. Nothing
+// here awaits, so the handlers run to completion synchronously; the only deferred work (the
+// presence and log flushes, the outbox) goes on timers (`defer.rs`).
+#[wasm_bindgen]
+impl ChatRoom {
+    #[wasm_bindgen(js_name = webSocketMessage)]
+    pub fn on_socket_message(
+        &self,
+        ws: web_sys::WebSocket,
+        message: JsValue,
+    ) -> std::result::Result<(), JsValue> {
+        let ws = WebSocket::from(ws);
+        match message.as_string() {
+            Some(text) => self.on_text(&ws, text).map_err(JsValue::from),
+            None => {
+                send_quietly(
+                    &ws,
+                    &error_frame("binary frames are not supported; send JSON text"),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    #[wasm_bindgen(js_name = webSocketClose)]
+    pub fn on_socket_close(
+        &self,
+        ws: web_sys::WebSocket,
+        code: u16,
+        _reason: JsValue,
+        _was_clean: JsValue,
+    ) {
+        let ws = WebSocket::from(ws);
+        // Complete the closing handshake. 1005/1006 are reserved and cannot be sent back.
+        let code = match code {
+            1005 | 1006 => 1000,
+            c => c,
+        };
+        let _ = ws.close(Some(code), Some("closing"));
+        self.forget(std::slice::from_ref(&ws), code);
+    }
+
+    #[wasm_bindgen(js_name = webSocketError)]
+    pub fn on_socket_error(&self, ws: web_sys::WebSocket, error: JsValue) {
+        let ws = WebSocket::from(ws);
+        let error = worker::Error::from(error);
+        log::warn("ws_error", &[("error", &error.to_string())]);
+        let _ = ws.close(Some(1011), Some("socket error"));
+        self.forget(std::slice::from_ref(&ws), 1011);
+    }
+}
+
+/// What the checks before an accept found out.
+struct Opening {
+    /// Sockets in the room before this one.
+    room_sockets: usize,
+    /// Whether the user already had a socket here.
+    was_online: bool,
+}
+
+impl ChatRoom {
+    async fn route(&self, req: Request) -> ApiResult<Response> {
+        if req.method() == Method::Get && req.path() == "/connect" {
+            // The hot path: everything it needs is in the handover, no URL to parse.
+            let handover = req
+                .headers()
+                .get(handover::HEADER)?
+                .as_deref()
+                .and_then(Handover::decode)
+                .ok_or_else(missing_identity)?;
+            return self.connect(handover).await;
+        }
+        let url = req.url()?;
+        let query = |name: &str| http::query_param(&url, name);
+        let member = req.headers().get(ACCESS_HEADER)?.as_deref() == Some("member");
+        match (req.method(), url.path()) {
+            (Method::Post, "/claim") => self.claim(query("owner").unwrap_or_default()),
+            (Method::Get, "/info") => Ok(self.info()),
+            (Method::Get, "/messages" | "/members") if self.refuses_outsiders(member) => {
+                Err(ApiError::new(403, "this room is private"))
+            }
+            (Method::Get, "/messages") => self.page(query("before"), query("limit")),
+            (Method::Get, "/members") => Ok(http::json(
+                200,
+                &serde_json::json!({ "room_id": self.name, "users": self.sockets.online_users() }),
+            )),
+            (Method::Post, "/kick") => {
+                let user = query("user").unwrap_or_default();
+                let closed = self.sockets.close_user(&user, "removed from room");
+                self.forget(&closed, CLOSE_POLICY);
+                Ok(closed_count(closed.len()))
+            }
+            (Method::Post, "/revoke") => {
+                let closed = match (query("jti"), query("user")) {
+                    (Some(jti), _) => {
+                        self.badges.forget(Revoked::Badge(&jti))?;
+                        self.sockets.close_badge(&jti, "token revoked")
+                    }
+                    (None, Some(user)) => {
+                        self.badges.forget(Revoked::User(&user))?;
+                        self.sockets.close_user(&user, "token revoked")
+                    }
+                    _ => Vec::new(),
+                };
+                self.forget(&closed, CLOSE_POLICY);
+                Ok(closed_count(closed.len()))
+            }
+            (Method::Get, "/stats") => Ok(http::json(200, &self.stats()?)),
+            _ => Err(ApiError::not_found()),
+        }
+    }
+
+    /// One text frame from a member: rate limit, validate, store, broadcast. Whatever the frame,
+    /// the connection and the room keep working; a bad frame gets an error frame back.
+    fn on_text(&self, ws: &WebSocket, text: String) -> Result<()> {
+        if text == "ping" {
+            // Normally the auto-response answers; this covers a frame that reached us anyway.
+            send_quietly(ws, "pong");
+            return Ok(());
+        }
+        let Some(member) = Member::of(ws) else {
+            send_quietly(ws, &error_frame("connection has no identity"));
+            return Ok(());
+        };
+        let now = worker::Date::now().as_millis();
+        match self.rate_limits.check(member.conn, now as f64) {
+            Verdict::Allow => {}
+            Verdict::Refuse { retry_after_ms } => {
+                let frame = ServerFrame::Error {
+                    detail: "rate limited",
+                    retry_after_ms: Some(retry_after_ms),
+                };
+                send_quietly(ws, &frame.to_json());
+                return Ok(());
+            }
+            Verdict::Disconnect => {
+                log::warn(
+                    "rate_limited",
+                    &[
+                        ("username", &member.user),
+                        ("room", &self.name),
+                        ("action", "closed"),
+                    ],
+                );
+                let _ = ws.close(Some(CLOSE_POLICY), Some("rate limit exceeded"));
+                return Ok(());
+            }
+        }
+        let message = match protocol::parse_client_message(&text, &self.name) {
+            Ok(m) => m,
+            Err(invalid) => {
+                send_quietly(ws, &error_frame(&invalid.0));
+                return Ok(());
+            }
+        };
+        // The first write ever creates the tables, in this event's commit.
+        self.storage.ensure_tables()?;
+        let id = self.outbox.next_id();
+        let ts = now as i64;
+        let frame = ServerFrame::Message {
+            id,
+            room_id: &self.name,
+            username: &member.user,
+            content: &message.content,
+            ts,
+        }
+        .to_json();
+        self.outbox.accept(
+            Outgoing {
+                id,
+                username: member.user,
+                content: message.content.into_owned(),
+                ts,
+                frame,
+                sender: ws.clone(),
+            },
+            member.conn,
+        );
+        Ok(())
+    }
+
+    /// Accepts a WebSocket for a member whose badge signature the Worker has verified: asks the
+    /// session ledger to admit the badge here unless it already did (`admissions.rs`). Everything
+    /// from the last check to the return runs without an `await`, so no message can slip in
+    /// between the history we send and the live frames that follow: nothing lost, nothing twice.
+    async fn connect(&self, handover: Handover) -> ApiResult<Response> {
+        let badge = handover.badge().ok_or_else(missing_identity)?;
+        let (user, room, jti, member) = (
+            handover.user.as_str(),
+            handover.room.as_str(),
+            handover.jti.as_str(),
+            handover.member,
+        );
+        if room.is_empty() || jti.is_empty() {
+            return Err(missing_identity());
+        }
+        let since = match handover.since.map(i64::try_from) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                return Err(ApiError::unprocessable(
+                    "since must be a non-negative integer",
+                ))
+            }
+        };
+        let mut opening = self.may_open(user, room, member)?;
+        let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
+        if !self.badges.knows(jti, now_secs)? {
+            let asked_at = worker::Date::now().as_millis() as f64;
+            let max_rooms = Config::from_env(&self.env).max_rooms_per_user;
+            Ledger::for_user(&self.env, user)?
+                .admit_socket(&badge, room, max_rooms)
+                .await?;
+            // A logout may have reached the room while the ledger answered (it listed this room
+            // only because the ledger had just recorded it).
+            if self.badges.revoked_since(jti, user, asked_at)? {
+                return Err(ApiError::unauthorized("Could not validate credentials"));
+            }
+            self.badges
+                .remember(jti, user, badge.expires_at, now_secs)?;
+            // And the room may have filled up, or been made private, meanwhile.
+            opening = self.may_open(user, room, member)?;
+        }
+        if !self.meta.borrow().used {
+            // Refused claims from now on; stored a moment later (`storage.rs`).
+            self.meta.borrow_mut().used = true;
+            self.writes.mark_used();
+        }
+
+        let pair = WebSocketPair::new()?;
+        self.sockets.accept(&pair.server, user, jti)?;
+        let (messages, truncated) = self.history(since)?;
+        send_quietly(
+            &pair.server,
+            &ServerFrame::History {
+                messages: &messages,
+                truncated,
+            }
+            .to_json(),
+        );
+        let users = self.sockets.online_users();
+        send_quietly(
+            &pair.server,
+            &ServerFrame::Presence { users: &users }.to_json(),
+        );
+        if !opening.was_online && opening.room_sockets < self.config.presence_broadcast_max {
+            self.presence
+                .announce(user, true, std::slice::from_ref(&pair.server));
+        }
+        // After its own join: the new socket saw its user online, the state after that join.
+        self.presence.snapshot_sent(user);
+        self.connect_log.add(|| {
+            serde_json::json!({
+                "username": user,
+                "request_id": handover.request_id,
+            })
+        });
+
+        let mut response = Response::from_websocket(pair.client)?;
+        if handover.bearer {
+            response
+                .headers_mut()
+                .set("Sec-WebSocket-Protocol", "bearer")?;
+        }
+        Ok(response)
+    }
+
+    /// Whether `user` may open one more socket here now: the room's privacy, and its limits.
+    fn may_open(&self, user: &str, room: &str, member: bool) -> ApiResult<Opening> {
+        if self.refuses_outsiders(member) {
+            return Err(ApiError::new(403, "this room is private").with_header(PRIVATE_HEADER, "1"));
+        }
+        let room_sockets = self.sockets.count();
+        if room_sockets >= self.config.max_sockets_per_room {
+            log::warn("ws_refused", &[("reason", "room_full"), ("room", room)]);
+            return Err(ApiError::new(503, "room is full"));
+        }
+        let user_sockets = self.sockets.count_of(user);
+        if user_sockets >= self.config.max_sockets_per_user {
+            log::warn(
+                "ws_refused",
+                &[
+                    ("reason", "too_many_sockets"),
+                    ("username", user),
+                    ("room", room),
+                ],
+            );
+            return Err(ApiError::new(
+                429,
+                "too many connections to this room for this user",
+            ));
+        }
+        Ok(Opening {
+            room_sockets,
+            was_online: user_sockets > 0,
+        })
+    }
+
+    /// The object is the authority on privacy: a room claimed private after the Worker looked
+    /// it up still refuses a request that was only checked as public.
+    fn refuses_outsiders(&self, member: bool) -> bool {
+        self.meta.borrow().private && !member
+    }
+
+    /// History sent on connect: the last 50 messages, or every message after `since` (the
+    /// newest 1000 if more were missed, with `truncated` so the client can page back).
+    fn history(&self, since: Option<i64>) -> Result<(Vec<ChatMessage>, bool)> {
+        let (after, limit) = match since {
+            Some(s) => (s, MAX_CATCH_UP),
+            None => (0, RECENT_HISTORY),
+        };
+        // Nothing newer than `after` exists (an empty room, or a client that is up to date on
+        // reconnect): no query, and nothing missed.
+        if after >= self.outbox.last_id() {
+            return Ok((Vec::new(), false));
+        }
+        // Stored messages not yet sent reach the new socket live (`outbox.rs`).
+        let newest = self
+            .storage
+            .messages_between(after, self.outbox.sent_id(), limit)?;
+        // Ids have no gaps, so a first id past `since + 1` means the history cap already
+        // dropped messages the client missed: it must know.
+        let dropped = match (since, newest.messages.first()) {
+            (Some(since), Some(first)) => first.id > since + 1,
+            _ => false,
+        };
+        Ok((newest.messages, newest.more || dropped))
+    }
+
+    /// `GET /rooms/{id}/messages?before=&limit=`: a page of history, oldest first.
+    fn page(&self, before: Option<String>, limit: Option<String>) -> ApiResult<Response> {
+        let before = match before.map(|b| b.parse::<i64>()) {
+            // The largest integer JS holds exactly (ids never get near it).
+            None => (1i64 << 53) - 1,
+            Some(Ok(b)) if b >= 0 => b,
+            Some(_) => {
+                return Err(ApiError::unprocessable(
+                    "before must be a non-negative integer",
+                ))
+            }
+        };
+        let limit = match limit.map(|l| l.parse::<i64>()) {
+            None => RECENT_HISTORY,
+            Some(Ok(l)) if (1..=MAX_PAGE).contains(&l) => l,
+            Some(_) => {
+                return Err(ApiError::unprocessable(
+                    "limit must be an integer from 1 to 100",
+                ))
+            }
+        };
+        let page = self.storage.messages_before(before, limit)?;
+        Ok(http::json(
+            200,
+            &serde_json::json!({ "room_id": self.name, "messages": page.messages, "has_more": page.more }),
+        ))
+    }
+
+    /// Makes an unused room private to `owner`. Refused once anyone has used or claimed it.
+    fn claim(&self, owner: String) -> ApiResult<Response> {
+        if owner.is_empty() {
+            return Err(ApiError::bad_request("missing owner"));
+        }
+        if self.meta.borrow().used || self.meta.borrow().owner.is_some() {
+            return Err(ApiError::new(409, "room already exists"));
+        }
+        for (key, value) in [("owner", owner.as_str()), ("private", "1"), ("used", "1")] {
+            self.storage.set_meta(key, value)?;
+            self.meta.borrow_mut().apply(key, value);
+        }
+        Ok(http::json(201, &serde_json::json!({ "owner": owner })))
+    }
+
+    fn info(&self) -> Response {
+        let meta = self.meta.borrow();
+        http::json(
+            200,
+            &serde_json::json!({ "private": meta.private, "owner": meta.owner }),
+        )
+    }
+
+    fn stats(&self) -> ApiResult<serde_json::Value> {
+        let counts = self.storage.message_counts()?;
+        // How well messages were grouped into commits (`outbox.rs`).
+        let (stored, groups) = self.outbox.stored_and_groups();
+        Ok(serde_json::json!({
+            "room_id": self.name,
+            "open_sockets": self.sockets.count(),
+            "users_online": self.sockets.online_users().len(),
+            "messages_stored": counts.stored,
+            "oldest_id": counts.oldest,
+            "newest_id": counts.newest,
+            "last_message_ts": counts.last_ts,
+            "storage_bytes": self.storage.size_bytes(),
+            "since_wake": { "messages_stored": stored, "message_commits": groups },
+        }))
+    }
+
+    /// Bookkeeping when sockets go: their rate buckets and paces, their log lines, and a
+    /// `leave` for each user who has no socket left. Sockets being closed may still be listed
+    /// by the runtime, hence `closing`.
+    fn forget(&self, closing: &[WebSocket], code: u16) {
+        self.sockets.forget();
+        let members: Vec<Member> = closing.iter().filter_map(Member::of).collect();
+        for member in &members {
+            self.rate_limits.forget(member.conn);
+            self.outbox.forget(member.conn);
+            self.close_log.add(|| {
+                serde_json::json!({
+                    "username": member.user,
+                    "code": code,
+                })
+            });
+        }
+        let users: std::collections::BTreeSet<&str> =
+            members.iter().map(|m| m.user.as_str()).collect();
+        for user in users {
+            if !self.sockets.has_other(user, closing)
+                && self.sockets.went_offline(user)
+                && self.sockets.fanout().listed() <= self.config.presence_broadcast_max
+            {
+                self.presence.announce(user, false, closing);
+            }
+        }
+    }
+}
+
+fn missing_identity() -> ApiError {
+    ApiError::bad_request("missing identity")
+}
+
+/// The answer to `/kick` and `/revoke`: how many sockets were closed.
+fn closed_count(closed: usize) -> Response {
+    http::json(200, &serde_json::json!({ "closed": closed }))
+}

@@ -1,0 +1,272 @@
+//! A room's WebSockets: who each belongs to (its attachment and tags), the fan-out of a frame
+//! to all of them, and who is online.
+//!
+//! Sockets are accepted with the Hibernation API, so everything here survives an eviction
+//! through the runtime (its list of sockets, their tags and attachments); the in-memory fields
+//! are caches rebuilt on first use after a wake-up.
+
+use std::cell::{Cell, RefCell, RefMut};
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+use worker::{js_sys, Result, State, WebSocket};
+
+/// WebSocket close code for policy violations: removed, revoked, flooding.
+pub const CLOSE_POLICY: u16 = 1008;
+
+/// Who a socket belongs to; stored as its hibernation attachment. It is kept as one compact
+/// JSON string (about 40 bytes of the 16 KB allowed): reading one JS string and parsing it in
+/// WASM is cheaper, per message, than walking a JS object field by field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Member {
+    #[serde(rename = "u")]
+    pub user: String,
+    /// Connection id: keys the connection's rate bucket and pace.
+    #[serde(rename = "c")]
+    pub conn: u32,
+}
+
+impl Member {
+    pub fn of(ws: &WebSocket) -> Option<Member> {
+        let text = ws.deserialize_attachment::<String>().ok()??;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn attach_to(&self, ws: &WebSocket) -> Result<()> {
+        ws.serialize_attachment(serde_json::to_string(self)?)
+    }
+}
+
+/// The tag every socket of `user` carries.
+fn user_tag(user: &str) -> String {
+    format!("u:{user}")
+}
+
+/// The tag every socket opened with badge `jti` carries.
+fn badge_tag(jti: &str) -> String {
+    format!("j:{jti}")
+}
+
+// The fan-out loop runs in JS: per recipient it is one `send` of a string the runtime already
+// holds, with no crossing between WASM and JS and no per-socket handle for Rust to manage.
+// This is the hot path of the whole service (a message to N members is N sends).
+//
+// The list of sockets is kept between broadcasts: `getWebSockets()` builds a new array of N
+// wrapped sockets on every call, per message. It is dropped (`forgetSockets`) when a socket is
+// accepted, so a new member never misses a message, and when sockets go; a socket that closed
+// while listed makes its `send` throw, as it would from a fresh list, and the list is dropped.
+// Keyed by the object's `DurableObjectState`, which a hibernated object gets anew on wake-up.
+#[wasm_bindgen(inline_js = r#"
+const listed = new WeakMap();
+function sockets(state) {
+  let list = listed.get(state);
+  if (list === undefined) {
+    list = state.getWebSockets();
+    listed.set(state, list);
+  }
+  return list;
+}
+export function broadcast(state, frame, except) {
+  const skip = except === undefined ? null : except;
+  let sent = 0, closed = false;
+  for (const ws of sockets(state)) {
+    if (skip !== null && skip.includes(ws)) continue;
+    // A closing socket throws: the others still get the frame, and the next list leaves it out.
+    try { ws.send(frame); sent++; } catch (_) { closed = true; }
+  }
+  if (closed) listed.delete(state);
+  return sent;
+}
+export function forgetSockets(state) {
+  listed.delete(state);
+}
+export function socketCount(state, tag) {
+  return state.getWebSockets(tag).length;
+}"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = broadcast)]
+    fn broadcast_js(state: &JsValue, frame: &str, except: &JsValue) -> u32;
+    /// Drops the list of sockets `broadcast` keeps: call after every accept and close.
+    #[wasm_bindgen(js_name = forgetSockets)]
+    fn forget_sockets_js(state: &JsValue);
+    /// How many sockets the room holds (with `tag`: how many carry it), without a WASM
+    /// handle per socket.
+    #[wasm_bindgen(js_name = socketCount)]
+    fn socket_count_js(state: &JsValue, tag: Option<&str>) -> u32;
+}
+
+/// Sends frames to every socket of the room; a cheap handle for the parts of the room that
+/// broadcast (the outbox, presence) without owning the sockets.
+#[derive(Clone)]
+pub struct Fanout {
+    /// The runtime's `DurableObjectState`, whose sockets a frame goes to.
+    state: JsValue,
+}
+
+impl Fanout {
+    /// Sends one serialised frame to every socket; returns how many got it. The frame crosses
+    /// from Rust to JS once, whatever the number of recipients.
+    pub fn to_all(&self, frame: &str) -> u32 {
+        broadcast_js(&self.state, frame, &JsValue::UNDEFINED)
+    }
+
+    /// [`Fanout::to_all`] but `except`.
+    pub fn to_all_except(&self, frame: &str, except: &[WebSocket]) -> u32 {
+        if except.is_empty() {
+            return self.to_all(frame);
+        }
+        let except: js_sys::Array = except.iter().map(|ws| JsValue::from(ws.as_ref())).collect();
+        broadcast_js(&self.state, frame, &except.into())
+    }
+
+    /// The sockets the runtime lists now, closing ones included; O(n), not cached.
+    pub fn listed(&self) -> usize {
+        socket_count_js(&self.state, None) as usize
+    }
+}
+
+/// The room's sockets.
+pub struct Sockets {
+    state: State,
+    fanout: Fanout,
+    /// Usernames online, built from the live sockets on first use after a wake-up.
+    online: RefCell<Option<BTreeSet<String>>>,
+    /// How many sockets the room holds: counted once per wake-up (the runtime builds its list
+    /// of sockets anew on every call, so counting on every connect would cost O(n) each), then
+    /// kept by accepts; any socket closing or failing makes the next use count again.
+    open: Cell<Option<usize>>,
+    /// The next connection id (random start per wake-up, then sequential: unique per room).
+    next_conn: Cell<Option<u32>>,
+}
+
+impl Sockets {
+    pub fn new(state: State) -> Self {
+        let fanout = Fanout {
+            state: AsRef::<JsValue>::as_ref(state.as_raw()).clone(),
+        };
+        Self {
+            state,
+            fanout,
+            online: RefCell::new(None),
+            open: Cell::new(None),
+            next_conn: Cell::new(None),
+        }
+    }
+
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
+    /// How many sockets the room holds.
+    pub fn count(&self) -> usize {
+        if let Some(n) = self.open.get() {
+            return n;
+        }
+        let n = self.fanout.listed();
+        self.open.set(Some(n));
+        n
+    }
+
+    /// How many sockets `user` holds here.
+    pub fn count_of(&self, user: &str) -> usize {
+        socket_count_js(&self.fanout.state, Some(&user_tag(user))) as usize
+    }
+
+    /// Accepts `ws` (hibernatable) for `user`, opened with badge `jti`; returns who it belongs to.
+    pub fn accept(&self, ws: &WebSocket, user: &str, jti: &str) -> Result<Member> {
+        let member = Member {
+            user: user.to_owned(),
+            conn: self.new_conn_id()?,
+        };
+        self.state
+            .accept_websocket_with_tags(ws, &[&user_tag(user), &badge_tag(jti)]);
+        forget_sockets_js(&self.fanout.state);
+        if let Some(n) = self.open.get() {
+            self.open.set(Some(n + 1));
+        }
+        member.attach_to(ws)?;
+        self.online_set().insert(user.to_owned());
+        Ok(member)
+    }
+
+    /// A connection id for a new socket: keys its rate bucket, so it must not repeat in the
+    /// room. A random start per wake-up (one call for random bytes, not one per connect), then
+    /// sequential.
+    fn new_conn_id(&self) -> Result<u32> {
+        let id = match self.next_conn.get() {
+            Some(id) => id,
+            None => {
+                let mut bytes = [0u8; 4];
+                getrandom::getrandom(&mut bytes)
+                    .map_err(|e| worker::Error::RustError(e.to_string()))?;
+                u32::from_le_bytes(bytes)
+            }
+        };
+        self.next_conn.set(Some(id.wrapping_add(1)));
+        Ok(id)
+    }
+
+    /// Sockets went (or are going): the count and the fan-out list are rebuilt on next use,
+    /// by when the runtime no longer lists them (it may still list them now).
+    pub fn forget(&self) {
+        self.open.set(None);
+        forget_sockets_js(&self.fanout.state);
+    }
+
+    /// Whether `user` has a socket here other than those `closing`.
+    pub fn has_other(&self, user: &str, closing: &[WebSocket]) -> bool {
+        self.state
+            .get_websockets_with_tag(&user_tag(user))
+            .iter()
+            .any(|other| !closing.contains(other))
+    }
+
+    /// Marks `user` offline; whether they were online.
+    pub fn went_offline(&self, user: &str) -> bool {
+        self.online_set().remove(user)
+    }
+
+    /// The set of usernames online, rebuilt from the sockets' tags after a wake-up.
+    fn online_set(&self) -> RefMut<'_, BTreeSet<String>> {
+        let mut online = self.online.borrow_mut();
+        if online.is_none() {
+            let users = self
+                .state
+                .get_websockets()
+                .iter()
+                .flat_map(|ws| self.state.get_tags(ws))
+                .filter_map(|tag| tag.strip_prefix("u:").map(str::to_owned))
+                .collect();
+            *online = Some(users);
+        }
+        RefMut::map(online, |o| o.as_mut().expect("filled above"))
+    }
+
+    pub fn online_users(&self) -> Vec<String> {
+        self.online_set().iter().cloned().collect()
+    }
+
+    /// Closes every socket of `user` (1008); the sockets closed, for the caller's bookkeeping.
+    pub fn close_user(&self, user: &str, reason: &str) -> Vec<WebSocket> {
+        self.close_tagged(&user_tag(user), reason)
+    }
+
+    /// Closes every socket opened with badge `jti` (1008).
+    pub fn close_badge(&self, jti: &str, reason: &str) -> Vec<WebSocket> {
+        self.close_tagged(&badge_tag(jti), reason)
+    }
+
+    fn close_tagged(&self, tag: &str, reason: &str) -> Vec<WebSocket> {
+        let sockets = self.state.get_websockets_with_tag(tag);
+        for ws in &sockets {
+            let _ = ws.close(Some(CLOSE_POLICY), Some(reason));
+        }
+        sockets
+    }
+}
+
+/// Sends to one socket, ignoring a socket that is already closing.
+pub fn send_quietly(ws: &WebSocket, text: &str) {
+    let _ = ws.send_with_str(text);
+}
