@@ -4,7 +4,7 @@
 # fsyncs, on the thread that runs every object and the Worker) during the message phase (or the connect burst) of
 # one load run per side, after an unmeasured warm-up run.
 #
-#   bash bench/commits.sh [--connect] [--files] [-- BENCH ARGS...]
+#   bash bench/probes/commits.sh [--connect] [--files] [-- BENCH ARGS...]
 #   default load: --clients 1 --rooms 1 --senders 1 --messages 500 --window 8   (the `solo` scenario, shorter)
 #   with --connect: --clients 100 --rooms 1 --senders 1 --messages 10           (a burst of 100 new badges)
 #   --files (message phase only): also which databases those fsyncs (and ftruncates: an object closing checkpoints its WAL and
@@ -19,7 +19,7 @@
 # (`since_wake`, README).
 set -euo pipefail
 WORK_PREFIX=clubhouse-commits
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 PHASE=messages BENCH_ARGS=(--clients 1 --rooms 1 --senders 1 --messages 500 --window 8) FILES=0
 while [ $# -gt 0 ]; do
@@ -27,14 +27,13 @@ while [ $# -gt 0 ]; do
     --connect) PHASE=connect BENCH_ARGS=(--clients 100 --rooms 1 --senders 1 --messages 10) ;;
     --files) FILES=1 ;;
     --) shift; BENCH_ARGS=("$@"); break ;;
-    *) die "unknown option $1 (see the header of $0)" ;;
+    *) other_arg "$1" ;;
   esac
   shift
 done
 [ "$PHASE:$FILES" != connect:1 ] || die "--files is for the message phase (without --connect)"
 command -v strace >/dev/null || die "strace is not installed"
-BIN="$BENCH_DIR/target/release/clubhouse-bench"
-[ -x "$BIN" ] || cargo build --release --quiet --manifest-path "$BENCH_DIR/Cargo.toml"
+load_tool
 
 count_side() {  # count_side SIDE: prints "SIDE: M messages, F fsyncs, F/M per message"
   local side="$1"
@@ -42,9 +41,7 @@ count_side() {  # count_side SIDE: prints "SIDE: M messages, F fsyncs, F/M per m
   wait_http
   workerd_pids "$SERVER_PID" "$SERVER_PORT"
   [ -n "$WORKER_PID" ] || die "no workerd running the Worker found"
-  "$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" > "$WORK/warm-$side.txt" 2>&1 \
-    || { tail -n 5 "$WORK/warm-$side.txt" >&2; die "warm-up run failed"; }
-  wait_evicted "$SERVER_PID"
+  warm_up "${BENCH_ARGS[@]}"
   local trace="$WORK/strace-$side.txt" pidfile="$WORK/strace-$side.pid" window="$WORK/window-$side.txt"
   local files="$WORK/files-$side.txt"
   rm -f "$pidfile"; : > "$window"

@@ -3,7 +3,7 @@
 # proxy, for three servers side by side: Clubhouse at its default argon2id (m=19456 KiB, t=2, p=1), Clubhouse with
 # ARGON2_M_KIB=4096 ARGON2_T=1, and the JS baseline (PBKDF2-SHA256, 100k iterations, WebCrypto).
 #
-#   bash bench/auth_cpu.sh [--k K] [--repeats R]     (defaults K=30, R=3; uses the existing build/)
+#   bash bench/probes/auth_cpu.sh [--k K] [--repeats R]     (defaults K=30, R=3; uses the existing build/)
 #
 # Per repeat and server (order rotated): K sequential signups, then K sequential logins of those users, one request
 # at a time on a fresh connection; utime+stime of the Worker's workerd and of the proxy (/proc/PID/stat) read before
@@ -12,15 +12,14 @@
 # Environment: KEEP_WORK=1 keeps the temp dir.
 set -euo pipefail
 WORK_PREFIX=clubhouse-authcpu
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 K=30 REPEATS=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --k) K="$2"; shift ;;
     --repeats) REPEATS="$2"; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-    *) die "unknown argument: $1" ;;
+    *) other_arg "$1" ;;
   esac
   shift
 done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Memory of the Worker's workerd under a stream of plain HTTP requests, Clubhouse vs the JS baseline.
 #
-#   bash bench/request_memory.sh [--requests N] [--steps S] [--path /nope] [--heap | --alone]
+#   bash bench/probes/request_memory.sh [--requests N] [--steps S] [--path /nope] [--heap | --alone]
 #                                                                        (defaults 32000, 8, /nope)
 #
 # Starts both under `wrangler dev` (Clubhouse with LOG_LEVEL=error, so no log lines are involved), sends N requests
@@ -10,13 +10,13 @@
 # With --heap, each step also takes a heap snapshot of both isolates (inspector; it collects garbage first) and
 # prints their live JS heap (KB):
 # flat live heap under a climbing RSS is garbage or native memory not yet reclaimed, not objects kept alive.
-# HEAP_SNAPSHOT=1 with --heap ends with the constructors holding Clubhouse's heap (bench/tools/heap.mjs).
+# HEAP_SNAPSHOT=1 with --heap ends with the constructors holding Clubhouse's heap (bench/probes/tools/heap.mjs).
 # --alone: each server on its own, all N requests without a pause (Clubhouse first, then the baseline), printing
 # its resident memory per step, then its JS heap (V8's figure in use, and the live objects of a heap snapshot, which
 # collects garbage first) and its resident memory after that collection.
 set -euo pipefail
 WORK_PREFIX=clubhouse-reqmem
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 REQUESTS=32000 STEPS=8 REQ_PATH=/nope HEAP=0 ALONE=0
 while [ $# -gt 0 ]; do
@@ -26,8 +26,7 @@ while [ $# -gt 0 ]; do
     --path) REQ_PATH="$2"; shift ;;
     --heap) HEAP=1 ;;
     --alone) ALONE=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-    *) die "unknown argument: $1" ;;
+    *) other_arg "$1" ;;
   esac
   shift
 done
@@ -53,7 +52,7 @@ BASE_INSPECTOR="$SERVER_INSPECTOR"
 # (Runtime.getHeapUsage), then the live objects of a heap snapshot, taken after the snapshot's full GC. The two are
 # counted differently (a snapshot counts objects' own sizes), so compare each with itself over time.
 heap_kb() {
-  node "$BENCH_DIR/tools/heap.mjs" "$1" usage | awk '
+  node "$BENCH_DIR/probes/tools/heap.mjs" "$1" usage | awk '
     { match($0, /"used":[0-9]+/); u += substr($0, RSTART + 7, RLENGTH - 7)
       match($0, /"live":[0-9]+/); l += substr($0, RSTART + 7, RLENGTH - 7) }
     END { printf "%d %d", u / 1024, l / 1024 }'
@@ -99,5 +98,5 @@ done
 sleep 30
 row "idle 30 s"
 if [ "$HEAP" = 1 ] && [ "${HEAP_SNAPSHOT:-0}" = 1 ]; then
-  node "$BENCH_DIR/tools/heap.mjs" "$CLUB_INSPECTOR" snapshot 30
+  node "$BENCH_DIR/probes/tools/heap.mjs" "$CLUB_INSPECTOR" snapshot 30
 fi

@@ -1,10 +1,10 @@
 // V8 CPU profile of a `wrangler dev` Worker isolate through its inspector port (the same
 // protocol DevTools uses): self time per function, our WASM functions by name.
 //
-//   node bench/tools/cpuprofile.mjs INSPECTOR_PORT SECONDS OUT.json [GO_FILE]
+//   node bench/probes/tools/cpuprofile.mjs INSPECTOR_PORT SECONDS OUT.json [GO_FILE]
 //
 // Profiles every inspector target for SECONDS; with GO_FILE, starts only once that file exists
-// (bench/profile.sh creates it when the load tool reaches the phase of interest). Writes the raw
+// (bench/probes/profile.sh creates it when the load tool reaches the phase of interest). Writes the raw
 // profiles to OUT.json (loadable in Chrome DevTools) and prints the top self times.
 import fs from "node:fs";
 import { inspectorTargets, openSession } from "./inspector.mjs";

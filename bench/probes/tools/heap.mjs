@@ -2,8 +2,8 @@
 // full GC, and (with a snapshot) which constructors hold it. Finds out whether memory that grows
 // under load is garbage V8 has not collected yet or objects something still references.
 //
-//   node bench/tools/heap.mjs INSPECTOR_PORT usage            the live heap: a snapshot's total bytes
-//   node bench/tools/heap.mjs INSPECTOR_PORT snapshot [TOP]   the same, and the TOP (default 25)
+//   node bench/probes/tools/heap.mjs INSPECTOR_PORT usage            the live heap: a snapshot's total bytes
+//   node bench/probes/tools/heap.mjs INSPECTOR_PORT snapshot [TOP]   the same, and the TOP (default 25)
 //                                                             constructors by size
 // Prints one JSON line per inspector target. A heap snapshot collects garbage first, so what it counts
 // is live; workerd's inspector does not answer HeapProfiler.collectGarbage, which is why a snapshot is

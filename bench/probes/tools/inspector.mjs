@@ -1,5 +1,5 @@
 // A DevTools-protocol session with each inspector target of a `wrangler dev` (its --inspector-port),
-// shared by bench/tools/cpuprofile.mjs and bench/tools/heap.mjs.
+// shared by bench/probes/tools/cpuprofile.mjs and bench/probes/tools/heap.mjs.
 import { createRequire } from "node:module";
 
 const require = createRequire(import.meta.url);

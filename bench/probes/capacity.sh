@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How many WebSockets one Clubhouse room holds under `wrangler dev` before something gives, and memory per socket.
 #
-#   bash bench/capacity.sh [--steps 500,1000,...] [--users U] [--no-cap-check] [--baseline] [--client undici|raw]
+#   bash bench/probes/capacity.sh [--steps 500,1000,...] [--users U] [--no-cap-check] [--baseline] [--client undici|raw]
 #        defaults: steps 500,1000,1500,2000,2500,3000,3500,4000,5000,6000,8000,10000; U=12 users (sockets share them round-robin)
 #
 # One server (uses the existing build/) with MAX_SOCKETS_PER_ROOM 32768, MAX_SOCKETS_PER_USER 1000 (the most
@@ -20,7 +20,7 @@
 # Environment: KEEP_WORK=1 keeps the temp dir.
 set -euo pipefail
 WORK_PREFIX=clubhouse-capacity
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 STEPS="500,1000,1500,2000,2500,3000,3500,4000,5000,6000,8000,10000"
 USERS=12 CAP_CHECK=1 BASELINE=0
@@ -31,8 +31,7 @@ while [ $# -gt 0 ]; do
     --no-cap-check) CAP_CHECK=0 ;;
     --baseline) BASELINE=1; CAP_CHECK=0 ;;
     --client) export PROBE_CLIENT="$2"; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
-    *) die "unknown argument: $1" ;;
+    *) other_arg "$1" ;;
   esac
   shift
 done
@@ -41,11 +40,10 @@ if [ "$BASELINE" = 1 ]; then
   prepare_baseline baseline
   spawn_server baseline "$BASE_DIR" "$BASE_WRANGLER"; wait_http
 else
-prepare_clubhouse clubhouse
-VARS="MAX_SOCKETS_PER_ROOM:32768 $LOAD_TEST_VARS"
-spawn_clubhouse capacity "$VARS"; wait_http
-sleep 1
-if grep -q config_invalid "$SERVER_LOG"; then grep config_invalid "$SERVER_LOG" >&2; die "a --var was refused"; fi
+  prepare_clubhouse clubhouse
+  spawn_clubhouse capacity "MAX_SOCKETS_PER_ROOM:32768 $LOAD_TEST_VARS"; wait_http
+  sleep 1
+  if grep -q config_invalid "$SERVER_LOG"; then grep config_invalid "$SERVER_LOG" >&2; die "a --var was refused"; fi
 fi
 workerd_pids "$SERVER_PID" "$SERVER_PORT"
 [ -n "$WORKER_PID" ] && [ -n "$PROXY_PID" ] || die "workerd processes not found"
@@ -106,7 +104,7 @@ if [ "$CAP_CHECK" = 1 ]; then
   kill_group "$SERVER_PID"
 fi
 
-# The hibernation attachment and tags per socket (src/room.rs: Member {"u":..,"c":u32} as one JSON string, tags
+# The hibernation attachment and tags per socket (src/room/sockets.rs: Member {"u":..,"c":u32} as one JSON string, tags
 # "u:<user>" and "j:<32-hex jti>"), for the longest username (32 chars) and the largest u32.
 node -e '
 const u = "x".repeat(32);

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Where a Worker isolate spends its time during one phase of a load run: starts Clubhouse (or, with
 # --baseline, the JS baseline) under `wrangler dev`, runs clubhouse-bench against it, and takes a V8
-# CPU profile of the isolate (bench/tools/cpuprofile.mjs over the inspector port) from the moment
+# CPU profile of the isolate (bench/probes/tools/cpuprofile.mjs over the inspector port) from the moment
 # the load tool reaches the phase.
 #
-#   bash bench/profile.sh [--baseline] [--phase connect|messages] [--seconds S] [--warm] [--out FILE] [-- BENCH ARGS...]
-#   e.g. bash bench/profile.sh --phase connect --seconds 1.5 -- --clients 100 --rooms 1 --senders 1 --messages 300
+#   bash bench/probes/profile.sh [--baseline] [--phase connect|messages] [--seconds S] [--warm] [--out FILE] [-- BENCH ARGS...]
+#   e.g. bash bench/probes/profile.sh --phase connect --seconds 1.5 -- --clients 100 --rooms 1 --senders 1 --messages 300
 #
 # --warm: one unmeasured run of the load tool first (with WARM_ARGS="..." if set, else the same load), so
 # the profile shows code the isolate has already compiled and tiered up, as in bench/run.sh's later
@@ -15,7 +15,7 @@
 # bench/run.sh for figures. Needs build/ (bash scripts/build) and the release load tool.
 set -euo pipefail
 WORK_PREFIX=clubhouse-profile
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 SIDE=clubhouse PHASE=messages SECONDS_TO_PROFILE=2 OUT="" WARM=0
 BENCH_ARGS=(--clients 100 --rooms 1 --senders 1 --messages 1000 --window 8)
@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift ;;
     --warm) WARM=1 ;;
     --) shift; BENCH_ARGS=("$@"); break ;;
-    *) die "unknown option $1 (see the header of $0)" ;;
+    *) other_arg "$1" ;;
   esac
   shift
 done
@@ -36,9 +36,8 @@ case "$PHASE" in
   messages) TRIGGER="senders x" ;;
   *) die "--phase is connect or messages" ;;
 esac
-BIN="$BENCH_DIR/target/release/clubhouse-bench"
-[ -x "$BIN" ] || cargo build --release --quiet --manifest-path "$BENCH_DIR/Cargo.toml"
-OUT="${OUT:-$BENCH_DIR/results/profile-$SIDE-$PHASE.json}"
+load_tool
+OUT="${OUT:-${TMPDIR:-/tmp}/clubhouse-profile-$SIDE-$PHASE.json}"
 mkdir -p "$(dirname "$OUT")"
 
 spawn_profiled "$SIDE"
@@ -48,14 +47,12 @@ INSPECTOR_PORT="$(ps -o args= -p "$SERVER_PID" | grep -o -- '--inspector-port [0
 if [ "$WARM" = 1 ]; then
   log "warm-up run"
   if [ -n "${WARM_ARGS:-}" ]; then read -r -a WARM_LOAD <<<"$WARM_ARGS"; else WARM_LOAD=("${BENCH_ARGS[@]}"); fi
-  "$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${WARM_LOAD[@]}" > "$WORK/warm.txt" 2>&1 \
-    || { tail -n 5 "$WORK/warm.txt" >&2; die "warm-up run failed"; }
-  wait_evicted "$SERVER_PID"
+  warm_up "${WARM_LOAD[@]}"
 fi
 log "$SIDE on $SERVER_URL, inspector $INSPECTOR_PORT; profiling $SECONDS_TO_PROFILE s from \"$TRIGGER\""
 
 GO="$WORK/go"
-node "$BENCH_DIR/tools/cpuprofile.mjs" "$INSPECTOR_PORT" "$SECONDS_TO_PROFILE" "$OUT" "$GO" > "$WORK/summary.txt" &
+node "$BENCH_DIR/probes/tools/cpuprofile.mjs" "$INSPECTOR_PORT" "$SECONDS_TO_PROFILE" "$OUT" "$GO" > "$WORK/summary.txt" &
 PROFILER=$!
 # The load tool's progress lines (stderr, -v) mark the phases; the summary (stdout) is kept.
 "$BIN" -v --url "$SERVER_URL" --server-port "$SERVER_PORT" "${BENCH_ARGS[@]}" 2>&1 >"$WORK/bench.txt" \

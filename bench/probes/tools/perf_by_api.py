@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Splits a `perf script` dump of the Worker's workerd process by where each sample was spent.
 
-    python3 bench/tools/perf_by_api.py PERF_SCRIPT_TXT HZ UNITS [UNIT_NAME] [--innermost]
+    python3 bench/probes/tools/perf_by_api.py PERF_SCRIPT_TXT HZ UNITS [UNIT_NAME] [--innermost]
 
 Each sample is put under the outermost workerd runtime API its stack passes through (what the
 Worker's or an object's code called: `Fetcher::fetch` is a subrequest, `SqlStorage::exec` a SQL

@@ -5,22 +5,22 @@
 # a second run starts connecting until all its sockets are open (with --through-settle: until the servers are idle
 # again, the deferred work of the connects included; with --phase messages: from the first send to the last
 # delivery; the window is cut by wall-clock stamps, as perf attaches too slowly to start at "connecting"), and
-# splits the samples by the runtime API they were spent under (bench/tools/perf_by_api.py).
+# splits the samples by the runtime API they were spent under (bench/probes/tools/perf_by_api.py).
 #
-#   bash bench/native_profile.sh [--baseline] [--phase connect|messages] [--hz F] [--out FILE] [--through-settle]
+#   bash bench/probes/native_profile.sh [--baseline] [--phase connect|messages] [--hz F] [--out FILE] [--through-settle]
 #                                [--innermost] [-- BENCH ARGS...]
-#   --innermost: each sample under the innermost runtime API on its stack (tools/perf_by_api.py --innermost)
+#   --innermost: each sample under the innermost runtime API on its stack (bench/probes/tools/perf_by_api.py --innermost)
 #   default load: --clients 1000 --rooms 50 --senders 1 --messages 10 (connect),
 #                 --clients 1000 --rooms 50 --senders 50 --messages 100 --window 1 (messages: 50 rooms x 20)
 #
-# bench/profile.sh sees only JS and WASM inside the isolate; this sees the whole process (subrequests, SQLite
+# bench/probes/profile.sh sees only JS and WASM inside the isolate; this sees the whole process (subrequests, SQLite
 # commits, WebSocket plumbing, GC), which is where most of a connection's cost is. Clubhouse runs with the limits
 # a load test must lift and LOG_LEVEL=error (CLUBHOUSE_EXTRA_VARS adds more). Needs `perf` (linux-tools) with
 # perf_event_paranoid <= 2, build/ (bash scripts/build) and the release load tool. Not a benchmark: one run, and
 # the profiler costs CPU; use bench/run.sh for figures.
 set -euo pipefail
 WORK_PREFIX=clubhouse-native-profile
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 SIDE=clubhouse HZ=4999 OUT="" PHASE=connect FROM=connecting UNTIL=connected BY_API=()
 BENCH_ARGS=()
@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     --through-settle) UNTIL="senders x" ;;
     --innermost) BY_API=(--innermost) ;;
     --) shift; BENCH_ARGS=("$@"); break ;;
-    *) die "unknown option $1 (see the header of $0)" ;;
+    *) other_arg "$1" ;;
   esac
   shift
 done
@@ -45,8 +45,7 @@ case "$PHASE" in
   *) die "--phase is connect or messages" ;;
 esac
 command -v perf >/dev/null || die "perf is not installed (linux-tools)"
-BIN="$BENCH_DIR/target/release/clubhouse-bench"
-[ -x "$BIN" ] || cargo build --release --quiet --manifest-path "$BENCH_DIR/Cargo.toml"
+load_tool
 OUT="${OUT:-${TMPDIR:-/tmp}/clubhouse-native-$SIDE-$PHASE.perf}"
 
 spawn_profiled "$SIDE"
@@ -56,9 +55,7 @@ workerd_pids "$SERVER_PID" "$SERVER_PORT"
 log "$SIDE on $SERVER_URL, Worker workerd pid $WORKER_PID; warm-up run"
 # WARM_ARGS="..." replaces the warm-up's load (say, the scenarios bench/run.sh runs before this one).
 read -r -a WARM <<< "${WARM_ARGS:-${BENCH_ARGS[*]}}"
-"$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "${WARM[@]}" > "$WORK/warm.txt" 2>&1 \
-  || { tail -n 5 "$WORK/warm.txt" >&2; die "warm-up run failed"; }
-wait_evicted "$SERVER_PID"
+warm_up "${WARM[@]}"
 
 log "measured run: perf from \"getting tokens\"; samples kept from \"$FROM\" to \"$UNTIL\""
 # perf takes a moment to attach, longer than a burst of 100 connects lasts: it starts during the token phase
@@ -90,5 +87,5 @@ fi
 [ -n "$UNITS" ] && [ "$UNITS" -gt 0 ] || die "no ${UNIT} in the run"
 WINDOW="$(head -1 "$WINDOW_FILE"),$(sed -n 2p "$WINDOW_FILE")"
 perf script -i "$OUT" --time "$WINDOW" 2>/dev/null > "$WORK/perf.txt"
-python3 "$BENCH_DIR/tools/perf_by_api.py" "$WORK/perf.txt" "$HZ" "$UNITS" "$UNIT" "${BY_API[@]+"${BY_API[@]}"}"
+python3 "$BENCH_DIR/probes/tools/perf_by_api.py" "$WORK/perf.txt" "$HZ" "$UNITS" "$UNIT" "${BY_API[@]+"${BY_API[@]}"}"
 log "raw profile: $OUT (the window's samples: perf script -i $OUT --time $WINDOW)"
