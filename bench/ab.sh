@@ -8,13 +8,16 @@
 #   bash bench/ab.sh /tmp/build-old [run.sh options, e.g. --scenarios rooms50 --repeats 4]
 #
 # Both get the limits a load test must lift (the same --var flags as bench/run.sh). The JS baseline is not run.
-# Check the machinery with the same build on both sides first (bash bench/ab.sh build ...): round 10's A/A run
-# read up to 1.08x on some figures, so treat A/B ratios within about +-5% (more for tails) as no change.
+# Check the machinery with the same build on both sides first (bash bench/ab.sh build ...): an A/A run reads up
+# to 1.08x on some figures (bench/RESULTS.md), so treat A/B ratios within about +-5% (more for tails) as no change.
 set -euo pipefail
 WORK_PREFIX=clubhouse-ab
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-[ $# -ge 1 ] || die "usage: bash bench/ab.sh OLD_BUILD_DIR [bench/run.sh options]"
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+  ""|-*) die "usage: bash bench/ab.sh OLD_BUILD_DIR [bench/run.sh options]" ;;
+esac
 OLD_BUILD="$1"; shift
 # --explorer (run.sh's option) must reach the servers, which start here.
 for a in "$@"; do [ "$a" = --explorer ] && export X_LOCAL_EXPLORER=true; done

@@ -17,8 +17,7 @@ REPEATS=5
 while [ $# -gt 0 ]; do
   case "$1" in
     --repeats) REPEATS="$2"; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-    *) die "unknown argument: $1" ;;
+    *) other_arg "$1" ;;
   esac
   shift
 done

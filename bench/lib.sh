@@ -1,4 +1,4 @@
-# Shared helpers for bench/run.sh and the other bench scripts (sourced, not run):
+# Shared helpers for bench/run.sh, ab.sh, coldstart.sh and the probes in bench/probes/ (sourced, not run):
 # every wrangler dev in its own process group (killed by group on exit), its own --persist-to state dir in a temp
 # dir, free ports (never 8787), Clubhouse from a snapshot of build/ + public/ under a generated wrangler.toml without
 # [build], a random JWT_SECRET in .dev.vars, D1 migrated with `wrangler d1 migrations apply DB --local`.
@@ -22,11 +22,20 @@ export CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false CI=true
 # SQLite-backed Durable Object class in a subclass whose constructor writes a row (CREATE TABLE + INSERT OR REPLACE
 # __miniflare_do_name, under blockConcurrencyWhile) at every start of every named object. That is a dev-only write
 # neither server makes at the edge, and it holds a starting room's first outgoing call behind a commit (the output
-# gate). bench/RESULTS.md, round 13.
+# gate). bench/RESULTS.md, "Method".
 export X_LOCAL_EXPLORER="${X_LOCAL_EXPLORER:-false}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# usage: prints the calling script's header (its comment lines after the shebang), which is its documentation.
+usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }
+# other_arg ARG: for an argument no option of the script matched: -h/--help prints the usage, anything else stops.
+other_arg() {
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown argument: $1 (--help)" ;;
+  esac
+}
 
 WORK="$(mktemp -d "/tmp/${WORK_PREFIX:-clubhouse-bench}.XXXXXX")"
 PGIDS=()
@@ -149,12 +158,32 @@ wait_idle() {
 # sleep_until_evicted SINCE: sleeps until EVICT_WAIT (default 11) seconds after SINCE (epoch seconds, as from
 # `date +%s.%N`; empty: no wait), 0 skips it. workerd evicts a Durable Object 10 s after its last event, and an
 # object with SQLite storage checkpoints its WAL as it closes: without this wait the objects a run used close
-# inside the next measured window (bench/RESULTS.md, round 15).
+# inside the next measured window (bench/RESULTS.md, "Method").
 sleep_until_evicted() {
   local wait="${EVICT_WAIT:-11}"
   [ -n "$1" ] && [ "$wait" != 0 ] || return 0
   sleep "$(awk -v end="$1" -v wait="$wait" -v now="$(date +%s.%N)" \
     'BEGIN { l = end + wait - now; printf "%.2f", (l > 0 ? l : 0) }')"
+}
+
+# load_tool: sets BIN to the release build of the load tool (bench/src), building it first if it is missing or
+# older than its sources.
+load_tool() {
+  BIN="$BENCH_DIR/target/release/clubhouse-bench"
+  if [ ! -x "$BIN" ] || [ -n "$(find "$BENCH_DIR/src" "$BENCH_DIR/Cargo.toml" -newer "$BIN" 2>/dev/null | head -1)" ]; then
+    log "cargo build --release (bench)"
+    cargo build --release --quiet --manifest-path "$BENCH_DIR/Cargo.toml"
+  fi
+}
+
+# warm_up ARGS...: one unmeasured run of the load tool (BIN) with ARGS against the server last spawned, then
+# wait_evicted, so that the measured run after it finds the isolate's code compiled and none of the warm-up's
+# objects closing in its window.
+warm_up() {
+  local out="$WORK/warm-$SERVER_PORT.txt"
+  "$BIN" --url "$SERVER_URL" --server-port "$SERVER_PORT" "$@" > "$out" 2>&1 \
+    || { tail -n 5 "$out" >&2; die "warm-up run failed"; }
+  wait_evicted "$SERVER_PID"
 }
 
 # wait_evicted PGID: after a warm-up run, until its objects are evicted (sleep_until_evicted) and the server is idle
@@ -230,9 +259,8 @@ spawn_clubhouse() {
   STATE_FROM="$CH_STATE" spawn_server "$name" "$CH_CFGDIR" "$WRANGLER" --config "$CH_CFGDIR/wrangler.toml" "${vars[@]+"${vars[@]}"}"
 }
 
-# spawn_profiled SIDE (clubhouse|baseline): starts the server a profiler looks at (no wait). Clubhouse gets the
-# limits a load test must lift and LOG_LEVEL=error; CLUBHOUSE_EXTRA_VARS adds more. Used by profile.sh and
-# native_profile.sh.
+# spawn_profiled SIDE (clubhouse|baseline): starts the server a probe looks at (no wait). Clubhouse gets the
+# limits a load test must lift and LOG_LEVEL=error; CLUBHOUSE_EXTRA_VARS adds more.
 spawn_profiled() {
   if [ "$1" = baseline ]; then
     prepare_baseline base

@@ -19,12 +19,12 @@
 #   --out FILE             results JSON (default bench/results/<timestamp>.json); raw runs go to FILE.jsonl
 #   --window W             in-flight messages per sender in the single-sender scenarios (default 8)
 #   --explorer             keep wrangler's local data explorer on, as `wrangler dev` ships (default: off for both
-#                          servers; X_LOCAL_EXPLORER=true does the same; see lib.sh and bench/RESULTS.md, round 13)
+#                          servers; X_LOCAL_EXPLORER=true does the same; why: lib.sh)
 #   --evict-wait S         before each run, wait until S seconds (default 11) have passed since the previous run
 #                          ended, then until the servers are idle: workerd evicts a Durable Object 10 s after its
 #                          last event, and the previous run's rooms closing (each a SQLite checkpoint) would
-#                          otherwise land inside whichever run's window comes 10 s later (bench/RESULTS.md,
-#                          round 15). 0: only wait for idle, as before round 15 (faster, biased).
+#                          otherwise land inside whichever run's window comes 10 s later. 0: only wait for idle
+#                          (faster, biased against the side whose window comes later).
 # Environment: BENCH_EXTRA="..." extra flags for every clubhouse-bench run; KEEP_WORK=1 keeps the temp dir;
 #   CONNECT_LOG_DIR=DIR writes each run's connect log (one line per connection: index, room, start, duration)
 #   to DIR/<scenario>-<repeat>-<A|B>.txt, to see where a connect tail comes from.
@@ -35,7 +35,6 @@ set -euo pipefail
 EXPLORER_GIVEN="${X_LOCAL_EXPLORER:+yes}"
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-BIN="$BENCH_DIR/target/release/clubhouse-bench"
 
 mode=both
 URL_A="" URL_B=""
@@ -60,8 +59,7 @@ while [ $# -gt 0 ]; do
     --window) WINDOW="$2"; shift ;;
     --custom) CUSTOM_ARGS="$2"; shift ;;
     --explorer) X_LOCAL_EXPLORER=true; EXPLORER_GIVEN=yes ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-    *) die "unknown argument: $1" ;;
+    *) other_arg "$1" ;;
   esac
   shift
 done
@@ -103,10 +101,7 @@ start_clubhouse() {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
-if [ ! -x "$BIN" ] || [ -n "$(find "$BENCH_DIR/src" "$BENCH_DIR/Cargo.toml" -newer "$BIN" 2>/dev/null | head -1)" ]; then
-  log "cargo build --release (bench)"
-  cargo build --release --quiet --manifest-path "$BENCH_DIR/Cargo.toml"
-fi
+load_tool
 
 case "$mode" in
   both)

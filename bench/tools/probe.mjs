@@ -1,4 +1,4 @@
-// Node helper for bench/coldstart.sh, bench/auth_cpu.sh and bench/capacity.sh (run with
+// Node helper for bench/coldstart.sh, bench/probes/auth_cpu.sh and bench/probes/capacity.sh (run with
 // `node --experimental-websocket bench/tools/probe.mjs MODE ...`; node 20). Prints one JSON line on stdout (capacity:
 // one per step), progress on stderr.
 //

@@ -64,7 +64,7 @@ const metrics = [
   ["failed runs", null, "failed"],
 ];
 const scen = [...new Set(rows.map((r) => r.scenario))];
-// Wrangler's local data explorer during the runs (run.sh records it from round 13 on; older runs had it on).
+// Wrangler's local data explorer during the runs (a run that does not record it had it on: wrangler's default).
 const modes = [...new Set(rows.map((r) => (r.explorer === undefined ? "on (not recorded)" : r.explorer === null ? "unknown" : r.explorer ? "on" : "off")))];
 const result = { a: la, b: lb, generated: new Date().toISOString(), local_explorer: modes.length === 1 ? modes[0] : "mixed", scenarios: {} };
 const fmt = (x) => (x == null ? "-" : Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(3));
