@@ -59,45 +59,42 @@ pub fn enabled(level: Level) -> bool {
     level as u8 >= THRESHOLD.load(Ordering::Relaxed)
 }
 
-/// `{"level", "event", ...fields}`. A field whose value is an integer is written as a number.
+/// `{"level", "event", ...fields}`. Every field is text, whatever it looks like: a username
+/// `3784` stays the string a log filter compares with; numbers are passed as numbers.
 fn fields_map(level: &str, event: &str, fields: &[(&str, &str)]) -> Map<String, Value> {
     let mut map = Map::new();
     map.insert("level".into(), level.into());
     map.insert("event".into(), event.into());
     for (k, v) in fields {
-        // "007" or "+7" stay text: only a number's own spelling becomes a number.
-        let value = match v.parse::<i64>() {
-            Ok(n) if n.to_string() == *v => n.into(),
-            _ => (*v).into(),
-        };
-        map.insert((*k).into(), value);
+        map.insert((*k).into(), (*v).into());
     }
     map
 }
 
 /// Formats one log line as JSON: `{"level", "event", ...fields}`.
 pub fn line(level: &str, event: &str, fields: &[(&str, &str)]) -> String {
-    Value::Object(fields_map(level, event, fields)).to_string()
+    build(level, event, fields, Map::new())
 }
 
-/// One line for a batch of per-socket entries: `{"level", "event", ...fields, "count",
-/// "sockets": [...]}`.
-pub fn batch_line(
-    level: &str,
-    event: &str,
-    fields: &[(&str, &str)],
-    sockets: Vec<Value>,
-) -> String {
+/// `{"level", "event", ...fields, ...extra}` as one line of JSON.
+fn build(level: &str, event: &str, fields: &[(&str, &str)], extra: Map<String, Value>) -> String {
     let mut map = fields_map(level, event, fields);
-    map.insert("count".into(), sockets.len().into());
-    map.insert("sockets".into(), Value::Array(sockets));
+    map.extend(extra);
     Value::Object(map).to_string()
+}
+
+/// What a batch of per-socket entries adds to its line: `"count"` and `"sockets": [...]`.
+fn batch_fields(sockets: Vec<Value>) -> Map<String, Value> {
+    let mut extra = Map::new();
+    extra.insert("count".into(), sockets.len().into());
+    extra.insert("sockets".into(), Value::Array(sockets));
+    extra
 }
 
 /// Writes one structured log line at `level`, stamped with the time, if it passes `LOG_LEVEL`.
 pub fn event(level: Level, event: &str, fields: &[(&str, &str)]) {
     if enabled(level) {
-        write_stamped(level, event, fields, None);
+        write_stamped(level, event, fields, Map::new());
     }
 }
 
@@ -117,24 +114,37 @@ pub fn error(event: &str, fields: &[(&str, &str)]) {
     self::event(Level::Error, event, fields);
 }
 
+/// [`event`] with number fields too (a status, a duration), written as JSON numbers.
+pub fn event_with_numbers(
+    level: Level,
+    event: &str,
+    fields: &[(&str, &str)],
+    numbers: &[(&str, i64)],
+) {
+    if enabled(level) {
+        let numbers = numbers
+            .iter()
+            .map(|(k, n)| ((*k).to_owned(), Value::from(*n)))
+            .collect();
+        write_stamped(level, event, fields, numbers);
+    }
+}
+
 /// Writes a [`LineBatch`]'s entries as one `info` line (nothing if there are none).
 fn socket_batch(event: &str, fields: &[(&str, &str)], sockets: Vec<Value>) {
     if sockets.is_empty() || !enabled(Level::Info) {
         return;
     }
-    write_stamped(Level::Info, event, fields, Some(sockets));
+    write_stamped(Level::Info, event, fields, batch_fields(sockets));
 }
 
-/// Writes `fields` after `"ts"`, the time now, as [`line`] or, with `sockets`, [`batch_line`].
-fn write_stamped(level: Level, event: &str, fields: &[(&str, &str)], sockets: Option<Vec<Value>>) {
+/// Writes `fields` after `"ts"`, the time now, then `extra`.
+fn write_stamped(level: Level, event: &str, fields: &[(&str, &str)], extra: Map<String, Value>) {
     let ts: String = worker::js_sys::Date::new_0().to_iso_string().into();
     let mut all = Vec::with_capacity(fields.len() + 1);
     all.push(("ts", ts.as_str()));
     all.extend_from_slice(fields);
-    let text = match sockets {
-        Some(sockets) => batch_line(level.name(), event, &all, sockets),
-        None => line(level.name(), event, &all),
-    };
+    let text = build(level.name(), event, &all, extra);
     match level {
         Level::Error => worker::console_error!("{text}"),
         Level::Warn => worker::console_warn!("{text}"),
@@ -251,21 +261,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_lines_are_json() {
-        let l = line(
+    fn log_lines_are_json_with_text_as_text_and_numbers_as_numbers() {
+        let mut numbers = Map::new();
+        numbers.insert("status".into(), 401.into());
+        let l = build(
             "warn",
             "ws_refused",
             &[
                 ("reason", "bad \"token\""),
-                ("status", "401"),
+                ("username", "3784"),
                 ("code", "007"),
             ],
+            numbers,
         );
         let v: serde_json::Value = serde_json::from_str(&l).unwrap();
         assert_eq!(v["event"], "ws_refused");
         assert_eq!(v["reason"], "bad \"token\"");
         assert_eq!(v["status"], 401);
-        assert_eq!(v["code"], "007", "not a plain integer: kept as text");
+        assert_eq!(v["username"], "3784", "a numeric username stays a string");
+        assert_eq!(v["code"], "007");
+        let plain: serde_json::Value =
+            serde_json::from_str(&line("info", "e", &[("n", "12")])).unwrap();
+        assert_eq!(
+            plain,
+            serde_json::json!({"level": "info", "event": "e", "n": "12"})
+        );
     }
 
     fn entry(n: u32) -> Value {
@@ -335,11 +355,11 @@ mod tests {
 
     #[test]
     fn batch_lines_carry_the_count_and_the_entries() {
-        let l = batch_line(
+        let l = build(
             "info",
             "ws_connect",
             &[("room", "lobby")],
-            vec![entry(1), entry(2)],
+            batch_fields(vec![entry(1), entry(2)]),
         );
         let v: Value = serde_json::from_str(&l).unwrap();
         assert_eq!(v["event"], "ws_connect");

@@ -29,11 +29,14 @@ pub enum Reply {
 /// others through a `worker::Request`.
 pub async fn handle(req: web_sys::Request, env: Env) -> web_sys::Response {
     let started = worker::Date::now().as_millis();
-    let method = Method::from(req.method());
+    let raw_method = req.method();
+    // `Method::from` takes any name it does not know for GET: unknown methods are refused here
+    // instead, with the route's `Allow` (`route`), and logged as they came.
+    let method = known_method(&raw_method);
     let url = req.url();
     let path = crate::http::path_of(&url).to_owned();
     let request_id = request_id(req.headers().get("cf-ray").ok().flatten());
-    let response = match route(req, &url, &env, &method, &path, &request_id).await {
+    let response = match route(req, &url, &env, method.as_ref(), &path, &request_id).await {
         Ok(Reply::Passed(response)) if response.status() == 101 => {
             // An opened WebSocket is logged once, by its room (`ws_connect`, with this request
             // id): a second line per connection would double the log volume of a reconnect storm.
@@ -48,7 +51,7 @@ pub async fn handle(req: web_sys::Request, env: Env) -> web_sys::Response {
     // The path never holds a secret (tokens travel in headers, bodies or the query, which is
     // not logged); it is cut short so a client cannot flood the log.
     let shown_path: String = path.chars().take(128).collect();
-    log::event(
+    log::event_with_numbers(
         if status >= 500 {
             Level::Error
         } else {
@@ -57,10 +60,12 @@ pub async fn handle(req: web_sys::Request, env: Env) -> web_sys::Response {
         "request",
         &[
             ("request_id", &request_id),
-            ("method", method.as_ref()),
+            ("method", &shown_method(&raw_method)),
             ("route", &shown_path),
-            ("status", &status.to_string()),
-            ("duration_ms", &elapsed.to_string()),
+        ],
+        &[
+            ("status", i64::from(status)),
+            ("duration_ms", elapsed as i64),
         ],
     );
     response.into()
@@ -70,7 +75,7 @@ async fn route(
     raw: web_sys::Request,
     url: &str,
     env: &Env,
-    method: &Method,
+    method: Option<&Method>,
     path: &str,
     request_id: &str,
 ) -> ApiResult<Reply> {
@@ -81,7 +86,7 @@ async fn route(
     let req = || Request::from(Clone::clone(&raw));
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let only = |allowed: &[Method], allow: &'static str| -> ApiResult<()> {
-        if allowed.contains(method) {
+        if method.is_some_and(|m| allowed.contains(m)) {
             Ok(())
         } else {
             Err(ApiError::method_not_allowed(allow))
@@ -133,11 +138,31 @@ async fn route(
         }
         // The browser client: a handful of fixed paths, after every API route.
         _ => match page::find(path) {
-            Some(file) => page::serve(&req(), file),
+            Some(file) => {
+                only(&[Method::Get, Method::Head], "GET, HEAD")?;
+                page::serve(&req(), file)
+            }
             None => Err(ApiError::not_found()),
         },
     };
     built.map(Reply::Built)
+}
+
+/// The methods the Worker knows; `None` for any other name (HTTP methods are case-sensitive,
+/// and the runtime already spells the standard ones in capitals).
+fn known_method(raw: &str) -> Option<Method> {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN.contains(&raw).then(|| Method::from(raw.to_owned()))
+}
+
+/// A method name for the log line: printable ASCII, cut short (a client chooses it).
+fn shown_method(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(16)
+        .collect()
 }
 
 /// Seconds since the epoch from the runtime clock (chrono's clock panics on wasm32).
@@ -183,6 +208,17 @@ fn local_request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_known_methods_are_methods() {
+        assert_eq!(known_method("GET"), Some(Method::Get));
+        assert_eq!(known_method("DELETE"), Some(Method::Delete));
+        for unknown in ["QUERY", "PROPFIND", "SEARCH", "PURGE", "get", "", "GET "] {
+            assert_eq!(known_method(unknown), None, "{unknown:?}");
+        }
+        assert_eq!(shown_method("PROP\nFIND"), "PROPFIND");
+        assert_eq!(shown_method(&"X".repeat(100)).len(), 16);
+    }
 
     #[test]
     fn request_ids_are_bounded() {

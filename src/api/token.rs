@@ -140,10 +140,11 @@ fn login_failed(attempted: &str) -> ApiError {
 /// issued until now, and closes the sockets opened with them.
 pub async fn logout(req: Request, env: &Env) -> ApiResult<Response> {
     let badge = guard::bearer(&req, env).await?;
-    let everywhere = req
-        .url()?
-        .query_pairs()
-        .any(|(k, v)| k == "all" && (v == "true" || v == "1"));
+    let everywhere = match http::query_param(&req.url()?, "all") {
+        None => false,
+        Some(all) => parse_bool(&all)
+            .ok_or_else(|| ApiError::unprocessable("all must be a boolean: true, false, 1 or 0"))?,
+    };
     let now = super::now_secs();
     let ledger = Ledger::for_user(env, badge.username.as_str())?;
     let rooms = if everywhere {
@@ -185,10 +186,33 @@ pub async fn logout(req: Request, env: &Env) -> ApiResult<Response> {
     ))
 }
 
+/// A query flag: `true`/`false` in any case, or `1`/`0`; anything else is not a boolean, so a
+/// typo can never quietly mean "no" (for `?all=`, that would leave other sessions alive).
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn query_booleans() {
+        for yes in ["true", "True", "TRUE", "1"] {
+            assert_eq!(parse_bool(yes), Some(true), "{yes}");
+        }
+        for no in ["false", "False", "0"] {
+            assert_eq!(parse_bool(no), Some(false), "{no}");
+        }
+        for neither in ["", "yes", "no", "on", "2", "tru", " true"] {
+            assert_eq!(parse_bool(neither), None, "{neither:?}");
+        }
+    }
 
     proptest! {
         /// Any bytes: a parsed form or a clean 422, never a panic.
