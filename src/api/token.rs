@@ -110,7 +110,11 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
     }
     // The stored spelling is canonical: "BOB" logging in as "bob" gets a badge for "bob".
     let username = Username::parse(&record.username).map_err(|e| ApiError::internal(e.0))?;
-    let badge = keys.issue(&username, super::now_secs(), config.token_ttl_secs);
+    let badge = keys.issue(
+        &username,
+        worker::Date::now().as_millis() as i64,
+        config.token_ttl_secs,
+    );
     log::info("login_ok", &[("username", username.as_str())]);
     let mut response = http::json(
         200,
@@ -145,12 +149,13 @@ pub async fn logout(req: Request, env: &Env) -> ApiResult<Response> {
         Some(all) => parse_bool(&all)
             .ok_or_else(|| ApiError::unprocessable("all must be a boolean: true, false, 1 or 0"))?,
     };
-    let now = super::now_secs();
+    let now_ms = worker::Date::now().as_millis() as i64;
+    let now = now_ms.div_euclid(1000);
     let ledger = Ledger::for_user(env, badge.username.as_str())?;
     let rooms = if everywhere {
         // Badges live at most TOKEN_TTL_SECS, so the stamp need not outlive that.
         let ttl = Config::from_env(env).token_ttl_secs + LEEWAY_SECS;
-        ledger.revoke_all(now, now + ttl).await?
+        ledger.revoke_all(now_ms, now + ttl).await?
     } else {
         ledger
             .revoke(&badge.jti, badge.expires_at + LEEWAY_SECS)

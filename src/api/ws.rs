@@ -58,6 +58,7 @@ pub async fn connect(
         room: room.as_str().to_owned(),
         jti: badge.jti.clone(),
         iat: badge.issued_at,
+        iat_ms: badge.issued_at_ms,
         exp: badge.expires_at,
         member: false,
         request_id: request_id.to_owned(),

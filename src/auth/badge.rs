@@ -35,6 +35,10 @@ struct BadgeClaims {
     iss: String,
     aud: String,
     jti: String,
+    /// When it was issued, in milliseconds: `iat` has one-second resolution, and a "log out
+    /// everywhere" must refuse a badge issued earlier in its second but not one issued after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat_ms: Option<i64>,
 }
 
 /// What a verified badge tells us.
@@ -43,6 +47,9 @@ pub struct Badge {
     pub username: Username,
     pub jti: String,
     pub issued_at: i64,
+    /// The issue time in milliseconds; for a badge without `iat_ms`, the last millisecond of
+    /// its `iat` second (a logout in that second refuses it, whether it came before or after).
+    pub issued_at_ms: i64,
     pub expires_at: i64,
 }
 
@@ -135,14 +142,16 @@ impl BadgeKeys {
         &self.current.kid
     }
 
-    /// Signs a badge for `username`, valid from `now_secs` for `ttl_secs`.
-    pub fn issue(&self, username: &Username, now_secs: i64, ttl_secs: i64) -> IssuedBadge {
+    /// Signs a badge for `username`, valid from `now_ms` (milliseconds) for `ttl_secs`.
+    pub fn issue(&self, username: &Username, now_ms: i64, ttl_secs: i64) -> IssuedBadge {
+        let now_secs = now_ms.div_euclid(1000);
         let jti = random_id();
         let custom = BadgeClaims {
             sub: username.as_str().to_owned(),
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
             jti: jti.clone(),
+            iat_ms: Some(now_ms),
         };
         let claims = Claims::new(custom)
             .set_duration_and_issuance(&time_options(now_secs), Duration::seconds(ttl_secs));
@@ -211,9 +220,18 @@ impl BadgeKeys {
             username,
             jti: custom.jti.clone(),
             issued_at,
+            issued_at_ms: issued_at_ms(custom.iat_ms, issued_at),
             expires_at,
         })
     }
+}
+
+/// A badge's issue time in milliseconds: its `iat_ms` when that falls in its `iat` second,
+/// else the last millisecond of that second.
+fn issued_at_ms(iat_ms: Option<i64>, issued_at: i64) -> i64 {
+    iat_ms
+        .filter(|ms| ms.div_euclid(1000) == issued_at)
+        .unwrap_or(issued_at * 1000 + 999)
 }
 
 /// The checks of a badge's times at `now_secs`, for a token verified now or remembered: past
@@ -285,7 +303,7 @@ mod tests {
         /// A real badge with one character changed is refused.
         #[test]
         fn tampered_badges_are_refused(pos in 0usize..300, ch in "[A-Za-z0-9_-]") {
-            let token = keys().issue(&bob(), NOW, 3600).token;
+            let token = keys().issue(&bob(), NOW * 1000, 3600).token;
             let pos = pos % token.len();
             let mut bytes = token.clone().into_bytes();
             // The last character of a base64url part may carry only padding bits, so changing
@@ -300,11 +318,12 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let issued = keys().issue(&bob(), NOW, 3600);
+        let issued = keys().issue(&bob(), NOW * 1000, 3600);
         let badge = keys().verify(&issued.token, NOW + 10).unwrap();
         assert_eq!(badge.username, bob());
         assert_eq!(badge.jti, issued.jti);
         assert_eq!(badge.issued_at, NOW);
+        assert_eq!(badge.issued_at_ms, NOW * 1000);
         assert_eq!(badge.expires_at, NOW + 3600);
         assert_eq!(issued.jti.len(), 32);
     }
@@ -328,7 +347,7 @@ mod tests {
 
     #[test]
     fn expiry_with_leeway() {
-        let issued = keys().issue(&bob(), NOW, 60);
+        let issued = keys().issue(&bob(), NOW * 1000, 60);
         assert!(keys()
             .verify(&issued.token, NOW + 60 + LEEWAY_SECS - 1)
             .is_ok());
@@ -341,7 +360,7 @@ mod tests {
     #[test]
     fn a_remembered_token_still_has_its_times_checked() {
         let keys = keys();
-        let issued = keys.issue(&bob(), NOW, 60);
+        let issued = keys.issue(&bob(), NOW * 1000, 60);
         let first = keys.verify(&issued.token, NOW).unwrap();
         assert_eq!(keys.verified.borrow().len(), 1, "remembered");
         // Found again: the same badge while valid, then expired exactly when it would be.
@@ -363,7 +382,7 @@ mod tests {
     #[test]
     fn only_the_identical_token_is_remembered_and_the_memory_is_bounded() {
         let keys = keys();
-        let issued = keys.issue(&bob(), NOW, 3600);
+        let issued = keys.issue(&bob(), NOW * 1000, 3600);
         keys.verify(&issued.token, NOW).unwrap();
         // The remembered token with its signature changed is checked in full, and refused.
         let (body, sig) = issued.token.rsplit_once('.').unwrap();
@@ -376,7 +395,7 @@ mod tests {
         // Refusals are not remembered; many tokens never hold more than the capacity.
         assert_eq!(keys.verified.borrow().len(), 1);
         for _ in 0..VERIFIED_CAPACITY + 10 {
-            let t = keys.issue(&bob(), NOW, 3600).token;
+            let t = keys.issue(&bob(), NOW * 1000, 3600).token;
             keys.verify(&t, NOW).unwrap();
             assert!(keys.verified.borrow().len() <= VERIFIED_CAPACITY);
         }
@@ -384,7 +403,7 @@ mod tests {
 
     #[test]
     fn issued_in_future_refused() {
-        let issued = keys().issue(&bob(), NOW + 3600, 7200);
+        let issued = keys().issue(&bob(), (NOW + 3600) * 1000, 7200);
         assert_eq!(
             keys().verify(&issued.token, NOW),
             Err(BadgeError::IssuedInFuture)
@@ -395,7 +414,7 @@ mod tests {
     fn forged_with_other_key_refused() {
         let forged = BadgeKeys::new(Some(OTHER), None)
             .unwrap()
-            .issue(&bob(), NOW, 3600);
+            .issue(&bob(), NOW * 1000, 3600);
         // Its kid names a key we do not have.
         assert_eq!(
             keys().verify(&forged.token, NOW),
@@ -435,7 +454,7 @@ mod tests {
 
     #[test]
     fn tampered_claims_refused() {
-        let issued = keys().issue(&bob(), NOW, 3600);
+        let issued = keys().issue(&bob(), NOW * 1000, 3600);
         let parts: Vec<&str> = issued.token.split('.').collect();
         let body = b64(
             format!(r#"{{"sub":"admin","iss":"clubhouse","aud":"clubhouse","jti":"x","iat":{NOW},"exp":{}}}"#, NOW + 60)
@@ -466,10 +485,10 @@ mod tests {
     fn rotation_previous_key_still_verifies() {
         let old = BadgeKeys::new(Some(OTHER), None)
             .unwrap()
-            .issue(&bob(), NOW, 3600);
+            .issue(&bob(), NOW * 1000, 3600);
         let rotated = BadgeKeys::new(Some(SECRET), Some(OTHER)).unwrap();
         assert_eq!(rotated.verify(&old.token, NOW).unwrap().username, bob());
-        let fresh = rotated.issue(&bob(), NOW, 3600);
+        let fresh = rotated.issue(&bob(), NOW * 1000, 3600);
         assert!(
             keys().verify(&fresh.token, NOW).is_ok(),
             "new badges use the new key"
@@ -477,6 +496,21 @@ mod tests {
         assert_ne!(
             rotated.current_kid(),
             BadgeKeys::new(Some(OTHER), None).unwrap().current_kid()
+        );
+    }
+
+    #[test]
+    fn the_issue_time_in_milliseconds_must_fall_in_the_iat_second() {
+        assert_eq!(issued_at_ms(Some(NOW * 1000 + 250), NOW), NOW * 1000 + 250);
+        assert_eq!(
+            issued_at_ms(None, NOW),
+            NOW * 1000 + 999,
+            "older badges: end of second"
+        );
+        assert_eq!(
+            issued_at_ms(Some((NOW - 5) * 1000), NOW),
+            NOW * 1000 + 999,
+            "an iat_ms disagreeing with iat is not trusted"
         );
     }
 }

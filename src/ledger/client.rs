@@ -31,7 +31,7 @@ extern "C" {
         this: &ShardRpc,
         user: &str,
         jti: &str,
-        issued_at: f64,
+        issued_at_ms: f64,
         expires_at: f64,
         room: &str,
         max_rooms: f64,
@@ -106,7 +106,7 @@ impl Ledger {
             .admit_socket(
                 &self.user,
                 &badge.jti,
-                badge.issued_at as f64,
+                badge.issued_at_ms as f64,
                 badge.expires_at as f64,
                 room,
                 max_rooms as f64,
@@ -128,8 +128,8 @@ impl Ledger {
     /// Refuses a revoked badge (401).
     pub async fn admit(&self, badge: &Badge) -> ApiResult<()> {
         let query = format!(
-            "jti={}&iat={}&exp={}",
-            badge.jti, badge.issued_at, badge.expires_at
+            "jti={}&iat_ms={}&exp={}",
+            badge.jti, badge.issued_at_ms, badge.expires_at
         );
         let status = self.call("/admit", &query).await?.status_code();
         verdict_result(status, badge)
@@ -143,10 +143,11 @@ impl Ledger {
         Ok(rooms.rooms)
     }
 
-    /// Revokes every badge of the user issued up to `at`, remembered until `keep_until` (when
-    /// the newest of them would have expired); the rooms where any of them had sockets.
-    pub async fn revoke_all(&self, at: i64, keep_until: i64) -> ApiResult<Vec<String>> {
-        let query = format!("at={at}&exp={keep_until}");
+    /// Revokes every badge of the user issued up to `at_ms` (milliseconds), remembered until
+    /// `keep_until` (seconds: when the newest of them would have expired); the rooms where any
+    /// of them had sockets.
+    pub async fn revoke_all(&self, at_ms: i64, keep_until: i64) -> ApiResult<Vec<String>> {
+        let query = format!("at_ms={at_ms}&exp={keep_until}");
         let rooms: Rooms = self.call("/revoke_all", &query).await?.json().await?;
         Ok(rooms.rooms)
     }

@@ -50,6 +50,10 @@ impl DurableObject for Sessions {
     fn new(state: State, _env: Env) -> Self {
         let sql = state.storage().sql();
         for ddl in [
+            // Logouts everywhere, in milliseconds (`revoked_before`), and from before badges
+            // carried milliseconds, in seconds (`not_before`: read until its rows expire).
+            "CREATE TABLE IF NOT EXISTS revoked_before (
+                username TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, exp INTEGER NOT NULL)",
             "CREATE TABLE IF NOT EXISTS not_before (
                 username TEXT PRIMARY KEY, at INTEGER NOT NULL, exp INTEGER NOT NULL)",
             "CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, exp INTEGER NOT NULL)",
@@ -73,10 +77,11 @@ impl DurableObject for Sessions {
     /// Internal routes, called only by the Worker (a Durable Object is not reachable from
     /// outside). `user` is the lowercased username. (A room's admissions come over RPC:
     /// [`Sessions::admit_socket`].)
-    /// - `/admit?user&jti&iat&exp`: an empty answer whose status is the verdict
+    /// - `/admit?user&jti&iat_ms&exp`: an empty answer whose status is the verdict
     ///   (`Verdict::status`).
     /// - `/revoke?user&jti&exp`: revokes one badge; `{"rooms"}` where it had sockets.
-    /// - `/revoke_all?user&at&exp`: revokes the user's badges issued up to `at`; `{"rooms"}`.
+    /// - `/revoke_all?user&at_ms&exp`: revokes the user's badges issued up to `at_ms`;
+    ///   `{"rooms"}`.
     /// - `/ping`: `{"ok": true}` (health check).
     ///
     /// Every route runs without an `await`, so a logout and a connect are ordered one way or
@@ -89,7 +94,8 @@ impl DurableObject for Sessions {
         let (user, jti) = (text("user"), text("jti"));
         let body = match url.path() {
             "/admit" => {
-                let verdict = self.admit(now, &user, &jti, number("iat"), number("exp"), None)?;
+                let verdict =
+                    self.admit(now, &user, &jti, number("iat_ms"), number("exp"), None)?;
                 // The answer is the status alone: no body for the Worker to stream and parse.
                 return Response::empty().map(|r| r.with_status(verdict.status()));
             }
@@ -103,12 +109,12 @@ impl DurableObject for Sessions {
             }
             "/revoke_all" => {
                 self.sql.exec(
-                    "INSERT INTO not_before (username, at, exp) VALUES (?, ?, ?)
+                    "INSERT INTO revoked_before (username, at_ms, exp) VALUES (?, ?, ?)
                      ON CONFLICT (username) DO UPDATE
-                     SET at = MAX(at, excluded.at), exp = MAX(exp, excluded.exp)",
+                     SET at_ms = MAX(at_ms, excluded.at_ms), exp = MAX(exp, excluded.exp)",
                     vec![
                         user.as_str().into(),
-                        number("at").into(),
+                        number("at_ms").into(),
                         number("exp").into(),
                     ],
                 )?;
@@ -136,7 +142,7 @@ impl Sessions {
         &self,
         user: &str,
         jti: &str,
-        issued_at: f64,
+        issued_at_ms: f64,
         expires_at: f64,
         room: &str,
         max_rooms: f64,
@@ -146,7 +152,7 @@ impl Sessions {
             now,
             user,
             jti,
-            issued_at as i64,
+            issued_at_ms as i64,
             expires_at as i64,
             Some((room, max_rooms as i64)),
         )
@@ -164,6 +170,7 @@ impl Sessions {
 #[derive(Deserialize)]
 struct Standing {
     not_before: Option<i64>,
+    revoked_before: Option<i64>,
     revoked: i64,
     /// Unexpired (badge, room) records of the user, written ones only.
     rooms: i64,
@@ -185,7 +192,7 @@ impl Sessions {
         now: i64,
         user: &str,
         jti: &str,
-        issued_at: i64,
+        issued_at_ms: i64,
         expires_at: i64,
         socket: Option<(&str, i64)>,
     ) -> Result<Verdict> {
@@ -193,6 +200,7 @@ impl Sessions {
             .sql
             .exec(
                 "SELECT (SELECT at FROM not_before WHERE username = ?1) AS not_before,
+                        (SELECT at_ms FROM revoked_before WHERE username = ?1) AS revoked_before,
                         EXISTS (SELECT 1 FROM revoked WHERE jti = ?2) AS revoked,
                         (SELECT COUNT(*) FROM sockets WHERE username = ?1 AND exp >= ?4) AS rooms,
                         EXISTS (SELECT 1 FROM sockets
@@ -205,9 +213,9 @@ impl Sessions {
                 ],
             )?
             .one::<Standing>()?;
-        // `<=`: the stamp has one-second resolution, so a badge from the same second as a
-        // "log out everywhere" is refused too (a login right after it simply logs in again).
-        if standing.revoked != 0 || standing.not_before.is_some_and(|nb| issued_at <= nb) {
+        let everywhere =
+            logged_out_everywhere(issued_at_ms, standing.not_before, standing.revoked_before);
+        if standing.revoked != 0 || everywhere {
             return Ok(Verdict::Revoked);
         }
         let Some((room, max_rooms)) = socket else {
@@ -257,6 +265,18 @@ impl Sessions {
         }
         Ok(rooms)
     }
+}
+
+/// Whether a badge issued at `issued_at_ms` is refused by a "log out everywhere" at
+/// `revoked_before_ms` (every badge issued up to then), or by one stamped in seconds
+/// (`not_before_secs`: every badge issued up to the end of that second).
+fn logged_out_everywhere(
+    issued_at_ms: i64,
+    not_before_secs: Option<i64>,
+    revoked_before_ms: Option<i64>,
+) -> bool {
+    not_before_secs.is_some_and(|secs| issued_at_ms.div_euclid(1000) <= secs)
+        || revoked_before_ms.is_some_and(|ms| issued_at_ms <= ms)
 }
 
 /// One admitted (badge, room): a logout of that badge or user closes its sockets there.
@@ -367,7 +387,7 @@ impl SocketWrites {
         if now - self.pruned_at.get() < PRUNE_EVERY_SECS {
             return Ok(());
         }
-        for table in ["sockets", "revoked", "not_before"] {
+        for table in ["sockets", "revoked", "revoked_before", "not_before"] {
             self.sql.exec(
                 &format!("DELETE FROM {table} WHERE exp < ?"),
                 vec![now.into()],
@@ -389,6 +409,32 @@ mod tests {
             room: room.into(),
             exp: 100,
         }
+    }
+
+    #[test]
+    fn logging_out_everywhere_refuses_badges_up_to_its_millisecond_only() {
+        let at = 1_700_000_000_500;
+        assert!(
+            logged_out_everywhere(at - 400, None, Some(at)),
+            "earlier in the second"
+        );
+        assert!(logged_out_everywhere(at, None, Some(at)));
+        assert!(
+            !logged_out_everywhere(at + 1, None, Some(at)),
+            "a login right after"
+        );
+        assert!(!logged_out_everywhere(at, None, None));
+        // A stamp in seconds covers its whole second.
+        assert!(logged_out_everywhere(
+            1_700_000_000_999,
+            Some(1_700_000_000),
+            None
+        ));
+        assert!(!logged_out_everywhere(
+            1_700_000_001_000,
+            Some(1_700_000_000),
+            None
+        ));
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct Handover {
     pub jti: String,
     pub iat: i64,
     pub exp: i64,
+    /// The badge's issue time in milliseconds (`Badge::issued_at_ms`).
+    #[serde(default)]
+    pub iat_ms: i64,
     /// Whether the Worker found the user a member of the room (D1). A socket handed over as
     /// not a member is refused by a private room, with a marked 403 (`client::PRIVATE_HEADER`).
     pub member: bool,
@@ -53,6 +56,7 @@ impl Handover {
             username: Username::parse(&self.user).ok()?,
             jti: self.jti.clone(),
             issued_at: self.iat,
+            issued_at_ms: self.iat_ms,
             expires_at: self.exp,
         })
     }
@@ -69,6 +73,7 @@ mod tests {
             jti: "0123456789abcdef".into(),
             iat: 1_700_000_000,
             exp: 1_700_003_600,
+            iat_ms: 1_700_000_000_123,
             member: false,
             request_id: "8e1f2a3b4c5d6e7f-AMS \"quoted\"".into(),
             bearer: true,
@@ -108,6 +113,7 @@ mod tests {
             (badge.jti.as_str(), badge.issued_at, badge.expires_at),
             ("0123456789abcdef", 1_700_000_000, 1_700_003_600)
         );
+        assert_eq!(badge.issued_at_ms, 1_700_000_000_123);
         let bad_user = Handover {
             user: "not a name!".into(),
             ..sample()
