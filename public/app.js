@@ -17,7 +17,7 @@ const HEARTBEAT_MS = 25000;
 const HEARTBEAT_TIMEOUT_MS = 10000;
 const GAP_FILL_MAX_PAGES = 10;
 const RELOAD_MAX_PAGES = 30; // after a truncated catch-up: at most this many pages of 100 reloaded
-const TYPING_SEND_EVERY_MS = 3000; // at most one "typing" frame this often while typing
+const TYPING_SEND_EVERY_MS = 3200; // at most one "typing" frame this often while typing (the server forwards one per 3 s: a little over it, so none is dropped)
 const TYPING_SHOW_MS = 5000; // how long "alice is typing…" stays after her last typing frame
 const REACTION_PALETTE = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
 
@@ -52,6 +52,12 @@ const state = {
   lastTypingSent: 0,
   editing: null, // { id, returnFocus } while a message is being edited in place
   popup: null, // { node, trigger } the open menu or palette
+  // Pages of messages over HTTP are built at a revision we do not know: while one is on its way,
+  // the changes that arrive are kept, and replayed on top of the page's copies (fetchMessages).
+  view: {}, // replaced when the view is reset: an older fetch's answer is dropped
+  fetches: 0, // HTTP pages of messages on their way
+  changeLog: [], // edited/deleted/reactions items applied while fetches > 0, in rev order
+  historyEpoch: 0, // history frames applied so far in this view
   lastAction: 'message', // what the last frame we sent was, to word an error frame
   online: new Set(),
   olderSupported: true,
@@ -428,6 +434,9 @@ function resetView() {
   state.lastTypingSent = 0;
   state.editing = null;
   state.popup = null;
+  state.view = {};
+  state.fetches = 0;
+  state.changeLog = [];
   renderTyping();
   state.online = new Set();
   state.olderSupported = true;
@@ -851,6 +860,7 @@ async function onHistory(frame) {
   const oldestHad = state.ids.length ? state.ids[0] : 0;
   const revMode = state.askedRev > 0;
   const items = Array.isArray(frame.messages) ? frame.messages : [];
+  state.historyEpoch += 1;
   applyItems(items);
   if (Number.isSafeInteger(frame.rev) && frame.rev >= 0) state.rev = frame.rev;
   state.attempt = 0;
@@ -863,39 +873,63 @@ async function onHistory(frame) {
   }
 }
 
+/** GETs a page of the room's messages and hands its messages to `apply(list, page)` while the
+ *  changes that arrived meanwhile are still kept (see applyItems). Answers the response, or null
+ *  when the view was reset meanwhile (another room). */
+async function fetchMessages(query, apply) {
+  const view = state.view;
+  const page = { rev: state.rev, epoch: state.historyEpoch };
+  state.fetches += 1;
+  try {
+    const res = await api('GET', `/rooms/${state.room}/messages?${query}`);
+    if (view !== state.view) return null;
+    if (res.ok && res.data && Array.isArray(res.data.messages)) apply(res.data.messages, page);
+    return res;
+  } finally {
+    if (view === state.view) {
+      state.fetches -= 1;
+      if (state.fetches === 0) state.changeLog = [];
+    }
+  }
+}
+
+const okPage = (res) => Boolean(res && res.ok && res.data && Array.isArray(res.data.messages));
+
 /** After a long outage the server sends only the newest part of what we missed: page back over
  *  HTTP until the view is contiguous again (or say where the hole is). */
 async function fillGap(after, upTo) {
-  const room = state.room;
+  const view = state.view;
   let before = upTo;
-  for (let page = 0; page < GAP_FILL_MAX_PAGES; page += 1) {
-    const res = await api('GET', `/rooms/${room}/messages?before=${before}&limit=100`);
-    if (room !== state.room || !res.ok || !res.data || !Array.isArray(res.data.messages)) break;
-    const msgs = res.data.messages.filter((m) => m && m.id > after);
-    applyItems(msgs);
-    if (msgs.length < res.data.messages.length || !res.data.has_more || res.data.messages.length === 0) return;
-    before = res.data.messages[0].id;
+  for (let n = 0; n < GAP_FILL_MAX_PAGES; n += 1) {
+    let kept = 0;
+    const res = await fetchMessages(`before=${before}&limit=100`, (list, page) => {
+      const msgs = list.filter((m) => m && m.id > after);
+      kept = msgs.length;
+      applyItems(msgs, page);
+    });
+    if (!okPage(res)) break;
+    const list = res.data.messages;
+    if (kept < list.length || !res.data.has_more || list.length === 0) return;
+    before = list[0].id;
   }
-  if (room === state.room) notice('Some messages from while you were away are not shown: use “Load older messages” history.', 'warn');
+  if (view === state.view) notice('Some messages from while you were away are not shown: use “Load older messages” history.', 'warn');
 }
 
 /** A catch-up by rev that the server cut short: what we had may have been edited, deleted or
  *  reacted to, and messages may be missing. Reload the room's messages over HTTP (their current
- *  state), newest first, back to the oldest one on screen. Each message carries its rev, so a page
- *  older than a live change already applied does not undo it. */
+ *  state), newest first, back to the oldest one on screen. */
 async function reloadOverHttp(oldestHad) {
-  const room = state.room;
+  const view = state.view;
   let before = 0;
-  for (let page = 0; page < RELOAD_MAX_PAGES; page += 1) {
+  for (let n = 0; n < RELOAD_MAX_PAGES; n += 1) {
     const query = before > 0 ? `before=${before}&limit=100` : 'limit=100';
-    const res = await api('GET', `/rooms/${room}/messages?${query}`);
-    if (room !== state.room || !res.ok || !res.data || !Array.isArray(res.data.messages)) break;
-    const msgs = res.data.messages;
-    applyItems(msgs);
-    if (!res.data.has_more || msgs.length === 0 || !Number.isSafeInteger(msgs[0].id) || msgs[0].id <= oldestHad) return;
-    before = msgs[0].id;
+    const res = await fetchMessages(query, (list, page) => applyItems(list, page));
+    if (!okPage(res)) break;
+    const list = res.data.messages;
+    if (!res.data.has_more || list.length === 0 || !Number.isSafeInteger(list[0].id) || list[0].id <= oldestHad) return;
+    before = list[0].id;
   }
-  if (room === state.room) notice('Some older messages may not show changes made while you were away. Reload the page to see them.', 'warn');
+  if (view === state.view) notice('Some older messages may not show changes made while you were away. Reload the page to see them.', 'warn');
 }
 
 const ACTION_WORDS = {
@@ -1148,10 +1182,16 @@ function upperBound(ids, id) {
   return lo;
 }
 
-/** Applies, in order, messages (new ones inserted in id order, known ones brought to the state
- *  they carry) and change items (`edited`, `deleted`, `reactions`). A message or change older
- *  than what we have for that message (its rev) changes nothing. */
-function applyItems(list) {
+/** Applies, in order, messages (new ones inserted in id order, known ones replaced by the state
+ *  they carry) and change items (`edited`, `deleted`, `reactions`, which carry the whole state of
+ *  what they change).
+ *
+ *  Messages from the history frame are the room's state at its rev, which every later live frame
+ *  follows: they replace ours as they are. Messages from an HTTP page (`page`: the rev and the
+ *  history epoch when it was asked for) were read at some unknown rev at or after `page.rev`, so
+ *  the changes applied since are replayed on top of them; and a page asked for before the latest
+ *  history frame only adds messages, as the history may be newer. */
+function applyItems(list, page = null) {
   const log = $('log');
   const wasAtBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
   const oldHeight = log.scrollHeight;
@@ -1162,6 +1202,7 @@ function applyItems(list) {
   for (const item of list) {
     if (!item || typeof item !== 'object') continue;
     if (item.type === 'edited' || item.type === 'deleted' || item.type === 'reactions') {
+      if (state.fetches > 0) state.changeLog.push(item);
       applyChange(item);
       continue;
     }
@@ -1170,9 +1211,10 @@ function applyItems(list) {
     const model = toModel(item);
     const had = state.msgs.get(item.id);
     if (had) {
-      if (model.rev < had.rev) continue; // we already have a later state of it
+      if (page && page.epoch !== state.historyEpoch) continue;
       state.msgs.set(item.id, model);
       paintMessage(state.els.get(item.id), model);
+      if (page) replayChanges(model.id, page.rev);
       continue;
     }
     const node = renderMessage(model);
@@ -1188,6 +1230,7 @@ function applyItems(list) {
     state.els.set(model.id, node);
     state.msgs.set(model.id, model);
     if (model.id > state.lastId) state.lastId = model.id;
+    if (page) replayChanges(model.id, page.rev);
   }
   if (appended && wasAtBottom) {
     log.scrollTop = log.scrollHeight;
@@ -1195,6 +1238,12 @@ function applyItems(list) {
     log.scrollTop = oldTop + (log.scrollHeight - oldHeight); // keep what the reader was looking at
   }
   updateOlder();
+}
+
+function replayChanges(id, after) {
+  for (const change of state.changeLog) {
+    if (change.id === id && Number.isSafeInteger(change.rev) && change.rev > after) applyChange(change);
+  }
 }
 
 /** An `edited`, `deleted` or `reactions` change (live or in a catch-up) to a message we have. */
@@ -1338,7 +1387,7 @@ function onPopupKey(event) {
       closePopup(true);
       return;
     case 'Tab':
-      closePopup(false);
+      closePopup(true); // back on its button, from where Tab moves on
       return;
     default:
       return;
@@ -1548,14 +1597,12 @@ function updateOlder() {
 
 async function loadOlder() {
   if (state.loadingOlder || !state.ids.length) return;
-  const room = state.room;
   state.loadingOlder = true;
   updateOlder();
-  const res = await api('GET', `/rooms/${room}/messages?before=${state.ids[0]}&limit=${PAGE_SIZE}`);
+  const res = await fetchMessages(`before=${state.ids[0]}&limit=${PAGE_SIZE}`, (list, page) => applyItems(list, page));
   state.loadingOlder = false;
-  if (room !== state.room) return;
-  if (res.ok && res.data && Array.isArray(res.data.messages)) {
-    applyItems(res.data.messages);
+  if (!res) return; // another room meanwhile
+  if (okPage(res)) {
     if (!res.data.has_more) state.noOlder = true;
   } else if (res.status === 404 || res.status === 405) {
     state.olderSupported = false; // server without the history endpoint
