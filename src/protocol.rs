@@ -4,6 +4,7 @@
 //! edge into newtypes (`Username`, `RoomId`, …) so the rest of the code cannot hold an invalid one.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -119,15 +120,41 @@ pub fn looks_like_object(json: &[u8]) -> bool {
     json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
-/// A text frame from a client. Unknown fields (a client-sent `username`, say) are ignored:
-/// identity comes from the badge only. `content` borrows from the frame when it has no escapes.
+/// Longest reaction `emoji`, in bytes of UTF-8.
+pub const MAX_EMOJI_BYTES: usize = 32;
+
+/// The kinds of client frame (`"type"`); a frame without one is a `message`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FrameType {
+    Message,
+    Edit,
+    Delete,
+    React,
+    Unreact,
+    Typing,
+}
+
+/// A string field that borrows from the frame when it has no escapes (serde borrows a `Cow`
+/// only as a direct field, so an optional one needs this newtype).
 #[derive(Debug, Deserialize)]
-struct RawClientMessage<'a> {
-    // A direct `Cow` field (not `Option<Cow>`) is what lets serde borrow instead of copying.
-    #[serde(borrow)]
-    content: Cow<'a, str>,
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// A text frame from a client, every kind's fields together. Unknown fields (a client-sent
+/// `username`, say) are ignored: identity comes from the badge only.
+#[derive(Debug, Deserialize)]
+struct RawClientFrame<'a> {
+    #[serde(rename = "type", default)]
+    kind: Option<FrameType>,
+    #[serde(borrow, default)]
+    content: Option<Text<'a>>,
     #[serde(borrow, default)]
     room_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<i64>,
+    #[serde(borrow, default)]
+    emoji: Option<Text<'a>>,
 }
 
 /// A validated chat message from a client, ready to store and broadcast.
@@ -136,8 +163,47 @@ pub struct ClientMessage<'a> {
     pub content: Cow<'a, str>,
 }
 
+/// One reaction: a single emoji, 1–32 bytes of UTF-8 with no ASCII letters or digits, no
+/// whitespace and no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emoji(String);
+
+impl Emoji {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let ok = (1..=MAX_EMOJI_BYTES).contains(&raw.len())
+            && !raw
+                .chars()
+                .any(|c| c.is_ascii_alphanumeric() || c.is_whitespace() || c.is_control());
+        if !ok {
+            return Err(invalid(
+                "emoji must be one emoji: 1-32 bytes, no letters, digits, spaces or control characters",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a client's text frame asks for, validated.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientFrame<'a> {
+    /// A new message.
+    Message(ClientMessage<'a>),
+    /// The author replaces a message's content.
+    Edit { id: i64, content: Cow<'a, str> },
+    /// The author or the room's owner deletes a message.
+    Delete { id: i64 },
+    /// A member adds (`add`) or takes back a reaction.
+    React { id: i64, emoji: Emoji, add: bool },
+    /// The member is typing (ephemeral).
+    Typing,
+}
+
 /// Parses and validates one text frame for the room `room`.
-pub fn parse_client_message<'a>(frame: &'a str, room: &str) -> Result<ClientMessage<'a>, Invalid> {
+pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ClientFrame<'a>, Invalid> {
     if frame.len() > MAX_FRAME_BYTES {
         return Err(invalid("frame too large (limit 65536 bytes)"));
     }
@@ -146,34 +212,129 @@ pub fn parse_client_message<'a>(frame: &'a str, room: &str) -> Result<ClientMess
             "invalid message: expected a JSON object {\"content\": string}",
         ));
     }
-    let raw: RawClientMessage<'a> = serde_json::from_str(frame).map_err(|e| {
+    let raw: RawClientFrame<'a> = serde_json::from_str(frame).map_err(|e| {
         invalid(format!(
-            "invalid message: expected {{\"content\": string, \"room_id\"?: string}} ({e})"
+            "invalid message: expected {{\"content\": string, \"room_id\"?: string}} or {{\"type\": \"edit\"|\"delete\"|\"react\"|\"unreact\"|\"typing\", ...}} ({e})"
         ))
     })?;
-    let content = raw.content;
+    if let Some(claimed) = &raw.room_id {
+        if claimed != room {
+            return Err(invalid("room_id does not match this connection's room"));
+        }
+    }
+    let kind = raw.kind.unwrap_or(FrameType::Message);
+    let id = || match raw.id {
+        Some(id) if id > 0 => Ok(id),
+        _ => Err(invalid("id must be a positive integer: the message's id")),
+    };
+    let emoji = || match &raw.emoji {
+        Some(e) => Emoji::parse(&e.0),
+        None => Err(invalid("missing field `emoji`")),
+    };
+    Ok(match kind {
+        FrameType::Message => ClientFrame::Message(ClientMessage {
+            content: content(raw.content)?,
+        }),
+        FrameType::Edit => ClientFrame::Edit {
+            id: id()?,
+            content: content(raw.content)?,
+        },
+        FrameType::Delete => ClientFrame::Delete { id: id()? },
+        FrameType::React | FrameType::Unreact => ClientFrame::React {
+            id: id()?,
+            emoji: emoji()?,
+            add: kind == FrameType::React,
+        },
+        FrameType::Typing => ClientFrame::Typing,
+    })
+}
+
+/// A message's content: present, not blank, at most `MAX_CONTENT_CHARS` characters.
+fn content(raw: Option<Text<'_>>) -> Result<Cow<'_, str>, Invalid> {
+    let Some(Text(content)) = raw else {
+        return Err(invalid(
+            "invalid message: expected {\"content\": string, \"room_id\"?: string} (missing field `content`)",
+        ));
+    };
     if content.trim().is_empty() {
         return Err(invalid("content must not be empty"));
     }
     if content.chars().count() > MAX_CONTENT_CHARS {
         return Err(invalid("content too long (limit 4000 characters)"));
     }
-    if let Some(claimed) = raw.room_id {
-        if claimed != room {
-            return Err(invalid("room_id does not match this connection's room"));
-        }
-    }
-    Ok(ClientMessage { content })
+    Ok(content)
 }
 
-/// A stored chat message as it goes out: in a live `message` frame, in `history`, and over HTTP.
+/// A message's reactions: emoji → who reacted, in the order they did.
+pub type Reactions = BTreeMap<String, Vec<String>>;
+
+/// A stored chat message in its current state, as it goes out: in `history`, in catch-up
+/// items and over HTTP. A deleted one keeps its id, author and time, and nothing else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub id: i64,
     pub room_id: String,
     pub username: String,
-    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
     pub ts: i64,
+    /// The room's revision when the message was created.
+    pub rev: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_ts: Option<i64>,
+    #[serde(default, skip_serializing_if = "Reactions::is_empty")]
+    pub reactions: Reactions,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+/// One item of a catch-up (`?rev=`): what happened after the client's revision, as the frames
+/// that told it live, each carrying its `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LogItem {
+    /// A message created after the client's revision, in its current state.
+    Message(ChatMessage),
+    Edited {
+        id: i64,
+        rev: i64,
+        content: String,
+        edited_ts: i64,
+        username: String,
+        room_id: String,
+    },
+    Deleted {
+        id: i64,
+        rev: i64,
+        by: String,
+        room_id: String,
+    },
+    Reactions {
+        id: i64,
+        rev: i64,
+        room_id: String,
+        reactions: Reactions,
+    },
+}
+
+impl LogItem {
+    pub fn rev(&self) -> i64 {
+        match self {
+            LogItem::Message(m) => m.rev,
+            LogItem::Edited { rev, .. }
+            | LogItem::Deleted { rev, .. }
+            | LogItem::Reactions { rev, .. } => *rev,
+        }
+    }
+}
+
+/// What a `history` frame lists: messages in their current state, or, for a catch-up by
+/// revision, the items that bring the client's copy up to date.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum HistoryItems<'a> {
+    Messages(&'a [ChatMessage]),
+    Changes(&'a [LogItem]),
 }
 
 /// Frames the server sends. Each broadcast is serialised once and the same text goes to every
@@ -187,10 +348,39 @@ pub enum ServerFrame<'a> {
         username: &'a str,
         content: &'a str,
         ts: i64,
+        rev: i64,
     },
     History {
-        messages: &'a [ChatMessage],
+        messages: HistoryItems<'a>,
         truncated: bool,
+        /// The room's revision when the history was built: every live frame after it has a
+        /// higher one.
+        rev: i64,
+    },
+    Edited {
+        id: i64,
+        rev: i64,
+        content: &'a str,
+        edited_ts: i64,
+        username: &'a str,
+        room_id: &'a str,
+    },
+    Deleted {
+        id: i64,
+        rev: i64,
+        by: &'a str,
+        room_id: &'a str,
+    },
+    /// The message's whole reaction state after a change.
+    Reactions {
+        id: i64,
+        rev: i64,
+        room_id: &'a str,
+        reactions: &'a Reactions,
+    },
+    /// Someone else in the room is typing (never stored).
+    Typing {
+        username: &'a str,
     },
     Presence {
         users: &'a [String],
@@ -201,7 +391,7 @@ pub enum ServerFrame<'a> {
     Leave {
         username: &'a str,
     },
-    /// Joins and leaves batched during a burst (see `presence.rs`): each name once, under its
+    /// Joins and leaves batched during a burst (see `room/presence.rs`): each name once, under its
     /// state now, in the order of its latest change.
     PresenceChanges {
         joined: &'a [String],
@@ -234,12 +424,23 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The message a frame carries, or why it is refused.
+    fn parse_client_message<'a>(frame: &'a str, room: &str) -> Result<ClientMessage<'a>, Invalid> {
+        match parse_client_frame(frame, room)? {
+            ClientFrame::Message(m) => Ok(m),
+            other => panic!("{frame} parsed as {other:?}"),
+        }
+    }
+
     proptest! {
         /// Any text frame: a valid message or a clean error, never a panic.
         #[test]
         fn any_frame_is_handled(frame in ".{0,300}") {
-            match parse_client_message(&frame, "lobby") {
-                Ok(m) => prop_assert!(!m.content.trim().is_empty() && m.content.chars().count() <= MAX_CONTENT_CHARS),
+            match parse_client_frame(&frame, "lobby") {
+                Ok(ClientFrame::Message(ClientMessage { content }) | ClientFrame::Edit { content, .. }) => {
+                    prop_assert!(!content.trim().is_empty() && content.chars().count() <= MAX_CONTENT_CHARS)
+                }
+                Ok(_) => {}
                 Err(e) => prop_assert!(!e.0.is_empty()),
             }
         }
@@ -375,12 +576,13 @@ mod tests {
             username: "bob",
             content: "<b>\"hi\"</b>",
             ts: 1700000000000,
+            rev: 9,
         };
         let v: serde_json::Value = serde_json::from_str(&f.to_json()).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"type":"message","id":7,"room_id":"lobby","username":"bob",
-                "content":"<b>\"hi\"</b>","ts":1700000000000i64})
+                "content":"<b>\"hi\"</b>","ts":1700000000000i64,"rev":9})
         );
         let e: serde_json::Value = serde_json::from_str(&error_frame("nope")).unwrap();
         assert_eq!(e, serde_json::json!({"type":"error","detail":"nope"}));
@@ -396,6 +598,143 @@ mod tests {
         assert_eq!(
             c,
             r#"{"type":"presence_changes","joined":["b","a"],"left":[]}"#
+        );
+    }
+
+    #[test]
+    fn change_frames_parse() {
+        assert_eq!(
+            parse_client_frame(r#"{"type":"edit","id":3,"content":"fixed"}"#, "r"),
+            Ok(ClientFrame::Edit {
+                id: 3,
+                content: "fixed".into()
+            })
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"delete","id":3,"room_id":"r"}"#, "r"),
+            Ok(ClientFrame::Delete { id: 3 })
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"unreact","id":3,"emoji":"👍"}"#, "r"),
+            Ok(ClientFrame::React {
+                id: 3,
+                emoji: Emoji::parse("👍").unwrap(),
+                add: false
+            })
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"typing"}"#, "r"),
+            Ok(ClientFrame::Typing)
+        );
+        assert!(matches!(
+            parse_client_frame(r#"{"type":"message","content":"hi"}"#, "r"),
+            Ok(ClientFrame::Message(_))
+        ));
+    }
+
+    #[test]
+    fn bad_change_frames_are_refused() {
+        let cases = [
+            (r#"{"type":"shout","content":"hi"}"#, "unknown variant"),
+            (r#"{"type":"edit","content":"x"}"#, "id must be"),
+            (r#"{"type":"edit","id":0,"content":"x"}"#, "id must be"),
+            (r#"{"type":"edit","id":-4,"content":"x"}"#, "id must be"),
+            (
+                r#"{"type":"edit","id":"4","content":"x"}"#,
+                "invalid message",
+            ),
+            (r#"{"type":"edit","id":4}"#, "missing field `content`"),
+            (r#"{"type":"edit","id":4,"content":"  "}"#, "empty"),
+            (
+                r#"{"type":"delete","id":1,"room_id":"other"}"#,
+                "does not match",
+            ),
+            (r#"{"type":"react","id":1}"#, "missing field `emoji`"),
+            (r#"{"type":"react","id":1,"emoji":"ok"}"#, "emoji must be"),
+            (r#"{"type":"react","id":1,"emoji":""}"#, "emoji must be"),
+            (r#"{"type":"react","id":1,"emoji":"👍 "}"#, "emoji must be"),
+            (
+                r#"{"type":"react","id":1,"emoji":"1\ufe0f"}"#,
+                "emoji must be",
+            ),
+            (
+                r#"{"type":"react","id":1,"emoji":"\u0007"}"#,
+                "emoji must be",
+            ),
+        ];
+        for (frame, want) in cases {
+            let err = parse_client_frame(frame, "r").unwrap_err();
+            assert!(err.0.contains(want), "{frame}: {err}");
+        }
+        let long = "😀".repeat(9); // 36 bytes
+        assert!(Emoji::parse(&long).is_err());
+        assert!(Emoji::parse(&"😀".repeat(8)).is_ok(), "32 bytes");
+        assert!(Emoji::parse("👍🏽").is_ok(), "a skin tone is one emoji");
+    }
+
+    #[test]
+    fn change_frames_and_message_states_serialise_to_the_documented_shape() {
+        let mut reactions = Reactions::new();
+        reactions.insert("👍".into(), vec!["ann".into(), "bob".into()]);
+        let r = ServerFrame::Reactions {
+            id: 4,
+            rev: 12,
+            room_id: "r",
+            reactions: &reactions,
+        };
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"reactions","id":4,"rev":12,"room_id":"r","reactions":{"👍":["ann","bob"]}})
+        );
+        let tombstone = ChatMessage {
+            id: 4,
+            room_id: "r".into(),
+            username: "ann".into(),
+            content: None,
+            ts: 5,
+            rev: 4,
+            edited_ts: None,
+            reactions: Reactions::new(),
+            deleted: true,
+        };
+        assert_eq!(
+            serde_json::to_value(&tombstone).unwrap(),
+            serde_json::json!({"id":4,"room_id":"r","username":"ann","ts":5,"rev":4,"deleted":true})
+        );
+        let items = [
+            LogItem::Message(tombstone),
+            LogItem::Edited {
+                id: 2,
+                rev: 6,
+                content: "new".into(),
+                edited_ts: 7,
+                username: "bob".into(),
+                room_id: "r".into(),
+            },
+        ];
+        let h = ServerFrame::History {
+            messages: HistoryItems::Changes(&items),
+            truncated: false,
+            rev: 6,
+        };
+        let v: serde_json::Value = serde_json::from_str(&h.to_json()).unwrap();
+        assert_eq!(v["rev"], 6);
+        assert_eq!(v["messages"][0]["type"], "message");
+        assert_eq!(v["messages"][0]["deleted"], true);
+        assert_eq!(
+            v["messages"][1],
+            serde_json::json!({"type":"edited","id":2,"rev":6,"content":"new","edited_ts":7,"username":"bob","room_id":"r"})
+        );
+        let plain = ServerFrame::History {
+            messages: HistoryItems::Messages(&[]),
+            truncated: true,
+            rev: 0,
+        }
+        .to_json();
+        assert_eq!(
+            plain,
+            r#"{"type":"history","messages":[],"truncated":true,"rev":0}"#
         );
     }
 }

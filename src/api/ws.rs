@@ -50,16 +50,8 @@ pub async fn connect(
     // The signature and times only: the room asks the session ledger about revocation, and
     // only for a badge it has not had admitted before (`room/admissions.rs`).
     let badge = guard::verify_signature(env, token.as_deref())?;
-    let since = match http::raw_query_param(url, "since").map(|s| s.parse::<u64>()) {
-        // Parsed here, so only a plain number ever reaches the room's URL.
-        Some(Ok(n)) => Some(n),
-        Some(Err(_)) => {
-            return Err(ApiError::unprocessable(
-                "since must be a non-negative integer",
-            ))
-        }
-        None => None,
-    };
+    let since = position(url, "since")?;
+    let rev = position(url, "rev")?;
     // Handed over as a public room's socket first; `member` changes if the room says private.
     let mut handover = Handover {
         user: badge.username.as_str().to_owned(),
@@ -71,6 +63,7 @@ pub async fn connect(
         request_id: request_id.to_owned(),
         bearer: via_subprotocol,
         since,
+        rev,
     };
 
     // Public rooms, the common case, need no D1 query: the room is the authority on privacy
@@ -113,6 +106,18 @@ async fn member_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<Roo
             ],
         );
     })
+}
+
+/// `?since=` (a message id) or `?rev=` (a room revision): where the client's copy of the room
+/// ends. Parsed here, so only a plain number ever reaches the room.
+fn position(url: &str, name: &'static str) -> ApiResult<Option<u64>> {
+    match http::raw_query_param(url, name).map(|s| s.parse::<u64>()) {
+        Some(Ok(n)) => Ok(Some(n)),
+        Some(Err(_)) => Err(ApiError::unprocessable(format!(
+            "{name} must be a non-negative integer"
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// A header of the client's request; `None` if absent (or unreadable, which a valid name never is).

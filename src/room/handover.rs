@@ -32,6 +32,9 @@ pub struct Handover {
     pub bearer: bool,
     /// `?since=`: the newest message id the client already has.
     pub since: Option<u64>,
+    /// `?rev=`: the room's revision the client's copy reflects (a catch-up of changes too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<u64>,
 }
 
 impl Handover {
@@ -70,6 +73,7 @@ mod tests {
             request_id: "8e1f2a3b4c5d6e7f-AMS \"quoted\"".into(),
             bearer: true,
             since: Some(42),
+            rev: Some(7),
         }
     }
 
@@ -80,6 +84,7 @@ mod tests {
         assert_eq!(Handover::decode(&encoded), Some(sample()));
         let without_since = Handover {
             since: None,
+            rev: None,
             ..sample()
         };
         assert_eq!(

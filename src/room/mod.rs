@@ -11,11 +11,12 @@
 //!
 //! This file holds the object's routes and hibernation handlers; each concern is a part it
 //! owns: `sockets.rs` (attachments, tags, fan-out, who is online), `storage.rs` (every SQL
-//! statement), `outbox.rs` (storing and sending messages in groups) with `pace.rs`,
-//! `presence.rs` (join/leave announcements), `admissions.rs` (badges the ledger admitted here),
-//! `rate_limit.rs` (per-connection buckets).
+//! statement), `outbox.rs` (storing and sending the log in groups) with `pace.rs`, `changes.rs`
+//! (edits, deletions, reactions), `typing.rs`, `presence.rs` (join/leave announcements),
+//! `admissions.rs` (badges the ledger admitted here), `rate_limit.rs` (per-connection buckets).
 
 pub mod admissions;
+pub mod changes;
 pub mod client;
 pub mod handover;
 pub mod outbox;
@@ -24,6 +25,7 @@ pub mod presence;
 pub mod rate_limit;
 pub mod sockets;
 pub mod storage;
+pub mod typing;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -37,8 +39,11 @@ use crate::config::{self, Config, RoomConfig};
 use crate::http::{self, ApiError, ApiResult};
 use crate::ledger::Ledger;
 use crate::log::{self, SocketLog};
-use crate::protocol::{self, error_frame, ChatMessage, ServerFrame};
+use crate::protocol::{
+    self, error_frame, ChatMessage, ClientFrame, ClientMessage, HistoryItems, LogItem, ServerFrame,
+};
 use admissions::{AdmittedBadges, Revoked};
+use changes::{Change, Changes};
 use client::{ACCESS_HEADER, PRIVATE_HEADER};
 use handover::Handover;
 use outbox::{Outbox, Outgoing};
@@ -46,6 +51,7 @@ use presence::Presence;
 use rate_limit::{RateLimits, Verdict};
 use sockets::{send_quietly, Member, Sockets, CLOSE_POLICY};
 use storage::{ConnectWrites, RoomMeta, RoomStorage};
+use typing::{AfterTyping, Typing};
 
 /// Messages sent on connect without `since`.
 pub const RECENT_HISTORY: i64 = 50;
@@ -67,6 +73,8 @@ pub struct ChatRoom {
     /// Accepted messages on their way to storage and to the members, in groups; owns the
     /// message ids (the newest is reloaded from storage on every wake-up).
     outbox: Rc<Outbox>,
+    changes: Changes,
+    typing: Typing,
     presence: Rc<Presence>,
     badges: AdmittedBadges,
     /// What the first connect of a burst leaves for a moment later.
@@ -91,14 +99,18 @@ impl DurableObject for ChatRoom {
         let raw_state = AsRef::<JsValue>::as_ref(state.as_raw()).clone();
         let sockets = Sockets::new(state);
         let writes = ConnectWrites::new(Rc::clone(&storage));
+        let outbox = Outbox::new(
+            Rc::clone(&storage),
+            raw_state,
+            sockets.fanout().clone(),
+            config.history_cap,
+            wake.last_id,
+            wake.last_rev,
+        );
         Self {
-            outbox: Outbox::new(
-                Rc::clone(&storage),
-                raw_state,
-                sockets.fanout().clone(),
-                config.history_cap,
-                wake.last_id,
-            ),
+            changes: Changes::new(Rc::clone(&storage), Rc::clone(&outbox), &name),
+            typing: Typing::new(sockets.fanout().clone(), config.presence_broadcast_max),
+            outbox,
             presence: Presence::new(
                 config.presence_batch_ms,
                 config.presence_broadcast_max,
@@ -181,6 +193,14 @@ impl ChatRoom {
     }
 }
 
+/// What a new socket's history frame lists.
+enum Backlog {
+    /// Messages in their current state.
+    Messages(Vec<ChatMessage>),
+    /// For a catch-up by revision: what changed, in revision order.
+    Changes(Vec<LogItem>),
+}
+
 /// What the checks before an accept found out.
 struct Opening {
     /// Sockets in the room before this one.
@@ -241,8 +261,9 @@ impl ChatRoom {
         }
     }
 
-    /// One text frame from a member: rate limit, validate, store, broadcast. Whatever the frame,
-    /// the connection and the room keep working; a bad frame gets an error frame back.
+    /// One text frame from a member: validate, rate limit, then a message, a change or typing.
+    /// Whatever the frame, the connection and the room keep working; a bad frame gets an error
+    /// frame back.
     fn on_text(&self, ws: &WebSocket, text: String) -> Result<()> {
         if text == "ping" {
             // Normally the auto-response answers; this covers a frame that reached us anyway.
@@ -254,6 +275,22 @@ impl ChatRoom {
             return Ok(());
         };
         let now = worker::Date::now().as_millis();
+        let frame = protocol::parse_client_frame(&text, &self.name);
+        if let Ok(ClientFrame::Typing) = frame {
+            let own = self.sockets.of_user(&member.user);
+            let after = self.typing.typing(
+                &member.user,
+                member.conn,
+                &own,
+                self.sockets.count(),
+                now as f64,
+            );
+            if after == AfterTyping::Close {
+                self.close_flooding(ws, &member.user);
+            }
+            return Ok(());
+        }
+        // Messages, changes and bad frames share the message limit.
         match self.rate_limits.check(member.conn, now as f64) {
             Verdict::Allow => {}
             Verdict::Refuse { retry_after_ms } => {
@@ -265,42 +302,58 @@ impl ChatRoom {
                 return Ok(());
             }
             Verdict::Disconnect => {
-                log::warn(
-                    "rate_limited",
-                    &[
-                        ("username", &member.user),
-                        ("room", &self.name),
-                        ("action", "closed"),
-                    ],
-                );
-                let _ = ws.close(Some(CLOSE_POLICY), Some("rate limit exceeded"));
+                self.close_flooding(ws, &member.user);
                 return Ok(());
             }
         }
-        let message = match protocol::parse_client_message(&text, &self.name) {
-            Ok(m) => m,
+        let frame = match frame {
+            Ok(frame) => frame,
             Err(invalid) => {
                 send_quietly(ws, &error_frame(&invalid.0));
                 return Ok(());
             }
         };
+        let change = match &frame {
+            ClientFrame::Message(message) => return self.post(ws, member, message, now as i64),
+            ClientFrame::Typing => return Ok(()),
+            ClientFrame::Edit { id, content } => Change::Edit { id: *id, content },
+            ClientFrame::Delete { id } => Change::Delete { id: *id },
+            ClientFrame::React { id, emoji, add } => Change::React {
+                id: *id,
+                emoji,
+                add: *add,
+            },
+        };
+        let owner = self.meta.borrow().owner.clone();
+        if let Err(refusal) =
+            self.changes
+                .apply(&member.user, owner.as_deref(), change, now as i64)?
+        {
+            send_quietly(ws, &error_frame(refusal.detail()));
+        }
+        Ok(())
+    }
+
+    /// A new message from `member`: given its id and revision, and handed to the outbox.
+    fn post(&self, ws: &WebSocket, member: Member, message: &ClientMessage, ts: i64) -> Result<()> {
         // The first write ever creates the tables, in this event's commit.
         self.storage.ensure_tables()?;
-        let id = self.outbox.next_id();
-        let ts = now as i64;
+        let (id, rev) = (self.outbox.next_id(), self.outbox.next_rev());
         let frame = ServerFrame::Message {
             id,
             room_id: &self.name,
             username: &member.user,
             content: &message.content,
             ts,
+            rev,
         }
         .to_json();
         self.outbox.accept(
             Outgoing {
                 id,
+                rev,
                 username: member.user,
-                content: message.content.into_owned(),
+                content: message.content.to_string(),
                 ts,
                 frame,
                 sender: ws.clone(),
@@ -308,6 +361,19 @@ impl ChatRoom {
             member.conn,
         );
         Ok(())
+    }
+
+    /// Closes a connection that keeps flooding past its limit (1008).
+    fn close_flooding(&self, ws: &WebSocket, user: &str) {
+        log::warn(
+            "rate_limited",
+            &[
+                ("username", user),
+                ("room", &self.name),
+                ("action", "closed"),
+            ],
+        );
+        let _ = ws.close(Some(CLOSE_POLICY), Some("rate limit exceeded"));
     }
 
     /// Accepts a WebSocket for a member whose badge signature the Worker has verified: asks the
@@ -360,12 +426,26 @@ impl ChatRoom {
 
         let pair = WebSocketPair::new()?;
         self.sockets.accept(&pair.server, user, jti)?;
-        let (messages, truncated) = self.history(since)?;
+        let rev = match handover.rev.map(i64::try_from) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                return Err(ApiError::unprocessable(
+                    "rev must be a non-negative integer",
+                ))
+            }
+        };
+        let (backlog, truncated) = self.history(since, rev)?;
+        let messages = match &backlog {
+            Backlog::Messages(messages) => HistoryItems::Messages(messages),
+            Backlog::Changes(items) => HistoryItems::Changes(items),
+        };
         send_quietly(
             &pair.server,
             &ServerFrame::History {
-                messages: &messages,
+                messages,
                 truncated,
+                rev: self.outbox.sent_rev(),
             }
             .to_json(),
         );
@@ -434,8 +514,29 @@ impl ChatRoom {
     }
 
     /// History sent on connect: the last 50 messages, or every message after `since` (the
-    /// newest 1000 if more were missed, with `truncated` so the client can page back).
-    fn history(&self, since: Option<i64>) -> Result<(Vec<ChatMessage>, bool)> {
+    /// newest 1000 if more were missed, with `truncated` so the client can page back), or with
+    /// `rev` what changed after that revision (`storage.rs`, `changes_since`); `truncated` when
+    /// that cannot be exact (more than 1000 items, or the history cap dropped messages after
+    /// it), with the newest messages in their current state for the client to start from.
+    fn history(&self, since: Option<i64>, rev: Option<i64>) -> Result<(Backlog, bool)> {
+        let sent_id = self.outbox.sent_id();
+        if let Some(after) = rev {
+            let sent_rev = self.outbox.sent_rev();
+            if after >= sent_rev {
+                return Ok((Backlog::Changes(Vec::new()), false));
+            }
+            if after >= self.meta.borrow().dropped_rev {
+                let items = self
+                    .storage
+                    .changes_since(after, sent_id, sent_rev, MAX_CATCH_UP)?;
+                if let Some(items) = items {
+                    return Ok((Backlog::Changes(items), false));
+                }
+            }
+            let newest = self.storage.messages_between(0, sent_id, RECENT_HISTORY)?;
+            let items = newest.messages.into_iter().map(LogItem::Message).collect();
+            return Ok((Backlog::Changes(items), true));
+        }
         let (after, limit) = match since {
             Some(s) => (s, MAX_CATCH_UP),
             None => (0, RECENT_HISTORY),
@@ -443,19 +544,17 @@ impl ChatRoom {
         // Nothing newer than `after` exists (an empty room, or a client that is up to date on
         // reconnect): no query, and nothing missed.
         if after >= self.outbox.last_id() {
-            return Ok((Vec::new(), false));
+            return Ok((Backlog::Messages(Vec::new()), false));
         }
         // Stored messages not yet sent reach the new socket live (`outbox.rs`).
-        let newest = self
-            .storage
-            .messages_between(after, self.outbox.sent_id(), limit)?;
+        let newest = self.storage.messages_between(after, sent_id, limit)?;
         // Ids have no gaps, so a first id past `since + 1` means the history cap already
         // dropped messages the client missed: it must know.
         let dropped = match (since, newest.messages.first()) {
             (Some(since), Some(first)) => first.id > since + 1,
             _ => false,
         };
-        Ok((newest.messages, newest.more || dropped))
+        Ok((Backlog::Messages(newest.messages), newest.more || dropped))
     }
 
     /// `GET /rooms/{id}/messages?before=&limit=`: a page of history, oldest first.
@@ -534,6 +633,7 @@ impl ChatRoom {
         let members: Vec<Member> = closing.iter().filter_map(Member::of).collect();
         for member in &members {
             self.rate_limits.forget(member.conn);
+            self.typing.forget(member.conn);
             self.outbox.forget(member.conn);
             self.close_log.add(|| {
                 serde_json::json!({

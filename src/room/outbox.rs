@@ -1,5 +1,6 @@
-//! A room's chat messages on their way out: accepted one frame at a time, stored and broadcast
-//! in groups (group commit).
+//! A room's log on its way out: chat messages accepted one frame at a time, stored and broadcast
+//! in groups (group commit), and changes to messages (edits, deletions, reactions), sent in
+//! revision order with them.
 //!
 //! Why: every write to a Durable Object's SQLite ends its event in a commit, and locally (under
 //! `wrangler dev`, workerd) that commit `fsync`s on the thread that runs every object and the
@@ -21,7 +22,9 @@
 //! is per connection, not by the clock ("a quiet room"): a room busy broadcasting to 1000
 //! sockets looks quiet to the message queued behind.
 //!
-//! Ids are given in arrival order and stored in that order. A client connecting while a group
+//! A change is written in its frame's own event, after the waiting group is stored in that same
+//! event: one commit for both, and the log keeps its order. Ids and revisions are given in arrival
+//! order and stored in that order. A client connecting while a group
 //! waits (for its timer, or for its commit) gets the history up to the last message sent
 //! ([`Outbox::sent_id`]) and then the group as live frames, so nothing is missed or repeated
 //! (`mod.rs`, `connect`).
@@ -43,6 +46,7 @@ use crate::protocol::error_frame;
 /// One accepted message, serialised once for all its recipients.
 pub struct Outgoing {
     pub id: i64,
+    pub rev: i64,
     pub username: String,
     pub content: String,
     pub ts: i64,
@@ -50,6 +54,14 @@ pub struct Outgoing {
     pub frame: String,
     /// Told if the message could not be stored (it is then not sent to anyone).
     pub sender: WebSocket,
+}
+
+/// Stored, waiting for its commit to be durable before it is sent.
+struct Unsent {
+    rev: i64,
+    /// The message's id, for a new message.
+    id: Option<i64>,
+    frame: String,
 }
 
 #[wasm_bindgen(inline_js = r#"
@@ -62,7 +74,7 @@ extern "C" {
     fn when_durable(state: &JsValue, callback: &Closure<dyn FnMut()>);
 }
 
-/// The room's message log writer: owns the id sequence and the group waiting for its commit.
+/// The room's log writer: owns the id and revision sequences and what waits for its commit.
 pub struct Outbox {
     storage: Rc<RoomStorage>,
     /// The runtime's `DurableObjectState`, whose commits a group waits for.
@@ -71,16 +83,18 @@ pub struct Outbox {
     history_cap: i64,
     /// Id of the newest accepted message (stored, or waiting in `waiting`).
     last_id: Cell<i64>,
+    /// The newest revision given (to a message or a change).
+    last_rev: Cell<i64>,
     waiting: RefCell<Vec<Outgoing>>,
     /// The 0 ms timer that flushes `waiting`.
     flush_timer: Deferred,
-    /// Stored, and waiting for their commit to be durable before they are sent.
-    unsent: RefCell<VecDeque<Outgoing>>,
-    /// Per group stored and not yet durable, its last id, oldest first.
+    unsent: RefCell<VecDeque<Unsent>>,
+    /// Per commit not yet durable, the last revision it holds, oldest first.
     durable_marks: RefCell<VecDeque<i64>>,
-    /// Id of the newest message sent to the room.
+    /// Id of the newest message, and the newest revision, sent to the room.
     sent_id: Cell<i64>,
-    /// Called when a group's commit is durable (made once, holds the outbox weakly).
+    sent_rev: Cell<i64>,
+    /// Called when a commit is durable (made once, holds the outbox weakly).
     on_durable: OnceCell<Closure<dyn FnMut()>>,
     /// Since this wake-up: messages stored, and the groups (commits) they took.
     stored: Cell<u64>,
@@ -90,13 +104,14 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// `last_id`: the newest stored id, read at wake-up.
+    /// `last_id`, `last_rev`: the newest stored id and revision, read at wake-up.
     pub fn new(
         storage: Rc<RoomStorage>,
         state: JsValue,
         fanout: Fanout,
         history_cap: i64,
         last_id: i64,
+        last_rev: i64,
     ) -> Rc<Self> {
         Rc::new(Self {
             storage,
@@ -104,11 +119,13 @@ impl Outbox {
             fanout,
             history_cap,
             last_id: Cell::new(last_id),
+            last_rev: Cell::new(last_rev),
             waiting: RefCell::new(Vec::new()),
             flush_timer: Deferred::default(),
             unsent: RefCell::new(VecDeque::new()),
             durable_marks: RefCell::new(VecDeque::new()),
             sent_id: Cell::new(last_id),
+            sent_rev: Cell::new(last_rev),
             on_durable: OnceCell::new(),
             stored: Cell::new(0),
             groups: Cell::new(0),
@@ -127,6 +144,12 @@ impl Outbox {
         self.sent_id.get()
     }
 
+    /// The newest revision sent to the room's sockets: a new socket's history describes the
+    /// room as of it, and every live frame after it has a higher one.
+    pub fn sent_rev(&self) -> i64 {
+        self.sent_rev.get()
+    }
+
     /// Since this wake-up: messages stored, and in how many groups (one commit each).
     pub fn stored_and_groups(&self) -> (u64, u64) {
         (self.stored.get(), self.groups.get())
@@ -137,12 +160,20 @@ impl Outbox {
         self.last_id.get() + 1
     }
 
-    /// Takes a message built with [`Outbox::next_id`] from connection `conn`: stored and sent at
-    /// once if the connection sends one message at a time and nothing is waiting or unsent
-    /// (`pace.rs`), else queued for the room's next group (the first of a group starts the timer).
+    /// The revision the next accepted message or change gets.
+    pub fn next_rev(&self) -> i64 {
+        self.last_rev.get() + 1
+    }
+
+    /// Takes a message built with [`Outbox::next_id`] and [`Outbox::next_rev`] from connection
+    /// `conn`: stored and sent at once if the connection sends one message at a time and nothing
+    /// is waiting or unsent (`pace.rs`), else queued for the room's next group (the first of a
+    /// group starts the timer).
     pub fn accept(self: &Rc<Self>, message: Outgoing, conn: u32) {
         debug_assert_eq!(message.id, self.next_id());
+        debug_assert_eq!(message.rev, self.next_rev());
         self.last_id.set(message.id);
+        self.last_rev.set(message.rev);
         let way = self
             .paces
             .borrow_mut()
@@ -158,6 +189,38 @@ impl Outbox {
         self.flush_timer.schedule(self, 0, Self::flush);
     }
 
+    /// Before a change is written: stores the waiting group now, in the current event, so that
+    /// the change sees every accepted message and lands after them in the same commit.
+    pub fn store_waiting(self: &Rc<Self>) {
+        let mut group = self.waiting.take();
+        let stored = self.store_group(&group);
+        group.truncate(stored);
+        let Some(last_rev) = group.last().map(|m| m.rev) else {
+            return;
+        };
+        self.unsent
+            .borrow_mut()
+            .extend(group.into_iter().map(|m| Unsent {
+                rev: m.rev,
+                id: Some(m.id),
+                frame: m.frame,
+            }));
+        self.after_commit(last_rev);
+    }
+
+    /// A change with revision [`Outbox::next_rev`] was written in the current event (after
+    /// [`Outbox::store_waiting`]): `frame` goes to the room once it is durable, in order.
+    pub fn changed(self: &Rc<Self>, rev: i64, frame: String) {
+        debug_assert_eq!(rev, self.next_rev());
+        self.last_rev.set(rev);
+        self.unsent.borrow_mut().push_back(Unsent {
+            rev,
+            id: None,
+            frame,
+        });
+        self.after_commit(rev);
+    }
+
     /// The connection closed: forgets its pace.
     pub fn forget(&self, conn: u32) {
         self.paces.borrow_mut().remove(&conn);
@@ -165,57 +228,61 @@ impl Outbox {
 
     /// Stores one message in the current event's commit and sends it to the room at once: the
     /// runtime holds those sends until the commit is durable (the output gate). Used only while
-    /// nothing is waiting or unsent, so ids are still stored and sent in order.
+    /// nothing is waiting or unsent, so the log is still stored and sent in order.
     fn store_and_send(&self, message: Outgoing) {
         if self.store_group(std::slice::from_ref(&message)) == 0 {
             return;
         }
         self.fanout.to_all(&message.frame);
         self.sent_id.set(message.id);
+        self.sent_rev.set(message.rev);
     }
 
-    /// Stores the waiting group (one commit: the event's implicit transaction) and has what was
-    /// stored sent once the commit is durable ([`Outbox::send_durable`]).
+    /// The timer fired: stores the waiting group (one commit: the event's implicit
+    /// transaction) and has what was stored sent once the commit is durable.
     fn flush(self: &Rc<Self>) {
         self.flush_timer.fired();
-        let mut group = self.waiting.take();
-        let stored = self.store_group(&group);
-        group.truncate(stored);
-        let Some(last_stored) = group.last().map(|m| m.id) else {
-            return;
-        };
-        self.unsent.borrow_mut().extend(group);
-        self.durable_marks.borrow_mut().push_back(last_stored);
+        self.store_waiting();
+    }
+
+    /// What is unsent up to revision `last_rev` goes out once the current commit is durable.
+    fn after_commit(self: &Rc<Self>, last_rev: i64) {
+        self.durable_marks.borrow_mut().push_back(last_rev);
         let callback = self
             .on_durable
             .get_or_init(|| weak_callback(self, Self::send_durable));
         when_durable(&self.state, callback);
     }
 
-    /// The oldest pending group's commit is durable: sends its messages to every socket in the
-    /// room, in id order. (Commits finish in the order they were made, and so do the `sync()`
+    /// The oldest pending commit is durable: sends what it held to every socket in the room, in
+    /// revision order. (Commits finish in the order they were made, and so do the `sync()`
     /// promises that wait for them.)
     fn send_durable(self: &Rc<Self>) {
         let Some(mark) = self.durable_marks.borrow_mut().pop_front() else {
             return;
         };
         let mut unsent = self.unsent.borrow_mut();
-        while unsent.front().is_some_and(|m| m.id <= mark) {
-            let message = unsent.pop_front().unwrap();
-            self.fanout.to_all(&message.frame);
-            self.sent_id.set(message.id);
+        while unsent.front().is_some_and(|u| u.rev <= mark) {
+            let item = unsent.pop_front().unwrap();
+            self.fanout.to_all(&item.frame);
+            if let Some(id) = item.id {
+                self.sent_id.set(id);
+            }
+            self.sent_rev.set(item.rev);
         }
     }
 
     /// Stores `group` in order in the current event's commit; returns how many were stored. If a
     /// write fails, that message and the ones after it are not stored: their senders get an
-    /// error frame, and the ids go back to the last stored one, so ids stay without gaps.
+    /// error frame, and the ids and revisions go back to the last stored one, so ids stay
+    /// without gaps (nothing took a revision after them: a change stores the group first).
     fn store_group(&self, group: &[Outgoing]) -> usize {
         let mut stored = 0;
         for message in group {
             if let Err(e) = self.store(message) {
                 log::error("message_not_stored", &[("error", &e.to_string())]);
                 self.last_id.set(message.id - 1);
+                self.last_rev.set(message.rev - 1);
                 break;
             }
             stored += 1;
@@ -237,7 +304,7 @@ impl Outbox {
     /// the cap rather than one row per insert).
     fn store(&self, m: &Outgoing) -> worker::Result<()> {
         self.storage
-            .insert_message(m.id, &m.username, &m.content, m.ts)?;
+            .insert_message(m.id, &m.username, &m.content, m.ts, m.rev)?;
         let cap = self.history_cap;
         if m.id > cap && m.id % (cap / 100).max(1) == 0 {
             self.storage.drop_messages_through(m.id - cap)?;

@@ -214,10 +214,14 @@ impl Sockets {
         forget_sockets_js(&self.fanout.state);
     }
 
+    /// Every socket of `user` here.
+    pub fn of_user(&self, user: &str) -> Vec<WebSocket> {
+        self.state.get_websockets_with_tag(&user_tag(user))
+    }
+
     /// Whether `user` has a socket here other than those `closing`.
     pub fn has_other(&self, user: &str, closing: &[WebSocket]) -> bool {
-        self.state
-            .get_websockets_with_tag(&user_tag(user))
+        self.of_user(user)
             .iter()
             .any(|other| !closing.contains(other))
     }

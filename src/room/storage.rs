@@ -7,6 +7,7 @@
 //! nothing, which is what every read here answers without creating them.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use serde::Deserialize;
@@ -15,17 +16,23 @@ use worker::{Result, SqlStorage, SqlStorageValue};
 
 use crate::defer::Deferred;
 use crate::log;
-use crate::protocol::ChatMessage;
+use crate::protocol::{ChatMessage, LogItem, Reactions};
 
 /// How long a connect's writes wait for the others of a burst (milliseconds).
 const WRITE_AFTER_MS: u32 = 100;
 
-/// The room's tables.
-const SCHEMA: [(&str, &str); 3] = [
+/// The room's tables. A message row keeps its current state: `rev` is the room's revision when
+/// it was created; `edit_rev`, `reactions_rev` and `deleted_rev` the latest of each change, and
+/// `changed_rev` the latest of them (indexed, for catch-up by revision). Revisions only grow, and
+/// the newest is the larger of the newest message's `rev` and the largest `changed_rev`, so it is
+/// read back on wake-up without a counter written per message.
+const SCHEMA: [(&str, &str); 4] = [
     (
         "messages",
         "CREATE TABLE IF NOT EXISTS messages (
-            id INTEGER PRIMARY KEY, username TEXT NOT NULL, content TEXT NOT NULL, ts INTEGER NOT NULL)",
+            id INTEGER PRIMARY KEY, username TEXT NOT NULL, content TEXT NOT NULL, ts INTEGER NOT NULL,
+            rev INTEGER NOT NULL DEFAULT 0, edited_ts INTEGER, edit_rev INTEGER, reactions_rev INTEGER,
+            deleted_rev INTEGER, deleted_by TEXT, changed_rev INTEGER)",
     ),
     (
         "meta",
@@ -36,7 +43,34 @@ const SCHEMA: [(&str, &str); 3] = [
         "CREATE TABLE IF NOT EXISTS badges (
             jti TEXT PRIMARY KEY, username TEXT NOT NULL, exp INTEGER NOT NULL)",
     ),
+    (
+        "reactions",
+        "CREATE TABLE IF NOT EXISTS reactions (
+            id INTEGER NOT NULL, emoji TEXT NOT NULL, username TEXT NOT NULL, rev INTEGER NOT NULL,
+            PRIMARY KEY (id, emoji, username))",
+    ),
 ];
+
+/// Indexes, created with the tables. Partial: a plain message, never changed, adds no entry.
+const INDEXES: [&str; 1] = [
+    "CREATE INDEX IF NOT EXISTS messages_changed ON messages (changed_rev) WHERE changed_rev IS NOT NULL",
+];
+
+/// What a room stored before messages could change gains the columns and tables for it; every
+/// message it had was created in id order with nothing else in between, so its `rev` is its id.
+const UPGRADE_FROM_PLAIN_MESSAGES: [&str; 8] = [
+    "ALTER TABLE messages ADD COLUMN rev INTEGER NOT NULL DEFAULT 0",
+    "UPDATE messages SET rev = id",
+    "ALTER TABLE messages ADD COLUMN edited_ts INTEGER",
+    "ALTER TABLE messages ADD COLUMN edit_rev INTEGER",
+    "ALTER TABLE messages ADD COLUMN reactions_rev INTEGER",
+    "ALTER TABLE messages ADD COLUMN deleted_rev INTEGER",
+    "ALTER TABLE messages ADD COLUMN deleted_by TEXT",
+    "ALTER TABLE messages ADD COLUMN changed_rev INTEGER",
+];
+
+/// Most distinct emoji on one message.
+pub const MAX_REACTIONS: usize = 20;
 
 /// Writes one `meta` entry (key, value), replacing any earlier value.
 const UPSERT_META: &str = "INSERT INTO meta (key, value) VALUES (?, ?)
@@ -46,8 +80,8 @@ const UPSERT_META: &str = "INSERT INTO meta (key, value) VALUES (?, ?)
 // array, a JS value per binding and a cursor handle, each a crossing between WASM and JS, and
 // pass the query text across every time.
 #[wasm_bindgen(inline_js = r#"
-export function insertMessage(sql, id, username, content, ts) {
-  sql.exec("INSERT INTO messages (id, username, content, ts) VALUES (?, ?, ?, ?)", id, username, content, ts);
+export function insertMessage(sql, id, username, content, ts, rev) {
+  sql.exec("INSERT INTO messages (id, username, content, ts, rev) VALUES (?, ?, ?, ?, ?)", id, username, content, ts, rev);
 }"#)]
 extern "C" {
     /// Inserts one row into `messages` (`sql`: the object's `SqlStorage`).
@@ -58,6 +92,7 @@ extern "C" {
         username: &str,
         content: &str,
         ts: f64,
+        rev: f64,
     ) -> std::result::Result<(), JsValue>;
 }
 
@@ -67,6 +102,9 @@ pub struct RoomMeta {
     pub used: bool,
     pub private: bool,
     pub owner: Option<String>,
+    /// The newest revision of a message the history cap dropped: a catch-up from before it
+    /// cannot be exact.
+    pub dropped_rev: i64,
 }
 
 impl RoomMeta {
@@ -76,6 +114,7 @@ impl RoomMeta {
             "used" => self.used = value == "1",
             "private" => self.private = value == "1",
             "owner" => self.owner = Some(value.to_owned()),
+            "dropped_rev" => self.dropped_rev = value.parse().unwrap_or(0),
             _ => {}
         }
     }
@@ -85,6 +124,8 @@ impl RoomMeta {
 pub struct Wake {
     /// The newest stored message id (0: none).
     pub last_id: i64,
+    /// The room's newest revision (0: nothing ever stored).
+    pub last_rev: i64,
     pub meta: RoomMeta,
 }
 
@@ -114,10 +155,41 @@ pub struct RoomStorage {
     room: String,
     /// Whether the tables exist: created with the first write that needs them.
     ready: Cell<bool>,
+    /// Whether any reaction was ever stored: until then reads skip the `reactions` table.
+    reacted: Cell<bool>,
+}
+
+/// One stored message row.
+#[derive(Deserialize)]
+struct MessageRow {
+    id: i64,
+    username: String,
+    content: String,
+    ts: i64,
+    rev: i64,
+    edited_ts: Option<i64>,
+    edit_rev: Option<i64>,
+    reactions_rev: Option<i64>,
+    deleted_rev: Option<i64>,
+    deleted_by: Option<String>,
+}
+
+/// What a change to a message needs to know about it first.
+#[derive(Debug, Deserialize)]
+pub struct Target {
+    pub username: String,
+    #[serde(deserialize_with = "sql_bool")]
+    pub deleted: bool,
+}
+
+/// SQLite has no booleans: 0 or 1.
+fn sql_bool<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    Ok(i64::deserialize(d)? != 0)
 }
 
 impl RoomStorage {
-    /// Reads what a wake-up needs; reads only, so a wake-up commits nothing.
+    /// Reads what a wake-up needs. Reads only, so a wake-up commits nothing, except once in the
+    /// life of a room stored before messages could change, which is upgraded here.
     pub fn open(sql: SqlStorage, room: &str) -> Result<(Rc<Self>, Wake)> {
         #[derive(Deserialize)]
         struct Table {
@@ -126,7 +198,7 @@ impl RoomStorage {
         let tables: Vec<String> = sql
             .exec(
                 "SELECT name FROM sqlite_master WHERE type = 'table'
-                 AND name IN ('messages', 'meta', 'badges')",
+                 AND name IN ('messages', 'meta', 'badges', 'reactions')",
                 None,
             )?
             .to_array::<Table>()?
@@ -134,37 +206,62 @@ impl RoomStorage {
             .map(|t| t.name)
             .collect();
         let has = |name: &str| tables.iter().any(|t| t == name);
-        #[derive(Deserialize)]
-        struct MaxId {
-            last: i64,
-        }
-        let last_id = if has("messages") {
-            sql.exec("SELECT COALESCE(MAX(id), 0) AS last FROM messages", None)?
-                .one::<MaxId>()?
-                .last
-        } else {
-            0
-        };
-        #[derive(Deserialize)]
-        struct MetaRow {
-            key: String,
-            value: String,
-        }
-        let mut meta = RoomMeta::default();
-        if has("meta") {
-            for row in sql
-                .exec("SELECT key, value FROM meta", None)?
-                .to_array::<MetaRow>()?
-            {
-                meta.apply(&row.key, &row.value);
-            }
-        }
         let storage = Rc::new(Self {
             sql,
             room: room.to_owned(),
             ready: Cell::new(SCHEMA.iter().all(|(name, _)| has(name))),
+            reacted: Cell::new(false),
         });
-        Ok((storage, Wake { last_id, meta }))
+        if has("messages") && !has("reactions") {
+            for statement in UPGRADE_FROM_PLAIN_MESSAGES {
+                storage.sql.exec(statement, None)?;
+            }
+            storage.ready.set(false);
+            storage.ensure_tables()?;
+        }
+        let mut wake = Wake {
+            last_id: 0,
+            last_rev: 0,
+            meta: RoomMeta::default(),
+        };
+        if storage.ready.get() {
+            #[derive(Deserialize)]
+            struct Newest {
+                id: i64,
+                rev: i64,
+                changed: i64,
+                reacted: i64,
+            }
+            let newest = storage
+                .sql
+                .exec(
+                    "SELECT COALESCE((SELECT id FROM messages ORDER BY id DESC LIMIT 1), 0) AS id,
+                            COALESCE((SELECT rev FROM messages ORDER BY id DESC LIMIT 1), 0) AS rev,
+                            COALESCE((SELECT changed_rev FROM messages WHERE changed_rev IS NOT NULL
+                                      ORDER BY changed_rev DESC LIMIT 1), 0) AS changed,
+                            EXISTS (SELECT 1 FROM reactions) AS reacted",
+                    None,
+                )?
+                .one::<Newest>()?;
+            wake.last_id = newest.id;
+            wake.last_rev = newest.rev.max(newest.changed);
+            storage.reacted.set(newest.reacted != 0);
+        }
+        if has("meta") {
+            #[derive(Deserialize)]
+            struct MetaRow {
+                key: String,
+                value: String,
+            }
+            for row in storage
+                .sql
+                .exec("SELECT key, value FROM meta", None)?
+                .to_array::<MetaRow>()?
+            {
+                wake.meta.apply(&row.key, &row.value);
+            }
+        }
+        Ok((storage, wake))
     }
 
     /// Creates the tables if this is their first use: call before any write.
@@ -173,27 +270,63 @@ impl RoomStorage {
             for (_, ddl) in SCHEMA {
                 self.sql.exec(ddl, None)?;
             }
+            for ddl in INDEXES {
+                self.sql.exec(ddl, None)?;
+            }
             self.ready.set(true);
         }
         Ok(())
     }
 
     /// Writes one message (the hot path: one call into JS).
-    pub fn insert_message(&self, id: i64, username: &str, content: &str, ts: i64) -> Result<()> {
-        insert_message_js(self.sql.as_ref(), id as f64, username, content, ts as f64)?;
-        Ok(())
-    }
-
-    /// Drops the messages with ids up to `last_dropped` (the history cap).
-    pub fn drop_messages_through(&self, last_dropped: i64) -> Result<()> {
-        self.sql.exec(
-            "DELETE FROM messages WHERE id <= ?",
-            vec![last_dropped.into()],
+    pub fn insert_message(
+        &self,
+        id: i64,
+        username: &str,
+        content: &str,
+        ts: i64,
+        rev: i64,
+    ) -> Result<()> {
+        insert_message_js(
+            self.sql.as_ref(),
+            id as f64,
+            username,
+            content,
+            ts as f64,
+            rev as f64,
         )?;
         Ok(())
     }
 
-    /// The newest `limit` messages with `after < id <= through`.
+    /// Drops the messages with ids up to `last_dropped`, with their reactions (the history
+    /// cap), and remembers the newest revision dropped.
+    pub fn drop_messages_through(&self, last_dropped: i64) -> Result<()> {
+        #[derive(Deserialize)]
+        struct Dropped {
+            rev: Option<i64>,
+        }
+        let dropped = self
+            .sql
+            .exec(
+                "SELECT MAX(MAX(rev), COALESCE(MAX(changed_rev), 0)) AS rev FROM messages WHERE id <= ?",
+                vec![last_dropped.into()],
+            )?
+            .one::<Dropped>()?;
+        self.sql.exec(
+            "DELETE FROM messages WHERE id <= ?",
+            vec![last_dropped.into()],
+        )?;
+        self.sql.exec(
+            "DELETE FROM reactions WHERE id <= ?",
+            vec![last_dropped.into()],
+        )?;
+        if let Some(rev) = dropped.rev {
+            self.set_meta("dropped_rev", &rev.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The newest `limit` messages with `after < id <= through`, in their current state.
     pub fn messages_between(&self, after: i64, through: i64, limit: i64) -> Result<Newest> {
         self.newest_where(
             "id > ? AND id <= ?",
@@ -202,7 +335,7 @@ impl RoomStorage {
         )
     }
 
-    /// The newest `limit` messages with `id < before`.
+    /// The newest `limit` messages with `id < before`, in their current state.
     pub fn messages_before(&self, before: i64, limit: i64) -> Result<Newest> {
         self.newest_where("id < ?", vec![before.into()], limit)
     }
@@ -213,42 +346,253 @@ impl RoomStorage {
         mut bindings: Vec<SqlStorageValue>,
         limit: i64,
     ) -> Result<Newest> {
-        #[derive(Deserialize)]
-        struct MessageRow {
-            id: i64,
-            username: String,
-            content: String,
-            ts: i64,
-        }
         if !self.ready.get() {
             return Ok(Newest::default());
         }
         // One more than asked for tells whether there are more.
         bindings.push((limit + 1).into());
-        let rows = self
-            .sql
+        let mut rows = self.rows(&format!("{condition} ORDER BY id DESC LIMIT ?"), bindings)?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        rows.reverse();
+        let messages = self.current(&rows)?;
+        Ok(Newest { messages, more })
+    }
+
+    /// Message rows matching `condition` (a `WHERE` clause and what follows).
+    fn rows(&self, condition: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<MessageRow>> {
+        self.sql
             .exec(
                 &format!(
-                    "SELECT id, username, content, ts FROM messages WHERE {condition}
-                     ORDER BY id DESC LIMIT ?"
+                    "SELECT id, username, content, ts, rev, edited_ts, edit_rev, reactions_rev,
+                            deleted_rev, deleted_by FROM messages WHERE {condition}"
                 ),
                 bindings,
             )?
-            .to_array::<MessageRow>()?;
-        let more = rows.len() as i64 > limit;
-        let mut messages: Vec<ChatMessage> = rows
+            .to_array::<MessageRow>()
+    }
+
+    /// The rows (in id order) as messages in their current state, with their reactions.
+    fn current(&self, rows: &[MessageRow]) -> Result<Vec<ChatMessage>> {
+        let mut reactions = match (rows.first(), rows.last()) {
+            (Some(first), Some(last)) => self.reactions_between(first.id, last.id)?,
+            _ => BTreeMap::new(),
+        };
+        Ok(rows
+            .iter()
+            .map(|row| self.message(row, reactions.remove(&row.id).unwrap_or_default()))
+            .collect())
+    }
+
+    fn message(&self, row: &MessageRow, reactions: Reactions) -> ChatMessage {
+        let deleted = row.deleted_rev.is_some();
+        ChatMessage {
+            id: row.id,
+            room_id: self.room.clone(),
+            username: row.username.clone(),
+            content: (!deleted).then(|| row.content.clone()),
+            ts: row.ts,
+            rev: row.rev,
+            edited_ts: if deleted { None } else { row.edited_ts },
+            reactions,
+            deleted,
+        }
+    }
+
+    /// Reactions of the messages with ids in `first..=last`, by message.
+    fn reactions_between(&self, first: i64, last: i64) -> Result<BTreeMap<i64, Reactions>> {
+        #[derive(Deserialize)]
+        struct Row {
+            id: i64,
+            emoji: String,
+            username: String,
+        }
+        let mut by_message: BTreeMap<i64, Reactions> = BTreeMap::new();
+        if !self.reacted.get() {
+            return Ok(by_message);
+        }
+        let rows = self
+            .sql
+            .exec(
+                "SELECT id, emoji, username FROM reactions WHERE id >= ? AND id <= ? ORDER BY rev",
+                vec![first.into(), last.into()],
+            )?
+            .to_array::<Row>()?;
+        for row in rows {
+            by_message
+                .entry(row.id)
+                .or_default()
+                .entry(row.emoji)
+                .or_default()
+                .push(row.username);
+        }
+        Ok(by_message)
+    }
+
+    /// What happened after revision `after`, as catch-up items in revision order: messages
+    /// created since in their current state, and for older ones the changes since (their
+    /// latest state of each kind). Only what was sent (`sent_id`, `sent_rev`): the rest reaches
+    /// the client live. `None` when that is more than `limit` items.
+    pub fn changes_since(
+        &self,
+        after: i64,
+        sent_id: i64,
+        sent_rev: i64,
+        limit: i64,
+    ) -> Result<Option<Vec<LogItem>>> {
+        if !self.ready.get() {
+            return Ok(Some(Vec::new()));
+        }
+        #[derive(Deserialize)]
+        struct Id {
+            id: i64,
+        }
+        // Revisions of messages grow with their ids: the client had every message up to this.
+        let had_through = self
+            .sql
+            .exec(
+                "SELECT id FROM messages WHERE rev <= ? ORDER BY id DESC LIMIT 1",
+                vec![after.into()],
+            )?
+            .to_array::<Id>()?
+            .first()
+            .map_or(0, |r| r.id);
+        let created = self.rows(
+            "id > ? AND id <= ? ORDER BY id LIMIT ?",
+            vec![had_through.into(), sent_id.into(), (limit + 1).into()],
+        )?;
+        let changed = self.rows(
+            "changed_rev > ? AND id <= ? ORDER BY id LIMIT ?",
+            vec![after.into(), had_through.into(), (limit + 1).into()],
+        )?;
+        if (created.len() + changed.len()) as i64 > limit {
+            return Ok(None);
+        }
+        let mut items: Vec<LogItem> = self
+            .current(&created)?
             .into_iter()
-            .take(limit as usize)
-            .map(|r| ChatMessage {
-                id: r.id,
-                room_id: self.room.clone(),
-                username: r.username,
-                content: r.content,
-                ts: r.ts,
-            })
+            .map(LogItem::Message)
             .collect();
-        messages.reverse();
-        Ok(Newest { messages, more })
+        let mut reactions = match (changed.first(), changed.last()) {
+            (Some(first), Some(last)) => self.reactions_between(first.id, last.id)?,
+            _ => BTreeMap::new(),
+        };
+        let news = |rev: Option<i64>| rev.filter(|&r| r > after && r <= sent_rev);
+        for row in &changed {
+            if let Some(deleted_rev) = row.deleted_rev {
+                // A deletion not sent yet comes live; before it, nothing of the old content.
+                if let Some(rev) = news(Some(deleted_rev)) {
+                    items.push(LogItem::Deleted {
+                        id: row.id,
+                        rev,
+                        by: row.deleted_by.clone().unwrap_or_default(),
+                        room_id: self.room.clone(),
+                    });
+                }
+                continue;
+            }
+            if let (Some(rev), Some(edited_ts)) = (news(row.edit_rev), row.edited_ts) {
+                items.push(LogItem::Edited {
+                    id: row.id,
+                    rev,
+                    content: row.content.clone(),
+                    edited_ts,
+                    username: row.username.clone(),
+                    room_id: self.room.clone(),
+                });
+            }
+            if let Some(rev) = news(row.reactions_rev) {
+                items.push(LogItem::Reactions {
+                    id: row.id,
+                    rev,
+                    room_id: self.room.clone(),
+                    reactions: reactions.remove(&row.id).unwrap_or_default(),
+                });
+            }
+        }
+        items.sort_by_key(LogItem::rev);
+        Ok(Some(items))
+    }
+
+    /// The author of message `id` and whether it is deleted; `None` if there is no such message.
+    pub fn target(&self, id: i64) -> Result<Option<Target>> {
+        if !self.ready.get() {
+            return Ok(None);
+        }
+        Ok(self
+            .sql
+            .exec(
+                "SELECT username, deleted_rev IS NOT NULL AS deleted FROM messages WHERE id = ?",
+                vec![id.into()],
+            )?
+            .to_array::<Target>()?
+            .pop())
+    }
+
+    /// Replaces message `id`'s content.
+    pub fn edit(&self, id: i64, content: &str, edited_ts: i64, rev: i64) -> Result<()> {
+        self.sql.exec(
+            "UPDATE messages SET content = ?, edited_ts = ?, edit_rev = ?, changed_rev = ? WHERE id = ?",
+            vec![
+                content.into(),
+                edited_ts.into(),
+                rev.into(),
+                rev.into(),
+                id.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes message `id`'s content and reactions, keeping a tombstone.
+    pub fn delete(&self, id: i64, by: &str, rev: i64) -> Result<()> {
+        self.sql.exec(
+            "UPDATE messages SET content = '', edited_ts = NULL, deleted_rev = ?, deleted_by = ?,
+                    changed_rev = ? WHERE id = ?",
+            vec![rev.into(), by.into(), rev.into(), id.into()],
+        )?;
+        self.sql
+            .exec("DELETE FROM reactions WHERE id = ?", vec![id.into()])?;
+        Ok(())
+    }
+
+    /// Message `id`'s reactions now.
+    pub fn reactions(&self, id: i64) -> Result<Reactions> {
+        Ok(self
+            .reactions_between(id, id)?
+            .remove(&id)
+            .unwrap_or_default())
+    }
+
+    /// Adds (`add`) or takes back `user`'s reaction `emoji` on message `id`.
+    pub fn set_reaction(
+        &self,
+        id: i64,
+        emoji: &str,
+        user: &str,
+        add: bool,
+        rev: i64,
+    ) -> Result<()> {
+        let bindings = vec![id.into(), emoji.into(), user.into()];
+        if add {
+            let mut bindings = bindings;
+            bindings.push(rev.into());
+            self.sql.exec(
+                "INSERT OR IGNORE INTO reactions (id, emoji, username, rev) VALUES (?, ?, ?, ?)",
+                bindings,
+            )?;
+            self.reacted.set(true);
+        } else {
+            self.sql.exec(
+                "DELETE FROM reactions WHERE id = ? AND emoji = ? AND username = ?",
+                bindings,
+            )?;
+        }
+        self.sql.exec(
+            "UPDATE messages SET reactions_rev = ?, changed_rev = ? WHERE id = ?",
+            vec![rev.into(), rev.into(), id.into()],
+        )?;
+        Ok(())
     }
 
     /// How many messages are stored, the oldest and newest ids and the last time.
