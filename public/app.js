@@ -1102,7 +1102,8 @@ function renderMessage(m) {
   more.setAttribute('aria-expanded', 'false');
   more.dataset.act = 'menu';
   actions.append(react, more);
-  li.append(meta, el('div', 'text'), reactions, actions); // .text: textContent, markup stays text
+  meta.append(actions); // on the name's line, at its end
+  li.append(meta, el('div', 'text'), reactions); // .text: textContent, markup stays text
   paintMessage(li, m);
   return li;
 }

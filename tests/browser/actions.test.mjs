@@ -83,6 +83,7 @@ test('edit from the menu and with the Up arrow; the other person sees "edited"',
     await box.waitFor({ state: 'visible' });
     assert.equal(await box.inputValue(), 'second draft');
     assert.ok(await box.evaluate((n) => n === document.activeElement), 'the editor must have the focus');
+    await alice.page.screenshot({ path: screenshotPath('editing.png') });
     await box.fill('second, <b>edited</b>');
     await alice.page.keyboard.press('Enter');
     await box.waitFor({ state: 'detached' });
@@ -255,6 +256,7 @@ test('react and unreact: chips with counts on both sides, your own highlighted',
     assert.equal(await alice.page.evaluate(() => document.activeElement.getAttribute('aria-label')), 'React with 👍');
     assert.equal(await palette.getByRole('menuitemcheckbox', { name: 'React with 👍' }).getAttribute('aria-checked'), 'true');
     assert.equal(await palette.getByRole('menuitemcheckbox', { name: 'React with 😂' }).getAttribute('aria-checked'), 'false');
+    await alice.page.screenshot({ path: screenshotPath('reaction-palette.png') });
     await alice.page.keyboard.press('ArrowRight');
     await alice.page.keyboard.press('ArrowRight');
     await alice.page.keyboard.press('Enter');
