@@ -16,6 +16,10 @@ const BACKOFF_CAP_MS = 15000;
 const HEARTBEAT_MS = 25000;
 const HEARTBEAT_TIMEOUT_MS = 10000;
 const GAP_FILL_MAX_PAGES = 10;
+const RELOAD_MAX_PAGES = 30; // after a truncated catch-up: at most this many pages of 100 reloaded
+const TYPING_SEND_EVERY_MS = 3200; // at most one "typing" frame this often while typing (the server forwards one per 3 s: a little over it, so none is dropped)
+const TYPING_SHOW_MS = 5000; // how long "alice is typing…" stays after her last typing frame
+const REACTION_PALETTE = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
 
 const $ = (id) => document.getElementById(id);
 
@@ -38,9 +42,23 @@ const state = {
   heartbeatTimer: 0,
   pongTimer: 0,
   // The view: messages by id, kept in id order.
-  els: new Map(),
+  els: new Map(), // id -> <li>
+  msgs: new Map(), // id -> { id, username, ts, rev, content, deleted, edited_ts, reactions: [[emoji, [user…]]…] }
   ids: [], // sorted ascending
   lastId: 0,
+  rev: 0, // the room's revision last applied (history frame, then live frames); 0 = unknown
+  askedRev: 0, // the rev= the current socket was opened with (0: none)
+  typing: new Map(), // username -> timer that hides "is typing…"
+  lastTypingSent: 0,
+  editing: null, // { id, returnFocus } while a message is being edited in place
+  popup: null, // { node, trigger } the open menu or palette
+  // Pages of messages over HTTP are built at a revision we do not know: while one is on its way,
+  // the changes that arrive are kept, and replayed on top of the page's copies (fetchMessages).
+  view: {}, // replaced when the view is reset: an older fetch's answer is dropped
+  fetches: 0, // HTTP pages of messages on their way
+  changeLog: [], // edited/deleted/reactions items applied while fetches > 0, in rev order
+  historyEpoch: 0, // history frames applied so far in this view
+  lastAction: 'message', // what the last frame we sent was, to word an error frame
   online: new Set(),
   olderSupported: true,
   noOlder: false,
@@ -406,8 +424,20 @@ function leaveRoom() {
 function resetView() {
   clearChildren($('messages'));
   state.els = new Map();
+  state.msgs = new Map();
   state.ids = [];
   state.lastId = 0;
+  state.rev = 0;
+  state.askedRev = 0;
+  for (const timer of state.typing.values()) clearTimeout(timer);
+  state.typing = new Map();
+  state.lastTypingSent = 0;
+  state.editing = null;
+  state.popup = null;
+  state.view = {};
+  state.fetches = 0;
+  state.changeLog = [];
+  renderTyping();
   state.online = new Set();
   state.olderSupported = true;
   state.noOlder = false;
@@ -545,10 +575,13 @@ function setComposerEnabled(on) {
 // WebSocket: connect, catch up, reconnect
 // ------------------------------------------------------------------------------------------
 
-function wsUrl(room, since, queryToken) {
+function wsUrl(room, since, rev, queryToken) {
   const url = new URL(`/ws/${room}`, location.href);
   url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  // rev= asks for an exact catch-up (new messages and every change since); since= is kept for
+  // servers that predate revisions.
   if (since > 0) url.searchParams.set('since', String(since));
+  if (rev > 0) url.searchParams.set('rev', String(rev));
   if (queryToken) url.searchParams.set('token', queryToken);
   return url.href;
 }
@@ -570,17 +603,19 @@ function connect(forceQuery = false) {
   const gen = state.gen;
   const room = state.room;
   const viaQuery = forceQuery || state.transport === 'query';
+  const rev = state.rev;
   let ws;
   try {
     ws = viaQuery
-      ? new WebSocket(wsUrl(room, state.lastId, state.token))
-      : new WebSocket(wsUrl(room, state.lastId, null), ['bearer', state.token]);
+      ? new WebSocket(wsUrl(room, state.lastId, rev, state.token))
+      : new WebSocket(wsUrl(room, state.lastId, rev, null), ['bearer', state.token]);
   } catch {
     if (!viaQuery) return connect(true);
     scheduleReconnect();
     return;
   }
   state.ws = ws;
+  state.askedRev = rev;
   setStatus(state.attempt > 0 ? 'reconnecting' : 'connecting');
   let opened = false;
 
@@ -742,7 +777,13 @@ function handleFrame(text) {
       onHistory(frame);
       break;
     case 'message':
-      mergeMessages([frame]);
+    case 'edited':
+    case 'deleted':
+    case 'reactions':
+      onLiveChange(frame);
+      break;
+    case 'typing':
+      onTyping(frame);
       break;
     case 'presence':
       state.online = new Set((Array.isArray(frame.users) ? frame.users : []).map(String));
@@ -758,6 +799,7 @@ function handleFrame(text) {
     case 'leave':
       if (typeof frame.username === 'string') {
         state.online.delete(frame.username);
+        stopTyping(frame.username);
         renderOnline();
         notice(`${frame.username} left`);
       }
@@ -773,6 +815,18 @@ function handleFrame(text) {
   }
 }
 
+/** A live message or change. Every frame carrying a `rev` at or below the room's last applied
+ *  one is already reflected (it was in the history frame, or applied before), so it is skipped. */
+function onLiveChange(frame) {
+  if (frame.room_id !== undefined && frame.room_id !== state.room) return;
+  const rev = Number.isSafeInteger(frame.rev) ? frame.rev : null;
+  if (rev !== null && rev <= state.rev) return;
+  applyItems([frame]);
+  if (rev !== null) state.rev = rev;
+  // Whoever just posted has stopped typing.
+  if (frame.type === 'message' && typeof frame.username === 'string') stopTyping(frame.username);
+}
+
 /** Joins and leaves the server batched during a burst: changes since its previous announcement,
  *  applied as set operations on top of what we know (a name we already have, say our own or one
  *  from the `presence` frame on connect, changes nothing), with one notice per kind for the
@@ -782,7 +836,10 @@ function onPresenceChanges(frame) {
   const came = names(frame.joined).filter((u) => !state.online.has(u));
   const went = names(frame.left).filter((u) => state.online.has(u));
   for (const u of came) state.online.add(u);
-  for (const u of went) state.online.delete(u);
+  for (const u of went) {
+    state.online.delete(u);
+    stopTyping(u);
+  }
   if (came.length === 0 && went.length === 0) return;
   renderOnline();
   if (came.length > 0) notice(`${nameList(came)} joined`);
@@ -795,48 +852,108 @@ function nameList(names, shown = 5) {
   return `${names.slice(0, shown).join(', ')} and ${names.length - shown} others`;
 }
 
+/** The history frame on connect. Without rev=: the latest messages (or those after since=), in
+ *  their current state. With rev=: items in rev order, new messages and changes to those we had,
+ *  applied in order. Either way the frame's `rev` is where the live frames take over. */
 async function onHistory(frame) {
   const before = state.lastId; // what we had when we asked for since=before
-  const messages = Array.isArray(frame.messages) ? frame.messages : [];
-  mergeMessages(messages);
+  const oldestHad = state.ids.length ? state.ids[0] : 0;
+  const revMode = state.askedRev > 0;
+  const items = Array.isArray(frame.messages) ? frame.messages : [];
+  state.historyEpoch += 1;
+  applyItems(items);
+  if (Number.isSafeInteger(frame.rev) && frame.rev >= 0) state.rev = frame.rev;
   state.attempt = 0;
   updateOlder();
-  if (frame.truncated && before > 0 && messages.length > 0) {
-    await fillGap(before, messages[0].id);
+  if (!frame.truncated || before === 0) return;
+  if (revMode) {
+    await reloadOverHttp(oldestHad);
+  } else if (items.length > 0 && Number.isSafeInteger(items[0].id)) {
+    await fillGap(before, items[0].id);
   }
 }
+
+/** GETs a page of the room's messages and hands its messages to `apply(list, page)` while the
+ *  changes that arrived meanwhile are still kept (see applyItems). Answers the response, or null
+ *  when the view was reset meanwhile (another room). */
+async function fetchMessages(query, apply) {
+  const view = state.view;
+  const page = { rev: state.rev, epoch: state.historyEpoch };
+  state.fetches += 1;
+  try {
+    const res = await api('GET', `/rooms/${state.room}/messages?${query}`);
+    if (view !== state.view) return null;
+    if (res.ok && res.data && Array.isArray(res.data.messages)) apply(res.data.messages, page);
+    return res;
+  } finally {
+    if (view === state.view) {
+      state.fetches -= 1;
+      if (state.fetches === 0) state.changeLog = [];
+    }
+  }
+}
+
+const okPage = (res) => Boolean(res && res.ok && res.data && Array.isArray(res.data.messages));
 
 /** After a long outage the server sends only the newest part of what we missed: page back over
  *  HTTP until the view is contiguous again (or say where the hole is). */
 async function fillGap(after, upTo) {
-  const room = state.room;
+  const view = state.view;
   let before = upTo;
-  for (let page = 0; page < GAP_FILL_MAX_PAGES; page += 1) {
-    const res = await api('GET', `/rooms/${room}/messages?before=${before}&limit=100`);
-    if (room !== state.room || !res.ok || !res.data || !Array.isArray(res.data.messages)) break;
-    const msgs = res.data.messages.filter((m) => m && m.id > after);
-    mergeMessages(msgs);
-    if (msgs.length < res.data.messages.length || !res.data.has_more || res.data.messages.length === 0) return;
-    before = res.data.messages[0].id;
+  for (let n = 0; n < GAP_FILL_MAX_PAGES; n += 1) {
+    let kept = 0;
+    const res = await fetchMessages(`before=${before}&limit=100`, (list, page) => {
+      const msgs = list.filter((m) => m && m.id > after);
+      kept = msgs.length;
+      applyItems(msgs, page);
+    });
+    if (!okPage(res)) break;
+    const list = res.data.messages;
+    if (kept < list.length || !res.data.has_more || list.length === 0) return;
+    before = list[0].id;
   }
-  if (room === state.room) notice('Some messages from while you were away are not shown: use “Load older messages” history.', 'warn');
+  if (view === state.view) notice('Some messages from while you were away are not shown: use “Load older messages” history.', 'warn');
 }
+
+/** A catch-up by rev that the server cut short: what we had may have been edited, deleted or
+ *  reacted to, and messages may be missing. Reload the room's messages over HTTP (their current
+ *  state), newest first, back to the oldest one on screen. */
+async function reloadOverHttp(oldestHad) {
+  const view = state.view;
+  let before = 0;
+  for (let n = 0; n < RELOAD_MAX_PAGES; n += 1) {
+    const query = before > 0 ? `before=${before}&limit=100` : 'limit=100';
+    const res = await fetchMessages(query, (list, page) => applyItems(list, page));
+    if (!okPage(res)) break;
+    const list = res.data.messages;
+    if (!res.data.has_more || list.length === 0 || !Number.isSafeInteger(list[0].id) || list[0].id <= oldestHad) return;
+    before = list[0].id;
+  }
+  if (view === state.view) notice('Some older messages may not show changes made while you were away. Reload the page to see them.', 'warn');
+}
+
+const ACTION_WORDS = {
+  message: 'Message not sent',
+  edit: 'Could not edit the message',
+  delete: 'Could not delete the message',
+  react: 'Could not change the reaction',
+};
 
 function onErrorFrame(frame) {
   const detail = typeof frame.detail === 'string' ? frame.detail : 'error';
   if (typeof frame.retry_after_ms === 'number') {
     const secs = Math.max(1, Math.ceil(frame.retry_after_ms / 1000));
     state.retryUntil = Date.now() + frame.retry_after_ms;
-    sendError(`You are sending messages too fast. Wait ${plural(secs, 'second')} and try again.`);
+    sendError(`You are sending too fast. Wait ${plural(secs, 'second')} and try again.`);
     // The refused message was not delivered: give it back if the box is empty.
     const input = $('message-input');
-    if (state.lastSent && !input.value) {
+    if (state.lastAction === 'message' && state.lastSent && !input.value) {
       input.value = state.lastSent;
       autosize();
     }
     return;
   }
-  sendError(`Message not sent: ${detail}`);
+  sendError(`${ACTION_WORDS[state.lastAction] || ACTION_WORDS.message}: ${detail}`);
 }
 
 function sendError(text) {
@@ -846,18 +963,98 @@ function sendError(text) {
 }
 
 // ------------------------------------------------------------------------------------------
-// Rendering messages: deduplicated by id, in id order
+// "alice is typing…"
 // ------------------------------------------------------------------------------------------
+
+function onTyping(frame) {
+  const who = frame.username;
+  if (typeof who !== 'string' || !who || sameUser(who, state.username)) return;
+  if (frame.room_id !== undefined && frame.room_id !== state.room) return;
+  clearTimeout(state.typing.get(who));
+  state.typing.delete(who); // re-inserted last: names show in the order people started
+  state.typing.set(who, setTimeout(() => stopTyping(who), TYPING_SHOW_MS));
+  renderTyping();
+}
+
+function stopTyping(who) {
+  if (!state.typing.has(who)) return;
+  clearTimeout(state.typing.get(who));
+  state.typing.delete(who);
+  renderTyping();
+}
+
+function renderTyping() {
+  const names = [...state.typing.keys()];
+  let text = '';
+  if (names.length === 1) text = `${names[0]} is typing…`;
+  else if (names.length > 1 && names.length <= 3) text = `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]} are typing…`;
+  else if (names.length > 3) text = 'Several people are typing…';
+  const node = $('typing');
+  if (node.textContent !== text) node.textContent = text;
+}
+
+/** Tells the room we are typing: at most once every few seconds, only with something in the box. */
+function typed() {
+  const ws = state.ws;
+  if (!ws || ws.readyState !== WebSocket.OPEN || !$('message-input').value.trim()) return;
+  const now = Date.now();
+  if (now - state.lastTypingSent < TYPING_SEND_EVERY_MS) return;
+  state.lastTypingSent = now;
+  try {
+    ws.send(JSON.stringify({ type: 'typing', room_id: state.room }));
+  } catch {
+    /* closing: nothing to tell */
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Messages: deduplicated by id, in id order, kept in their current state
+// ------------------------------------------------------------------------------------------
+
+function sameUser(a, b) {
+  return typeof a === 'string' && typeof b === 'string' && a.toLowerCase() === b.toLowerCase();
+}
+
+function isRoomOwner() {
+  const info = state.roomInfo;
+  return Boolean(info && typeof info.owner === 'string' && sameUser(info.owner, state.username));
+}
 
 function validMessage(m) {
   return (
     m &&
     Number.isSafeInteger(m.id) &&
     m.id > 0 &&
-    typeof m.content === 'string' &&
     typeof m.username === 'string' &&
+    (m.deleted === true || typeof m.content === 'string') &&
     (m.room_id === undefined || m.room_id === state.room)
   );
+}
+
+/** A reaction map from the server ({"👍": ["alice", …]}) as [[emoji, users]] in its order. */
+function cleanReactions(value) {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) return [];
+  const out = [];
+  for (const [emoji, users] of Object.entries(value)) {
+    if (!emoji || !Array.isArray(users)) continue;
+    const names = users.filter((u) => typeof u === 'string');
+    if (names.length > 0) out.push([emoji, names]);
+  }
+  return out;
+}
+
+function toModel(m) {
+  const deleted = m.deleted === true;
+  return {
+    id: m.id,
+    username: m.username,
+    ts: m.ts,
+    rev: Number.isSafeInteger(m.rev) ? m.rev : 0,
+    deleted,
+    content: deleted ? '' : m.content,
+    edited_ts: !deleted && m.edited_ts !== undefined && m.edited_ts !== null ? m.edited_ts : null,
+    reactions: deleted ? [] : cleanReactions(m.reactions),
+  };
 }
 
 function formatTime(ts) {
@@ -870,8 +1067,16 @@ function formatTime(ts) {
   return { short, full: d.toISOString() };
 }
 
+function button(className, text, label) {
+  const b = el('button', className, text);
+  b.type = 'button';
+  if (label) b.setAttribute('aria-label', label);
+  return b;
+}
+
+/** The skeleton of a message; paintMessage() fills it in and keeps it current. */
 function renderMessage(m) {
-  const li = el('li', m.username === state.username ? 'msg mine' : 'msg');
+  const li = el('li', 'msg');
   li.dataset.id = String(m.id);
   const meta = el('div', 'meta');
   meta.append(el('span', 'who', m.username));
@@ -881,9 +1086,89 @@ function renderMessage(m) {
     time.dateTime = when.full;
     time.title = when.full;
   }
-  meta.append(time);
-  li.append(meta, el('div', 'text', m.content)); // textContent: markup stays text
+  const edited = el('span', 'edited', 'edited');
+  edited.hidden = true;
+  meta.append(time, edited);
+  const reactions = el('div', 'reactions');
+  reactions.setAttribute('role', 'group');
+  reactions.setAttribute('aria-label', 'Reactions');
+  const actions = el('div', 'actions');
+  const react = button('act react-btn', '☺+', 'Add a reaction');
+  react.setAttribute('aria-haspopup', 'menu');
+  react.setAttribute('aria-expanded', 'false');
+  react.dataset.act = 'palette';
+  const more = button('act more-btn', '⋯', 'Message actions');
+  more.setAttribute('aria-haspopup', 'menu');
+  more.setAttribute('aria-expanded', 'false');
+  more.dataset.act = 'menu';
+  actions.append(react, more);
+  meta.append(actions); // on the name's line, at its end
+  li.append(meta, el('div', 'text'), reactions); // .text: textContent, markup stays text
+  paintMessage(li, m);
   return li;
+}
+
+function canEdit(m) {
+  return !m.deleted && sameUser(m.username, state.username);
+}
+
+function canDelete(m) {
+  return !m.deleted && (sameUser(m.username, state.username) || isRoomOwner());
+}
+
+/** Brings a message's element up to date with its model, keeping what can keep focus. */
+function paintMessage(li, m) {
+  li.classList.toggle('mine', sameUser(m.username, state.username));
+  li.classList.toggle('deleted', m.deleted);
+  const text = li.querySelector('.text');
+  const shown = m.deleted ? 'message deleted' : m.content;
+  if (text.textContent !== shown) text.textContent = shown;
+  const edited = li.querySelector('.edited');
+  edited.hidden = m.deleted || m.edited_ts === null;
+  if (!edited.hidden) {
+    const when = formatTime(m.edited_ts);
+    edited.title = when.full ? `edited ${when.full}` : 'edited';
+  }
+  paintReactions(li.querySelector('.reactions'), m);
+  const more = li.querySelector('.more-btn');
+  more.hidden = !(canEdit(m) || canDelete(m));
+  li.querySelector('.actions').hidden = m.deleted;
+  if (m.deleted) {
+    if (state.editing && state.editing.id === m.id) closeEditor(false);
+    if (state.popup && li.contains(state.popup.node)) closePopup(false);
+    const confirm = li.querySelector('.confirm');
+    if (confirm) closeConfirm(li, false);
+  }
+}
+
+/** One chip per emoji: "👍 2", pressed when one of them is ours; chips are updated in place. */
+function paintReactions(box, m) {
+  const existing = new Map([...box.querySelectorAll('.chip')].map((c) => [c.dataset.emoji, c]));
+  const order = [];
+  for (const [emoji, users] of m.reactions) {
+    let chip = existing.get(emoji);
+    existing.delete(emoji);
+    if (!chip) {
+      chip = button('chip');
+      chip.dataset.emoji = emoji;
+      chip.dataset.act = 'chip';
+      chip.append(el('span', 'emoji', emoji), el('span', 'count'));
+    }
+    const mine = users.some((u) => sameUser(u, state.username));
+    chip.querySelector('.count').textContent = String(users.length);
+    chip.setAttribute('aria-pressed', String(mine));
+    chip.setAttribute(
+      'aria-label',
+      `${emoji} ${users.length}: ${users.join(', ')}. ${mine ? 'Remove your reaction' : 'React with this too'}`,
+    );
+    chip.title = users.join(', ');
+    order.push(chip);
+  }
+  for (const gone of existing.values()) gone.remove();
+  order.forEach((chip, i) => {
+    if (box.children[i] !== chip) box.insertBefore(chip, box.children[i] || null);
+  });
+  box.hidden = order.length === 0;
 }
 
 /** Index of the first id greater than `id` in the sorted list. */
@@ -898,7 +1183,16 @@ function upperBound(ids, id) {
   return lo;
 }
 
-function mergeMessages(list) {
+/** Applies, in order, messages (new ones inserted in id order, known ones replaced by the state
+ *  they carry) and change items (`edited`, `deleted`, `reactions`, which carry the whole state of
+ *  what they change).
+ *
+ *  Messages from the history frame are the room's state at its rev, which every later live frame
+ *  follows: they replace ours as they are. Messages from an HTTP page (`page`: the rev and the
+ *  history epoch when it was asked for) were read at some unknown rev at or after `page.rev`, so
+ *  the changes applied since are replayed on top of them; and a page asked for before the latest
+ *  history frame only adds messages, as the history may be newer. */
+function applyItems(list, page = null) {
   const log = $('log');
   const wasAtBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
   const oldHeight = log.scrollHeight;
@@ -906,10 +1200,26 @@ function mergeMessages(list) {
   let prepended = false;
   let appended = false;
   const ul = $('messages');
-  for (const m of list) {
-    if (!validMessage(m) || state.els.has(m.id)) continue;
-    const node = renderMessage(m);
-    const at = upperBound(state.ids, m.id);
+  for (const item of list) {
+    if (!item || typeof item !== 'object') continue;
+    if (item.type === 'edited' || item.type === 'deleted' || item.type === 'reactions') {
+      if (state.fetches > 0) state.changeLog.push(item);
+      applyChange(item);
+      continue;
+    }
+    if (item.type !== undefined && item.type !== 'message') continue;
+    if (!validMessage(item)) continue;
+    const model = toModel(item);
+    const had = state.msgs.get(item.id);
+    if (had) {
+      if (page && page.epoch !== state.historyEpoch) continue;
+      state.msgs.set(item.id, model);
+      paintMessage(state.els.get(item.id), model);
+      if (page) replayChanges(model.id, page.rev);
+      continue;
+    }
+    const node = renderMessage(model);
+    const at = upperBound(state.ids, model.id);
     if (at === state.ids.length) {
       ul.append(node); // newest: after any notices, in arrival order
       appended = true;
@@ -917,9 +1227,11 @@ function mergeMessages(list) {
       ul.insertBefore(node, state.els.get(state.ids[at]));
       if (at === 0) prepended = true;
     }
-    state.ids.splice(at, 0, m.id);
-    state.els.set(m.id, node);
-    if (m.id > state.lastId) state.lastId = m.id;
+    state.ids.splice(at, 0, model.id);
+    state.els.set(model.id, node);
+    state.msgs.set(model.id, model);
+    if (model.id > state.lastId) state.lastId = model.id;
+    if (page) replayChanges(model.id, page.rev);
   }
   if (appended && wasAtBottom) {
     log.scrollTop = log.scrollHeight;
@@ -929,12 +1241,336 @@ function mergeMessages(list) {
   updateOlder();
 }
 
+function replayChanges(id, after) {
+  for (const change of state.changeLog) {
+    if (change.id === id && Number.isSafeInteger(change.rev) && change.rev > after) applyChange(change);
+  }
+}
+
+/** An `edited`, `deleted` or `reactions` change (live or in a catch-up) to a message we have. */
+function applyChange(change) {
+  if (change.room_id !== undefined && change.room_id !== state.room) return;
+  const m = state.msgs.get(change.id);
+  if (!m) return; // not loaded here: its current state comes with it if it ever is
+  const rev = Number.isSafeInteger(change.rev) ? change.rev : null;
+  if (rev !== null && rev < m.rev) return;
+  if (change.type === 'edited') {
+    if (typeof change.content !== 'string' || m.deleted) return;
+    m.content = change.content;
+    m.edited_ts = change.edited_ts !== undefined && change.edited_ts !== null ? change.edited_ts : Date.now();
+  } else if (change.type === 'deleted') {
+    m.deleted = true;
+    m.content = '';
+    m.edited_ts = null;
+    m.reactions = [];
+  } else if (change.type === 'reactions') {
+    if (m.deleted) return;
+    m.reactions = cleanReactions(change.reactions);
+  }
+  if (rev !== null) m.rev = rev;
+  paintMessage(state.els.get(m.id), m);
+}
+
 function notice(text, kind = '') {
   const log = $('log');
   const wasAtBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
   const li = el('li', kind ? `notice ${kind}` : 'notice', text);
   $('messages').append(li);
   if (wasAtBottom) log.scrollTop = log.scrollHeight;
+}
+
+// ------------------------------------------------------------------------------------------
+// Acting on a message: menus, edit in place, delete with a confirmation, reactions
+// ------------------------------------------------------------------------------------------
+
+/** Sends one frame about a message. False (and says why) when it cannot go now. */
+function sendAction(kind, frame) {
+  const ws = state.ws;
+  if (!ws || ws.readyState !== WebSocket.OPEN) {
+    sendError('Not connected: try again when the connection is back.');
+    return false;
+  }
+  if (Date.now() < state.retryUntil) {
+    const secs = Math.ceil((state.retryUntil - Date.now()) / 1000);
+    sendError(`You are sending too fast. Wait ${plural(secs, 'second')} and try again.`);
+    return false;
+  }
+  ws.send(JSON.stringify({ ...frame, room_id: state.room }));
+  state.lastAction = kind;
+  sendError('');
+  return true;
+}
+
+function messageOf(node) {
+  const li = node && node.closest('li.msg');
+  if (!li) return null;
+  const m = state.msgs.get(Number(li.dataset.id));
+  return m ? { li, m } : null;
+}
+
+function menuItem(text, act, label) {
+  const b = button('item', text, label);
+  b.setAttribute('role', 'menuitem');
+  b.dataset.act = act;
+  return b;
+}
+
+/** Opens the reaction palette or the Edit/Delete menu of a message, focus on its first item. */
+function openPopup(trigger, kind) {
+  const found = messageOf(trigger);
+  if (!found) return;
+  const { li, m } = found;
+  const wasOpen = state.popup && state.popup.trigger === trigger;
+  closePopup(false);
+  if (wasOpen) return; // a second click on the same button closes it
+  const popup = el('div', kind === 'palette' ? 'popup palette' : 'popup menu');
+  popup.setAttribute('role', 'menu');
+  popup.id = `popup-${m.id}`;
+  if (kind === 'palette') {
+    popup.setAttribute('aria-label', 'React with');
+    popup.setAttribute('aria-orientation', 'horizontal');
+    const mineNow = new Set(m.reactions.filter(([, users]) => users.some((u) => sameUser(u, state.username))).map(([e]) => e));
+    for (const emoji of REACTION_PALETTE) {
+      const item = menuItem(emoji, 'react', `React with ${emoji}`);
+      item.setAttribute('role', 'menuitemcheckbox');
+      item.setAttribute('aria-checked', String(mineNow.has(emoji)));
+      item.dataset.emoji = emoji;
+      popup.append(item);
+    }
+  } else {
+    popup.setAttribute('aria-label', 'Message actions');
+    if (canEdit(m)) popup.append(menuItem('Edit', 'edit'));
+    if (canDelete(m)) popup.append(menuItem('Delete…', 'delete', 'Delete'));
+    if (!popup.firstChild) return;
+  }
+  trigger.setAttribute('aria-expanded', 'true');
+  trigger.setAttribute('aria-controls', popup.id);
+  li.querySelector('.actions').append(popup);
+  state.popup = { node: popup, trigger };
+  popup.querySelector('[role^="menuitem"]').focus();
+}
+
+function closePopup(refocus = true) {
+  const open = state.popup;
+  if (!open) return;
+  state.popup = null;
+  open.trigger.setAttribute('aria-expanded', 'false');
+  open.trigger.removeAttribute('aria-controls');
+  const hadFocus = open.node.contains(document.activeElement);
+  open.node.remove();
+  if (refocus && hadFocus && open.trigger.isConnected) open.trigger.focus();
+}
+
+/** Arrow keys, Home and End move between a menu's items; Escape closes it; Tab leaves it. */
+function onPopupKey(event) {
+  const open = state.popup;
+  if (!open || !open.node.contains(event.target)) return;
+  const items = [...open.node.querySelectorAll('[role^="menuitem"]')];
+  const at = items.indexOf(event.target);
+  let next = -1;
+  switch (event.key) {
+    case 'ArrowDown':
+    case 'ArrowRight':
+      next = (at + 1) % items.length;
+      break;
+    case 'ArrowUp':
+    case 'ArrowLeft':
+      next = (at - 1 + items.length) % items.length;
+      break;
+    case 'Home':
+      next = 0;
+      break;
+    case 'End':
+      next = items.length - 1;
+      break;
+    case 'Escape':
+      event.preventDefault();
+      closePopup(true);
+      return;
+    case 'Tab':
+      closePopup(true); // back on its button, from where Tab moves on
+      return;
+    default:
+      return;
+  }
+  event.preventDefault();
+  items[next].focus();
+}
+
+function toggleReaction(m, emoji) {
+  const entry = m.reactions.find(([e]) => e === emoji);
+  const mine = Boolean(entry && entry[1].some((u) => sameUser(u, state.username)));
+  sendAction('react', { type: mine ? 'unreact' : 'react', id: m.id, emoji });
+}
+
+/** Edits a message in place: a box where its text was; Enter saves, Escape cancels. */
+function startEdit(id, returnFocus) {
+  const m = state.msgs.get(id);
+  const li = state.els.get(id);
+  if (!m || !li || !canEdit(m)) return;
+  closePopup(false);
+  if (state.editing) closeEditor(false);
+  const editor = el('div', 'editor');
+  const box = el('textarea');
+  box.value = m.content;
+  box.maxLength = MAX_CONTENT_CHARS;
+  box.rows = Math.min(8, Math.max(1, m.content.split('\n').length));
+  box.setAttribute('aria-label', 'Edit message');
+  const row = el('div', 'row');
+  const save = button('small', 'Save');
+  save.dataset.act = 'save';
+  const cancel = button('secondary small', 'Cancel');
+  cancel.dataset.act = 'cancel';
+  row.append(save, cancel, el('span', 'hint', 'Enter to save · Escape to cancel'));
+  editor.append(box, row);
+  li.querySelector('.text').hidden = true;
+  li.querySelector('.text').after(editor);
+  li.classList.add('editing');
+  state.editing = { id, returnFocus: returnFocus || li.querySelector('.more-btn') };
+  box.focus();
+  box.setSelectionRange(box.value.length, box.value.length);
+}
+
+function closeEditor(refocus = true) {
+  const editing = state.editing;
+  if (!editing) return;
+  state.editing = null;
+  const li = state.els.get(editing.id);
+  if (li) {
+    const editor = li.querySelector('.editor');
+    if (editor) editor.remove();
+    li.querySelector('.text').hidden = false;
+    li.classList.remove('editing');
+  }
+  if (refocus) {
+    const target = editing.returnFocus && editing.returnFocus.isConnected && !editing.returnFocus.closest('[hidden]') ? editing.returnFocus : $('message-input');
+    target.focus();
+  }
+}
+
+function saveEdit() {
+  const editing = state.editing;
+  if (!editing) return;
+  const m = state.msgs.get(editing.id);
+  const li = state.els.get(editing.id);
+  const content = li.querySelector('.editor textarea').value;
+  if (!m || m.deleted) return closeEditor();
+  if (content === m.content) return closeEditor(); // nothing changed
+  if (!content.trim()) {
+    sendError('A message cannot be empty. To remove it, use Delete.');
+    return;
+  }
+  if ([...content].length > MAX_CONTENT_CHARS) {
+    sendError(`Message too long: at most ${MAX_CONTENT_CHARS} characters.`);
+    return;
+  }
+  if (sendAction('edit', { type: 'edit', id: m.id, content })) closeEditor();
+}
+
+/** The Up arrow in an empty message box: edit my last message still there. */
+function editLastOwn() {
+  for (let i = state.ids.length - 1; i >= 0; i -= 1) {
+    const m = state.msgs.get(state.ids[i]);
+    if (m && canEdit(m)) {
+      startEdit(m.id, $('message-input'));
+      state.els.get(m.id).scrollIntoView({ block: 'nearest' });
+      return true;
+    }
+  }
+  return false;
+}
+
+/** Delete asks first, in the message itself: "Delete this message? [Delete] [Cancel]". */
+function askDelete(li, m) {
+  closePopup(false);
+  if (li.querySelector('.confirm')) return;
+  const confirm = el('div', 'confirm');
+  confirm.setAttribute('role', 'group');
+  confirm.setAttribute('aria-label', 'Confirm deletion');
+  const yes = button('small danger', 'Delete');
+  yes.dataset.act = 'confirm-delete';
+  const no = button('secondary small', 'Cancel');
+  no.dataset.act = 'cancel-delete';
+  confirm.append(el('span', 'question', m.username && sameUser(m.username, state.username) ? 'Delete this message?' : `Delete this message by ${m.username}?`), yes, no);
+  li.append(confirm);
+  no.focus();
+}
+
+function closeConfirm(li, refocus = true) {
+  const confirm = li.querySelector('.confirm');
+  if (!confirm) return;
+  const hadFocus = confirm.contains(document.activeElement);
+  confirm.remove();
+  if (refocus && hadFocus) {
+    const more = li.querySelector('.more-btn');
+    if (more && !more.hidden && !li.querySelector('.actions').hidden) more.focus();
+    else $('message-input').focus();
+  }
+}
+
+/** One listener for every button in the message list. */
+function onMessagesClick(event) {
+  const target = event.target.closest('button[data-act]');
+  if (!target) return;
+  const found = messageOf(target);
+  if (!found) return;
+  const { li, m } = found;
+  switch (target.dataset.act) {
+    case 'palette':
+    case 'menu':
+      openPopup(target, target.dataset.act);
+      break;
+    case 'react':
+      closePopup(true);
+      if (!m.deleted) toggleReaction(m, target.dataset.emoji);
+      break;
+    case 'chip':
+      if (!m.deleted) toggleReaction(m, target.dataset.emoji);
+      break;
+    case 'edit':
+      startEdit(m.id, li.querySelector('.more-btn'));
+      break;
+    case 'delete':
+      askDelete(li, m);
+      break;
+    case 'confirm-delete':
+      if (sendAction('delete', { type: 'delete', id: m.id })) closeConfirm(li, false);
+      $('message-input').focus();
+      break;
+    case 'cancel-delete':
+      closeConfirm(li, true);
+      break;
+    case 'save':
+      saveEdit();
+      break;
+    case 'cancel':
+      closeEditor(true);
+      break;
+    default:
+      break;
+  }
+}
+
+function onMessagesKey(event) {
+  if (state.popup && state.popup.node.contains(event.target)) {
+    onPopupKey(event);
+    return;
+  }
+  if (event.target.matches('.editor textarea')) {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      saveEdit();
+    } else if (event.key === 'Escape') {
+      event.preventDefault();
+      closeEditor(true);
+    }
+    return;
+  }
+  const confirm = event.target.closest('.confirm');
+  if (confirm && event.key === 'Escape') {
+    event.preventDefault();
+    closeConfirm(confirm.closest('li.msg'), true);
+  }
 }
 
 function renderOnline() {
@@ -962,14 +1598,12 @@ function updateOlder() {
 
 async function loadOlder() {
   if (state.loadingOlder || !state.ids.length) return;
-  const room = state.room;
   state.loadingOlder = true;
   updateOlder();
-  const res = await api('GET', `/rooms/${room}/messages?before=${state.ids[0]}&limit=${PAGE_SIZE}`);
+  const res = await fetchMessages(`before=${state.ids[0]}&limit=${PAGE_SIZE}`, (list, page) => applyItems(list, page));
   state.loadingOlder = false;
-  if (room !== state.room) return;
-  if (res.ok && res.data && Array.isArray(res.data.messages)) {
-    mergeMessages(res.data.messages);
+  if (!res) return; // another room meanwhile
+  if (okPage(res)) {
     if (!res.data.has_more) state.noOlder = true;
   } else if (res.status === 404 || res.status === 405) {
     state.olderSupported = false; // server without the history endpoint
@@ -1008,6 +1642,8 @@ function sendMessage() {
     return;
   }
   ws.send(JSON.stringify({ content, room_id: state.room }));
+  state.lastAction = 'message';
+  state.lastTypingSent = 0; // the next keystroke says "typing" again at once
   state.lastSent = content;
   input.value = '';
   autosize();
@@ -1030,9 +1666,24 @@ function wire() {
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       sendMessage();
+    } else if (
+      event.key === 'ArrowUp' && !event.shiftKey && !event.altKey && !event.ctrlKey && !event.metaKey &&
+      !event.isComposing && event.target.value === ''
+    ) {
+      if (editLastOwn()) event.preventDefault();
     }
   });
-  $('message-input').addEventListener('input', autosize);
+  $('message-input').addEventListener('input', () => {
+    autosize();
+    typed();
+  });
+  $('messages').addEventListener('click', onMessagesClick);
+  $('messages').addEventListener('keydown', onMessagesKey);
+  // A click anywhere outside the open menu closes it.
+  document.addEventListener('mousedown', (event) => {
+    const open = state.popup;
+    if (open && !open.node.contains(event.target) && !open.trigger.contains(event.target)) closePopup(false);
+  });
   $('load-older').addEventListener('click', loadOlder);
   $('retry-now').addEventListener('click', reconnectNow);
   $('toggle-side').addEventListener('click', () => {
@@ -1074,6 +1725,7 @@ window.__clubhouse = Object.freeze({
   status: () => state.status,
   transport: () => state.transport,
   lastId: () => state.lastId,
+  rev: () => state.rev,
   messageIds: () => [...state.ids],
   room: () => state.room,
 });

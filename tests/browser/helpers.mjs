@@ -222,3 +222,107 @@ export async function withServerAndBrowser(startServer, options, fn) {
     if (!failed) server.cleanup();
   }
 }
+
+// ------------------------------------------------------------------------------------------
+// Acting on messages (edit, delete, reactions)
+// ------------------------------------------------------------------------------------------
+
+/**
+ * Every message on screen with its state, top to bottom:
+ * [{id, user, text, edited, deleted, reactions: {emoji: {count, mine}}}].
+ */
+export function messageStates(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('#messages li.msg')].map((li) => ({
+      id: Number(li.dataset.id),
+      user: li.querySelector('.who').textContent,
+      text: li.querySelector('.text').textContent,
+      edited: !li.querySelector('.edited').hidden,
+      deleted: li.classList.contains('deleted'),
+      reactions: Object.fromEntries(
+        [...li.querySelectorAll('.reactions .chip')].map((c) => [
+          c.dataset.emoji,
+          { count: Number(c.querySelector('.count').textContent), mine: c.getAttribute('aria-pressed') === 'true' },
+        ]),
+      ),
+    })),
+  );
+}
+
+export async function messageState(page, id) {
+  return (await messageStates(page)).find((m) => m.id === id);
+}
+
+/** The id of the (single) message on screen with exactly this text, once it is there. */
+export async function idOf(page, text) {
+  await waitForMessage(page, text);
+  const found = (await messages(page)).filter((m) => m.text === text);
+  assert.equal(found.length, 1, `"${text}" is on screen ${found.length} times`);
+  return found[0].id;
+}
+
+export function messageItem(page, id) {
+  return page.locator(`#messages li.msg[data-id="${id}"]`);
+}
+
+/** Polls `fn` until its value deep-equals `expected` (then returns it), or fails with the last value. */
+export async function eventually(fn, expected, what = 'value', timeout = 15_000) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await fn();
+    try {
+      assert.deepEqual(last, expected);
+      return last;
+    } catch (e) {
+      if (Date.now() > deadline) {
+        e.message = `${what} never became the expected one within ${timeout} ms:\n${e.message}`;
+        throw e;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Opens a message's Edit/Delete menu; returns the names of its items. */
+export async function openMessageMenu(page, id) {
+  await messageItem(page, id).locator('.more-btn').click();
+  const menu = page.locator(`#popup-${id}[role=menu]`);
+  await menu.waitFor({ state: 'visible' });
+  return menu.getByRole('menuitem').allTextContents();
+}
+
+/** Edits a message from its menu: Edit, replace the text, Enter. */
+export async function editViaMenu(page, id, text) {
+  await openMessageMenu(page, id);
+  await page.locator(`#popup-${id}`).getByRole('menuitem', { name: 'Edit' }).click();
+  const box = messageItem(page, id).locator('.editor textarea');
+  await box.waitFor({ state: 'visible' });
+  await box.fill(text);
+  await box.press('Enter');
+  await box.waitFor({ state: 'detached' });
+}
+
+/** Deletes a message from its menu, confirming. */
+export async function deleteViaMenu(page, id) {
+  await openMessageMenu(page, id);
+  await page.locator(`#popup-${id}`).getByRole('menuitem', { name: 'Delete' }).click();
+  const confirm = messageItem(page, id).locator('.confirm');
+  await confirm.waitFor({ state: 'visible' });
+  await confirm.getByRole('button', { name: 'Delete', exact: true }).click();
+  await confirm.waitFor({ state: 'detached' });
+}
+
+/** Toggles my `emoji` on a message from its reaction palette. */
+export async function reactViaPalette(page, id, emoji) {
+  await messageItem(page, id).locator('.react-btn').click();
+  const palette = page.locator(`#popup-${id}[role=menu]`);
+  await palette.waitFor({ state: 'visible' });
+  await palette.getByRole('menuitemcheckbox', { name: `React with ${emoji}` }).click();
+  await palette.waitFor({ state: 'detached' });
+}
+
+/** Clicks the chip of `emoji` under a message (toggles my reaction). */
+export async function clickChip(page, id, emoji) {
+  await messageItem(page, id).locator(`.reactions .chip[data-emoji="${emoji}"]`).click();
+}

@@ -1,5 +1,6 @@
 // Reconnection: after a dropped socket and after a server restart (same state), the client comes
-// back by itself, catches up with since=<last id>, and shows every message exactly once, in order.
+// back by itself, catches up with since=<last id> and rev=<last rev>, and shows every message
+// exactly once, in order, in its current state (edits, deletions and reactions made while away).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -7,6 +8,13 @@ import { startServer } from './server.mjs';
 import {
   assertClean,
   assertOrderedUnique,
+  clickChip,
+  deleteViaMenu,
+  editViaMenu,
+  eventually,
+  idOf,
+  messageStates,
+  reactViaPalette,
   joinRoom,
   messages,
   openClient,
@@ -158,5 +166,92 @@ test('a long outage (more than the server replays) is filled in over HTTP with n
     const view = await assertOrderedUnique(reader.page);
     assert.deepEqual(view.map((m) => m.text), Array.from({ length: total + 1 }, (_, i) => `line ${i}`));
     assertClean(reader);
+  });
+});
+
+test('catches up with edits, deletions and reactions made while away (rev=)', { timeout: 180_000 }, async () => {
+  await withServerAndBrowser(startServer, {}, async ({ server, browser }) => {
+    const room = uniqueName('room');
+    const { alice, bob } = await twoUsersInRoom(browser, server.baseUrl, room);
+    await send(bob, 'to be edited');
+    await send(bob, 'to be deleted');
+    await send(bob, 'to get reactions');
+    await send(alice, 'alice before');
+    const edited = await idOf(alice.page, 'to be edited');
+    const deleted = await idOf(alice.page, 'to be deleted');
+    const reacted = await idOf(alice.page, 'to get reactions');
+    const hers = await idOf(bob.page, 'alice before');
+    await reactViaPalette(alice.page, deleted, '👍');
+    await reactViaPalette(alice.page, reacted, '❤️');
+    await reactViaPalette(alice.page, hers, '😮');
+    // What each sees, without whose reactions are whose (that differs by viewer).
+    const view = async (page) =>
+      (await messageStates(page)).map((m) => ({
+        ...m,
+        reactions: Object.fromEntries(Object.entries(m.reactions).map(([e, r]) => [e, r.count])),
+      }));
+    await eventually(() => view(bob.page), await view(alice.page), "Bob's view before the drop");
+    const before = await view(alice.page);
+    assert.deepEqual(before.find((m) => m.id === reacted).reactions, { '❤️': 1 });
+
+    // Alice drops off; meanwhile Bob edits, deletes, reacts, posts, and changes his new posts.
+    await alice.page.evaluate(() => window.__clubhouse.dropSocket(true));
+    await waitStatus(alice.page, 'reconnecting');
+    const revAway = await alice.page.evaluate(() => window.__clubhouse.rev());
+    assert.ok(revAway > 0, `the page knows no rev (${revAway})`);
+    await editViaMenu(bob.page, edited, 'edited while away');
+    await deleteViaMenu(bob.page, deleted);
+    await reactViaPalette(bob.page, reacted, '🎉');
+    await clickChip(bob.page, reacted, '❤️'); // Bob joins Alice's ❤️
+    await reactViaPalette(bob.page, hers, '👍');
+    await clickChip(bob.page, hers, '😮');
+    const hersReactions = async () => (await messageStates(bob.page)).find((m) => m.id === hers).reactions;
+    await eventually(hersReactions, { '😮': { count: 2, mine: true }, '👍': { count: 1, mine: true } }, "Bob's 😮");
+    await clickChip(bob.page, hers, '😮'); // and takes it back: Alice's 😮 alone again
+    await send(bob, 'new while away');
+    const fresh = await idOf(bob.page, 'new while away');
+    await editViaMenu(bob.page, fresh, 'new, then edited');
+    await reactViaPalette(bob.page, fresh, '😢');
+    await send(bob, 'new and gone');
+    const gone = await idOf(bob.page, 'new and gone');
+    await deleteViaMenu(bob.page, gone);
+    const expected = [
+      { id: edited, user: bob.username, text: 'edited while away', edited: true, deleted: false, reactions: {} },
+      { id: deleted, user: bob.username, text: 'message deleted', edited: false, deleted: true, reactions: {} },
+      { id: reacted, user: bob.username, text: 'to get reactions', edited: false, deleted: false, reactions: { '❤️': 2, '🎉': 1 } },
+      { id: hers, user: alice.username, text: 'alice before', edited: false, deleted: false, reactions: { '😮': 1, '👍': 1 } },
+      { id: fresh, user: bob.username, text: 'new, then edited', edited: true, deleted: false, reactions: { '😢': 1 } },
+      { id: gone, user: bob.username, text: 'message deleted', edited: false, deleted: true, reactions: {} },
+    ];
+    await eventually(() => view(bob.page), expected, "Bob's view");
+    // Still away: Alice's page has none of it.
+    assert.deepEqual(await view(alice.page), before);
+
+    // Back: the catch-up brings exactly the room's state, and the same rev as Bob's page.
+    await alice.page.evaluate(() => window.__clubhouse.resume());
+    await waitConnected(alice.page);
+    await eventually(() => view(alice.page), expected, "Alice's view after the catch-up");
+    const url = alice.sockets[alice.sockets.length - 1];
+    assert.match(url, new RegExp(`[?&]rev=${revAway}(&|$)`), `the reconnect did not ask for rev=${revAway}: ${url}`);
+    await eventually(() => alice.page.evaluate(() => window.__clubhouse.rev()), await bob.page.evaluate(() => window.__clubhouse.rev()), 'the rev');
+    const aliceMine = (await messageStates(alice.page)).find((m) => m.id === reacted).reactions;
+    assert.deepEqual(aliceMine, { '❤️': { count: 2, mine: true }, '🎉': { count: 1, mine: false } });
+    await assertOrderedUnique(alice.page);
+
+    // Live changes still come through after the catch-up.
+    await editViaMenu(bob.page, reacted, 'and one more edit');
+    await eventually(
+      async () => (await view(alice.page)).find((m) => m.id === reacted).text,
+      'and one more edit',
+      'a live edit after the catch-up',
+    );
+
+    // A fresh load shows the same state from the server.
+    const now = await view(alice.page);
+    await alice.page.reload();
+    await waitConnected(alice.page);
+    await eventually(() => view(alice.page), now, "Alice's view after a reload");
+    assertClean(alice);
+    assertClean(bob);
   });
 });
