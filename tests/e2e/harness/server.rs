@@ -13,6 +13,7 @@
 //! included. A [`Server`] that is dropped or stopped signals its group by id.
 
 use std::collections::BTreeSet;
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -28,6 +29,11 @@ use super::{random_u64, Client, TEST_JWT_SECRET};
 
 /// How long a server may take to answer its first request.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long one `wrangler d1` command may take. It takes about a second, but now and then wrangler
+/// stays hung after running its statements; it is then killed and run again, up to
+/// [`D1_ATTEMPTS`] times.
+const D1_TIMEOUT: Duration = Duration::from_secs(60);
+const D1_ATTEMPTS: u32 = 3;
 
 // ---------------------------------------------------------------------------------------------
 // Paths and ports
@@ -338,21 +344,46 @@ impl Server {
             .current_dir(&self.dir);
     }
 
-    /// Runs `wrangler d1 <args> --local` on this server's config and state folder: its exit
-    /// status, stdout and stderr.
+    /// Runs `wrangler d1 <args> --local` on this server's config and state folder, in a process
+    /// group of its own, killed and run again if it hangs (see [`D1_TIMEOUT`]). Its exit status,
+    /// stdout and stderr.
     fn run_d1(&self, args: &[&str]) -> (ExitStatus, String, String) {
-        let mut cmd = Command::new(wrangler_bin());
-        cmd.arg("d1")
-            .args(args)
-            .args(["--local", "--config"])
-            .arg(&self.config_path)
-            .arg("--persist-to")
-            .arg(&self.persist_dir)
-            .stdin(Stdio::null());
-        self.wrangler_env(&mut cmd);
-        let out = cmd.output().expect("run wrangler d1");
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (out.status, text(&out.stdout), text(&out.stderr))
+        let (out_path, err_path) = (self.dir.join("d1.stdout"), self.dir.join("d1.stderr"));
+        for attempt in 1..=D1_ATTEMPTS {
+            let mut cmd = Command::new(wrangler_bin());
+            cmd.arg("d1")
+                .args(args)
+                .args(["--local", "--config"])
+                .arg(&self.config_path)
+                .arg("--persist-to")
+                .arg(&self.persist_dir)
+                .stdin(Stdio::null())
+                .stdout(File::create(&out_path).expect("create d1.stdout"))
+                .stderr(File::create(&err_path).expect("create d1.stderr"))
+                .process_group(0);
+            self.wrangler_env(&mut cmd);
+            let mut child = cmd.spawn().expect("spawn wrangler d1");
+            let deadline = Instant::now() + D1_TIMEOUT;
+            while Instant::now() < deadline {
+                if let Some(status) = child.try_wait().expect("wait for wrangler d1") {
+                    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+                    return (status, read(&out_path), read(&err_path));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            signal_group("KILL", child.id());
+            let _ = child.wait();
+            eprintln!(
+                "[harness] `wrangler d1 {}` hung for {D1_TIMEOUT:?} (attempt {attempt} of \
+                 {D1_ATTEMPTS}); killed its process group",
+                args.join(" ")
+            );
+        }
+        panic!(
+            "`wrangler d1 {}` hung {D1_ATTEMPTS} times; see {}",
+            args.join(" "),
+            self.dir.display()
+        );
     }
 
     fn apply_migrations(&self, binding: &str) {
