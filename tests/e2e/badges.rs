@@ -51,7 +51,7 @@ async fn login_returns_a_bearer_jwt_with_the_contract_claims() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_refuses_bad_tokens_with_401_before_upgrading() {
     let c = client();
-    let (name, real) = c.new_user("badtok").await;
+    let (room, [(name, real)]) = c.room_with_users("lobby", ["badtok"]).await;
     let now = now_secs();
     let with = |edit: &dyn Fn(&mut Value)| {
         let mut claims = good_claims(&name);
@@ -130,29 +130,29 @@ async fn ws_refuses_bad_tokens_with_401_before_upgrading() {
     assert_eq!(real_header["alg"], "HS256");
 
     for (what, token) in &cases {
-        let resp = c.upgrade_attempt(&ws_path("lobby", token)).await;
+        let resp = c.upgrade_attempt(&ws_path(&room, token)).await;
         expect_json_error(resp, 401, what).await;
     }
-    let resp = c.upgrade_attempt("/ws/lobby").await;
+    let resp = c.upgrade_attempt(&format!("/ws/{room}")).await;
     expect_json_error(resp, 401, "no token at all").await;
 
     // And through a real WebSocket client: the handshake fails with the 401.
     let forged = sign_hs256(&good_claims(&name), OTHER_KEY);
     assert_refused(
-        c.try_ws("lobby", &forged).await,
+        c.try_ws(&room, &forged).await,
         401,
         "a forged token must not upgrade",
     );
 
     // The same claims signed with the right key DO get in: the refusals above are about the
     // badge, not about the harness's tokens.
-    c.ws_ready("lobby", &test_token(&good_claims(&name))).await;
+    c.ws_ready(&room, &test_token(&good_claims(&name))).await;
     // Expired, but within the 30 s leeway: still accepted.
     let recent = test_token(&with(&|c| {
         c["iat"] = json!(now - 3600);
         c["exp"] = json!(now - 5);
     }));
-    let ws2 = c.try_ws("lobby", &recent).await;
+    let ws2 = c.try_ws(&room, &recent).await;
     assert!(
         ws2.is_ok(),
         "exp 5 s ago is within the 30 s leeway: {:?}",

@@ -25,9 +25,9 @@ async fn broadcast(members: &mut [&mut WsClient], room: &str, from: &str, conten
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_without_upgrade_header_is_426() {
     let c = client();
-    let (_, token) = c.new_user("noupg").await;
-    let resp = c.get(&ws_path("lobby", &token)).send().await.unwrap();
-    expect_json_error(resp, 426, "GET /ws/lobby without Upgrade").await;
+    let (room, [(_, token)]) = c.room_with_users("lobby", ["noupg"]).await;
+    let resp = c.get(&ws_path(&room, &token)).send().await.unwrap();
+    expect_json_error(resp, 426, "GET /ws/{room} without Upgrade").await;
 }
 
 /// Room ids are 1 to 64 of `[A-Za-z0-9_-]`: 65 characters is a 422, like the 65-character room
