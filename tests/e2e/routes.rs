@@ -1,0 +1,111 @@
+//! What the Worker answers per path and method: the browser client's files (`src/api/page.rs`),
+//! unknown paths, wrong methods.
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_served_by_the_worker_with_etags_and_its_security_headers() {
+    let c = client();
+    let public = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("public");
+    for (path, file, media) in [
+        ("/", "index.html", "text/html"),
+        ("/index.html", "index.html", "text/html"),
+        ("/app.js", "app.js", "text/javascript"),
+        ("/app.css", "app.css", "text/css"),
+        ("/favicon.svg", "favicon.svg", "image/svg+xml"),
+    ] {
+        let resp = c.get(path).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "GET {path}");
+        let content_type = header(&resp, "content-type");
+        assert!(
+            content_type.starts_with(media),
+            "GET {path}: {content_type}"
+        );
+        let csp = header(&resp, "content-security-policy");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert_eq!(header(&resp, "x-content-type-options"), "nosniff");
+        assert_eq!(header(&resp, "cache-control"), "no-cache");
+        let etag = header(&resp, "etag");
+        assert!(
+            etag.starts_with('"') && etag.ends_with('"'),
+            "GET {path}: etag {etag:?}"
+        );
+        let body = resp.bytes().await.unwrap();
+        assert_eq!(
+            body.as_ref(),
+            std::fs::read(public.join(file)).unwrap(),
+            "GET {path}"
+        );
+
+        // Revalidation: the same tag is a 304 without a body; another tag gets the file again.
+        let again = c
+            .get(path)
+            .header("If-None-Match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "GET {path} If-None-Match");
+        assert_eq!(header(&again, "etag"), etag);
+        assert!(again.bytes().await.unwrap().is_empty());
+        let stale = c
+            .get(path)
+            .header("If-None-Match", "\"0000\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), 200, "GET {path} with a stale tag");
+
+        let head = c.request(reqwest::Method::HEAD, path).send().await.unwrap();
+        assert_eq!(head.status(), 200, "HEAD {path}");
+        assert_eq!(header(&head, "etag"), etag);
+        assert!(
+            head.bytes().await.unwrap().is_empty(),
+            "HEAD {path} has no body"
+        );
+
+        let post = c.post(path).body("x").send().await.unwrap();
+        assert_eq!(header(&post, "allow"), "GET, HEAD");
+        expect_json_error(post, 405, &format!("POST {path}")).await;
+    }
+    for path in ["/_headers", "/public/app.js", "/app.js/", "/index.htm"] {
+        let resp = c.get(path).send().await.unwrap();
+        expect_json_error(resp, 404, &format!("GET {path}")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_are_404_json() {
+    let c = client();
+    // (`/` and the files of public/ are the browser client: see the_page_is_served_by_the_worker.)
+    for path in [
+        "/nope",
+        "/users/extra",
+        "/tokens",
+        "/ws",
+        "/ws/room/extra",
+        "/.env",
+        "/%2e%2e/etc/passwd",
+    ] {
+        let resp = c.get(path).send().await.unwrap();
+        expect_json_error(resp, 404, &format!("GET {path}")).await;
+    }
+    let resp = c.post("/nope").body("{}").send().await.unwrap();
+    expect_json_error(resp, 404, "POST /nope").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_methods_are_json_errors() {
+    let c = client();
+    for (method, path) in [
+        (reqwest::Method::GET, "/users/"),
+        (reqwest::Method::GET, "/token"),
+        (reqwest::Method::DELETE, "/users/"),
+        (reqwest::Method::PUT, "/token"),
+    ] {
+        let resp = c.request(method.clone(), path).send().await.unwrap();
+        expect_json_error_in(resp, &[404, 405], &format!("{method} {path}")).await;
+    }
+}
