@@ -525,7 +525,7 @@ impl ChatRoom {
             if after >= sent_rev {
                 return Ok((Backlog::Changes(Vec::new()), false));
             }
-            if after >= self.meta.borrow().dropped_rev {
+            if after >= self.storage.dropped_rev() {
                 let items = self
                     .storage
                     .changes_since(after, sent_id, sent_rev, MAX_CATCH_UP)?;

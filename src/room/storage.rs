@@ -102,9 +102,6 @@ pub struct RoomMeta {
     pub used: bool,
     pub private: bool,
     pub owner: Option<String>,
-    /// The newest revision of a message the history cap dropped: a catch-up from before it
-    /// cannot be exact.
-    pub dropped_rev: i64,
 }
 
 impl RoomMeta {
@@ -114,7 +111,6 @@ impl RoomMeta {
             "used" => self.used = value == "1",
             "private" => self.private = value == "1",
             "owner" => self.owner = Some(value.to_owned()),
-            "dropped_rev" => self.dropped_rev = value.parse().unwrap_or(0),
             _ => {}
         }
     }
@@ -157,6 +153,9 @@ pub struct RoomStorage {
     ready: Cell<bool>,
     /// Whether any reaction was ever stored: until then reads skip the `reactions` table.
     reacted: Cell<bool>,
+    /// The newest revision of a message the history cap dropped (`meta.dropped_rev`): a
+    /// catch-up from before it cannot be exact.
+    dropped_rev: Cell<i64>,
 }
 
 /// One stored message row.
@@ -211,6 +210,7 @@ impl RoomStorage {
             room: room.to_owned(),
             ready: Cell::new(SCHEMA.iter().all(|(name, _)| has(name))),
             reacted: Cell::new(false),
+            dropped_rev: Cell::new(0),
         });
         if has("messages") && !has("reactions") {
             for statement in UPGRADE_FROM_PLAIN_MESSAGES {
@@ -258,6 +258,9 @@ impl RoomStorage {
                 .exec("SELECT key, value FROM meta", None)?
                 .to_array::<MetaRow>()?
             {
+                if row.key == "dropped_rev" {
+                    storage.dropped_rev.set(row.value.parse().unwrap_or(0));
+                }
                 wake.meta.apply(&row.key, &row.value);
             }
         }
@@ -322,8 +325,14 @@ impl RoomStorage {
         )?;
         if let Some(rev) = dropped.rev {
             self.set_meta("dropped_rev", &rev.to_string())?;
+            self.dropped_rev.set(rev);
         }
         Ok(())
+    }
+
+    /// The newest revision of a message the history cap dropped (0: none).
+    pub fn dropped_rev(&self) -> i64 {
+        self.dropped_rev.get()
     }
 
     /// The newest `limit` messages with `after < id <= through`, in their current state.

@@ -10,6 +10,8 @@ mod harness;
 
 mod accounts;
 mod badges;
+mod changes;
+mod findings;
 mod history;
 mod limits;
 mod ops;

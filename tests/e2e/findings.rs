@@ -1,0 +1,105 @@
+//! What tools nobody here wrote found (fuzzers, a schema-driven tester, sqlmap), each kept
+//! fixed by a test.
+
+use reqwest::Method;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn logout_all_takes_only_a_boolean_and_never_reads_a_typo_as_no() {
+    let c = client();
+    let (name, first) = c.new_user("flag").await;
+    for bad in ["yes", "", "2", "tru"] {
+        let resp = c
+            .post(&format!("/logout?all={bad}"))
+            .bearer_auth(&first)
+            .send()
+            .await
+            .unwrap();
+        let body = expect_json_error(resp, 422, "a non-boolean all").await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("boolean"),
+            "{body}"
+        );
+    }
+    // Nothing was revoked by the refused calls.
+    assert_eq!(c.get_bearer("/rooms/lobby", &first).await.status(), 200);
+
+    // `True` is what Python's requests sends for `params={"all": True}`: everywhere.
+    let second = c.login(&name, DEFAULT_PASSWORD).await;
+    let resp = c
+        .post("/logout?all=True")
+        .bearer_auth(&second)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(resp, "logout everywhere").await;
+    assert_eq!((status, body["all"].as_bool()), (200, Some(true)), "{body}");
+    assert_eq!(
+        c.get_bearer("/rooms/lobby", &first).await.status(),
+        401,
+        "the other session is gone too"
+    );
+}
+
+#[tokio::test]
+async fn unknown_methods_are_405_with_the_routes_allow_not_a_get() {
+    let c = client();
+    for name in ["QUERY", "PROPFIND", "SEARCH", "PURGE"] {
+        let method = Method::from_bytes(name.as_bytes()).unwrap();
+        for (path, allow) in [("/healthz", "GET"), ("/", "GET, HEAD"), ("/token", "POST")] {
+            let resp = c.request(method.clone(), path).send().await.unwrap();
+            assert_eq!(header(&resp, "allow"), allow, "{name} {path}");
+            expect_json_error(resp, 405, "an unknown method").await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_numeric_username_is_logged_as_text() {
+    let c = client();
+    let digits = format!("{}", 100_000_000 + random_u64() % 800_000_000);
+    assert_eq!(c.signup(&digits, DEFAULT_PASSWORD).await.status(), 201);
+    let wanted = format!(r#""username":"{digits}""#);
+    let mut logged = false;
+    for _ in 0..50 {
+        if SHARED.get().log().contains(&wanted) {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(logged, "no log line with {wanted}");
+    assert!(!SHARED
+        .get()
+        .log()
+        .contains(&format!(r#""username":{digits}"#)));
+}
+
+#[tokio::test]
+async fn a_login_right_after_logging_out_everywhere_works_in_the_same_second() {
+    let c = client();
+    let (name, _) = c.new_user("again").await;
+    // Several tries: each has a good chance to land in the logout's second.
+    for _ in 0..4 {
+        let old = c.login(&name, DEFAULT_PASSWORD).await;
+        let leaving = c.login(&name, DEFAULT_PASSWORD).await;
+        assert_eq!(c.logout(&leaving, true).await.status(), 200);
+        let fresh = c.login(&name, DEFAULT_PASSWORD).await;
+        let room = unique_name("after");
+        assert_eq!(
+            c.get_bearer(&format!("/rooms/{room}"), &fresh)
+                .await
+                .status(),
+            200,
+            "a badge issued after the logout is valid"
+        );
+        let mut ws = c.ws(&room, &fresh).await;
+        ws.roundtrip_ping().await;
+        assert_eq!(
+            c.get_bearer(&format!("/rooms/{room}"), &old).await.status(),
+            401,
+            "one issued before it is not"
+        );
+    }
+}
