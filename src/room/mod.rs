@@ -315,6 +315,7 @@ impl ChatRoom {
         };
         let change = match &frame {
             ClientFrame::Message(message) => return self.post(ws, member, message, now as i64),
+            // Handled above, before the message limit.
             ClientFrame::Typing => return Ok(()),
             ClientFrame::Edit { id, content } => Change::Edit { id: *id, content },
             ClientFrame::Delete { id } => Change::Delete { id: *id },
