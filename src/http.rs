@@ -87,13 +87,26 @@ pub fn query_param(url: &worker::Url, name: &str) -> Option<String> {
 /// `Request.url`), decoded, without parsing the whole URL: the query is what follows the first
 /// `?`, up to a `#` (serialisation percent-encodes any `#` inside it).
 pub fn raw_query_param(url: &str, name: &str) -> Option<String> {
-    let query = url.split_once('?')?.1;
+    let [value] = raw_query_params(url, [name]);
+    value
+}
+
+/// [`raw_query_param`] for several names, reading the query once.
+pub fn raw_query_params<const N: usize>(url: &str, names: [&str; N]) -> [Option<String>; N] {
+    let mut values = [const { None }; N];
+    let Some((_, query)) = url.split_once('?') else {
+        return values;
+    };
     let query = query.split_once('#').map_or(query, |(q, _)| q);
-    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-        .ok()?
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
+    let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else {
+        return values;
+    };
+    for (key, value) in pairs {
+        if let Some(i) = names.iter().position(|n| *n == key) {
+            values[i].get_or_insert(value);
+        }
+    }
+    values
 }
 
 /// The path of a serialised URL (as the runtime gives `Request.url`), without parsing it: in a
@@ -182,7 +195,7 @@ pub fn bearer_token(req: &Request) -> ApiResult<Option<String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{path_of, query_param, raw_query_param};
+    use super::{path_of, query_param, raw_query_param, raw_query_params};
 
     #[test]
     fn raw_query_params_read_as_the_url_parser_reads_them() {
@@ -208,6 +221,14 @@ mod tests {
         assert_eq!(
             raw_query_param("http://h/?token=x%2By+z", "token").as_deref(),
             Some("x+y z")
+        );
+        assert_eq!(
+            raw_query_params(
+                "http://h/ws/r?rev=3&token=t&rev=4",
+                ["token", "since", "rev"]
+            ),
+            [Some("t".into()), None, Some("3".into())],
+            "one read, the first value of each"
         );
     }
 

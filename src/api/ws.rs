@@ -43,15 +43,17 @@ pub async fn connect(
     }
     check_origin(&headers, url, &Config::from_env(env))?;
 
+    // The query read once: a reconnect storm is all connects.
+    let [query_token, since, rev] = http::raw_query_params(url, ["token", "since", "rev"]);
     let (token, via_subprotocol) = match subprotocol_token(&headers)? {
         Some(token) => (Some(token), true),
-        None => (http::raw_query_param(url, "token"), false),
+        None => (query_token, false),
     };
     // The signature and times only: the room asks the session ledger about revocation, and
     // only for a badge it has not had admitted before (`room/admissions.rs`).
     let badge = guard::verify_signature(env, token.as_deref())?;
-    let since = position(url, "since")?;
-    let rev = position(url, "rev")?;
+    let since = position(since, "since")?;
+    let rev = position(rev, "rev")?;
     // Handed over as a public room's socket first; `member` changes if the room says private.
     let mut handover = Handover {
         user: badge.username.as_str().to_owned(),
@@ -111,8 +113,8 @@ async fn member_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<Roo
 
 /// `?since=` (a message id) or `?rev=` (a room revision): where the client's copy of the room
 /// ends. Parsed here, so only a plain number ever reaches the room.
-fn position(url: &str, name: &'static str) -> ApiResult<Option<u64>> {
-    match http::raw_query_param(url, name).map(|s| s.parse::<u64>()) {
+fn position(value: Option<String>, name: &'static str) -> ApiResult<Option<u64>> {
+    match value.map(|s| s.parse::<u64>()) {
         Some(Ok(n)) => Ok(Some(n)),
         Some(Err(_)) => Err(ApiError::unprocessable(format!(
             "{name} must be a non-negative integer"

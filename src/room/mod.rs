@@ -277,11 +277,10 @@ impl ChatRoom {
         let now = worker::Date::now().as_millis();
         let frame = protocol::parse_client_frame(&text, &self.name);
         if let Ok(ClientFrame::Typing) = frame {
-            let own = self.sockets.of_user(&member.user);
             let after = self.typing.typing(
                 &member.user,
                 member.conn,
-                &own,
+                || self.sockets.of_user(&member.user),
                 self.sockets.count(),
                 now as f64,
             );

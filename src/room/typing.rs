@@ -78,13 +78,14 @@ impl Typing {
         }
     }
 
-    /// `user` (connection `conn`) is typing at `now_ms`; `own` are the user's sockets, which
-    /// are not told; `room_sockets` how many the room holds.
+    /// `user` (connection `conn`) is typing at `now_ms`; `own` lists the user's sockets, which
+    /// are not told (asked only for a frame that is forwarded: most are dropped by the gate);
+    /// `room_sockets` is how many the room holds.
     pub fn typing(
         &self,
         user: &str,
         conn: u32,
-        own: &[WebSocket],
+        own: impl FnOnce() -> Vec<WebSocket>,
         room_sockets: usize,
         now_ms: f64,
     ) -> AfterTyping {
@@ -97,7 +98,7 @@ impl Typing {
             return AfterTyping::Keep;
         }
         let frame = ServerFrame::Typing { username: user }.to_json();
-        self.fanout.to_all_except(&frame, own);
+        self.fanout.to_all_except(&frame, &own());
         AfterTyping::Keep
     }
 
