@@ -318,11 +318,21 @@ export async function reactViaPalette(page, id, emoji) {
   await messageItem(page, id).locator('.react-btn').click();
   const palette = page.locator(`#popup-${id}[role=menu]`);
   await palette.waitFor({ state: 'visible' });
-  await palette.getByRole('menuitemcheckbox', { name: `React with ${emoji}` }).click();
+  const item = palette.getByRole('menuitemcheckbox', { name: `React with ${emoji}` });
+  const wasMine = (await item.getAttribute('aria-checked')) === 'true';
+  await item.click();
   await palette.waitFor({ state: 'detached' });
+  // Returns once the room's echo is shown, so a snapshot taken next includes it.
+  const mineChip = messageItem(page, id).locator(`.reactions .chip[data-emoji="${emoji}"][aria-pressed="true"]`);
+  await mineChip.waitFor({ state: wasMine ? 'detached' : 'visible' });
 }
 
 /** Clicks the chip of `emoji` under a message (toggles my reaction). */
 export async function clickChip(page, id, emoji) {
-  await messageItem(page, id).locator(`.reactions .chip[data-emoji="${emoji}"]`).click();
+  const chip = messageItem(page, id).locator(`.reactions .chip[data-emoji="${emoji}"]`);
+  const wasMine = (await chip.getAttribute('aria-pressed')) === 'true';
+  await chip.click();
+  // Returns once the room's echo is shown, as reactViaPalette does.
+  const mineChip = messageItem(page, id).locator(`.reactions .chip[data-emoji="${emoji}"][aria-pressed="true"]`);
+  await mineChip.waitFor({ state: wasMine ? 'detached' : 'visible' });
 }
