@@ -105,14 +105,21 @@ impl Store {
         })
     }
 
-    /// Records a private room and its owner as its first member.
-    pub async fn create_room(&self, room: &str, owner: &str, now_ms: f64) -> ApiResult<()> {
+    /// Records an owned room (private, or public) and its owner as its first member.
+    pub async fn create_room(
+        &self,
+        room: &str,
+        owner: &str,
+        private: bool,
+        now_ms: f64,
+    ) -> ApiResult<()> {
         let now = JsValue::from_f64(now_ms);
+        let private = JsValue::from_f64(if private { 1.0 } else { 0.0 });
         self.db
             .batch(vec![
                 self.db
-                    .prepare("INSERT INTO rooms (room_id, owner, private, created_at) VALUES (?1, ?2, 1, ?3)")
-                    .bind(&[room.into(), owner.into(), now.clone()])?,
+                    .prepare("INSERT INTO rooms (room_id, owner, private, created_at) VALUES (?1, ?2, ?3, ?4)")
+                    .bind(&[room.into(), owner.into(), private, now.clone()])?,
                 self.db
                     .prepare("INSERT OR IGNORE INTO room_members (room_id, username, added_at) VALUES (?1, ?2, ?3)")
                     .bind(&[room.into(), owner.into(), now])?,

@@ -3,6 +3,7 @@
 
 mod guard;
 mod health;
+mod moderation;
 mod page;
 mod rooms;
 mod token;
@@ -121,8 +122,28 @@ async fn route(
             rooms::create(req(), env).await
         }
         ["rooms", room] => {
+            only(&[Method::Get, Method::Patch], "GET, PATCH")?;
+            if method == Some(&Method::Patch) {
+                moderation::settings(req(), env, room).await
+            } else {
+                rooms::info(req(), env, room).await
+            }
+        }
+        ["rooms", room, "audit"] => {
             only(&[Method::Get], "GET")?;
-            rooms::info(req(), env, room).await
+            moderation::audit(req(), env, room).await
+        }
+        ["rooms", room, "moderators", user] => {
+            only(&[Method::Put, Method::Delete], "PUT, DELETE")?;
+            moderation::moderator(req(), env, room, user).await
+        }
+        ["rooms", room, "kick", user] => {
+            only(&[Method::Post], "POST")?;
+            moderation::kick(req(), env, room, user).await
+        }
+        ["rooms", room, kind @ ("bans" | "mutes"), user] => {
+            only(&[Method::Put, Method::Delete], "PUT, DELETE")?;
+            moderation::sanction(req(), env, room, kind, user).await
         }
         ["rooms", room, what @ ("messages" | "members")] => {
             only(&[Method::Get], "GET")?;

@@ -1,5 +1,6 @@
-//! Room administration and reads over HTTP: create a private room, manage its members, page
-//! through history, see who is online, and the operators' stats.
+//! Room administration and reads over HTTP: create an owned room (private or public), manage a
+//! private room's members, page through history, see who is online, and the operators' stats.
+//! Moderation of owned rooms is `moderation.rs`.
 
 use serde::Deserialize;
 use worker::{Env, Method, Request, Response};
@@ -27,7 +28,9 @@ pub fn parse_room(raw: &str) -> ApiResult<RoomId> {
     RoomId::parse(raw).map_err(|e| ApiError::unprocessable(e.0))
 }
 
-/// `POST /rooms` `{"room_id", "private": true}`: claims an unused room name as a private room.
+/// `POST /rooms` `{"room_id", "private": true|false}`: claims an unused room name for the caller,
+/// as a private room (members only) or an owned public room (anyone may join; the owner
+/// moderates).
 pub async fn create(mut req: Request, env: &Env) -> ApiResult<Response> {
     let badge = guard::bearer(&req, env).await?;
     if req.headers().has("Content-Type")? {
@@ -36,60 +39,64 @@ pub async fn create(mut req: Request, env: &Env) -> ApiResult<Response> {
     let body = http::read_body(&mut req).await?;
     if !crate::protocol::looks_like_object(&body) {
         return Err(ApiError::unprocessable(
-            "body must be a JSON object {\"room_id\": string, \"private\": true}",
+            "body must be a JSON object {\"room_id\": string, \"private\": boolean}",
         ));
     }
     let body: CreateRoom = serde_json::from_slice(&body).map_err(|e| {
         ApiError::unprocessable(format!(
-            "body must be JSON {{\"room_id\": string, \"private\": true}} ({e})"
+            "body must be JSON {{\"room_id\": string, \"private\": boolean}} ({e})"
         ))
     })?;
-    if !body.private {
-        return Err(ApiError::unprocessable(
-            "public rooms need no creation: connect to /ws/{room_id}; POST /rooms makes private rooms",
-        ));
-    }
     let room = parse_room(&body.room_id)?;
     let owner = badge.username.as_str();
-    if RoomStub::new(env, &room).claim(owner).await? == Claim::Taken {
+    if RoomStub::new(env, &room).claim(owner, body.private).await? == Claim::Taken {
         return Err(ApiError::new(409, "room already exists"));
     }
     Store::from_env(env)?
-        .create_room(room.as_str(), owner, worker::Date::now().as_millis() as f64)
+        .create_room(
+            room.as_str(),
+            owner,
+            body.private,
+            worker::Date::now().as_millis() as f64,
+        )
         .await?;
-    guard::mark_private(&room);
+    if body.private {
+        guard::mark_private(&room);
+    }
     log::info(
         "room_created",
         &[("username", owner), ("room", room.as_str())],
     );
     Ok(http::json(
         201,
-        &serde_json::json!({ "room_id": room, "private": true, "owner": owner }),
+        &serde_json::json!({ "room_id": room, "private": body.private, "owner": owner }),
     ))
 }
 
-/// `GET /rooms/{room_id}`: whether the room is private, its owner, and (for the owner) members.
+/// `GET /rooms/{room_id}`: whether the room is private, its owner (null for an ad-hoc public
+/// room), its moderators and slow mode, and (for a private room's owner) its members.
 pub async fn info(req: Request, env: &Env, raw_room: &str) -> ApiResult<Response> {
     let badge = guard::bearer(&req, env).await?;
     let room = parse_room(raw_room)?;
     let access = guard::room_access(env, &room, &badge).await?;
-    Ok(match access {
-        RoomAccess::Member { owner } => {
-            let members = if owner.eq_ignore_ascii_case(badge.username.as_str()) {
-                Some(Store::from_env(env)?.room_members(room.as_str()).await?)
-            } else {
-                None
-            };
-            http::json(
-                200,
-                &serde_json::json!({ "room_id": room, "private": true, "owner": owner, "members": members }),
-            )
+    let members = match &access {
+        RoomAccess::Member { owner } if owner.eq_ignore_ascii_case(badge.username.as_str()) => {
+            Some(Store::from_env(env)?.room_members(room.as_str()).await?)
         }
-        _ => http::json(
-            200,
-            &serde_json::json!({ "room_id": room, "private": false, "owner": null }),
-        ),
-    })
+        _ => None,
+    };
+    let info = RoomStub::new(env, &room).info().await?;
+    Ok(http::json(
+        200,
+        &serde_json::json!({
+            "room_id": room,
+            "private": matches!(access, RoomAccess::Member { .. }),
+            "owner": info.owner,
+            "moderators": info.moderators,
+            "slow_mode_secs": info.slow_mode_secs,
+            "members": members,
+        }),
+    ))
 }
 
 /// `GET /rooms/{room_id}/messages?before=&limit=` and `GET /rooms/{room_id}/members`.
@@ -106,7 +113,9 @@ pub async fn read(req: Request, env: &Env, raw_room: &str, what: &str) -> ApiRes
         return Err(ApiError::new(414, "query string too long"));
     }
     let member = matches!(access, RoomAccess::Member { .. });
-    RoomStub::new(env, &room).read(what, &query, member).await
+    RoomStub::new(env, &room)
+        .read(what, &query, member, badge.username.as_str())
+        .await
 }
 
 /// The owner of a private room, or 403/404.

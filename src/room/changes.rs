@@ -1,5 +1,5 @@
-//! Changes to stored messages: edits (the author), deletions (the author or the room's owner)
-//! and reactions (any member). The rules are pure ([`check`], [`react`]) and unit-tested
+//! Changes to stored messages: edits (the author), deletions (the author, or the room's owner
+//! and moderators: `moderation.rs` decides) and reactions (any member). The rules are pure ([`check`], [`react`]) and unit-tested
 //! natively; [`Changes`] applies them: each change takes the next revision, is written in its
 //! frame's own event after the outbox stores what was waiting (one commit for both), and its
 //! frame goes to everyone once that commit is durable, in revision order with the messages.
@@ -57,23 +57,24 @@ impl Refusal {
     }
 }
 
-/// Whether `user` may make `change` to the message `target` (`None`: no such message) in a
-/// room owned by `owner`.
+/// Whether `user` may make `change` to the message `target` (`None`: no such message);
+/// `may_remove(author)`: whether `user` may delete what `author` wrote.
 pub fn check(
     change: &Change,
     target: Option<&Target>,
     user: &str,
-    owner: Option<&str>,
+    may_remove: &dyn Fn(&str) -> bool,
 ) -> std::result::Result<(), Refusal> {
     let target = target.ok_or(Refusal::UnknownId)?;
     if target.deleted {
         return Err(Refusal::AlreadyDeleted);
     }
     let author = target.username.eq_ignore_ascii_case(user);
-    let owns_room = owner.is_some_and(|o| o.eq_ignore_ascii_case(user));
     match change {
         Change::Edit { .. } if !author => Err(Refusal::NotYours),
-        Change::Delete { .. } if !(author || owns_room) => Err(Refusal::NotYours),
+        Change::Delete { .. } if !(author || may_remove(&target.username)) => {
+            Err(Refusal::NotYours)
+        }
         _ => Ok(()),
     }
 }
@@ -130,19 +131,20 @@ impl Changes {
         }
     }
 
-    /// `user` asks for `change` at `now_ms` in a room owned by `owner`: applied, or refused.
+    /// `user` asks for `change` at `now_ms` (`may_remove` as for [`check`]): applied, with the
+    /// author of the message changed, or refused.
     pub fn apply(
         &self,
         user: &str,
-        owner: Option<&str>,
+        may_remove: &dyn Fn(&str) -> bool,
         change: Change,
         now_ms: i64,
-    ) -> Result<std::result::Result<(), Refusal>> {
+    ) -> Result<std::result::Result<String, Refusal>> {
         // Every accepted message is stored first: the change sees it, and follows it.
         self.outbox.store_waiting();
         let id = change.id();
         let target = self.storage.target(id)?;
-        if let Err(refusal) = check(&change, target.as_ref(), user, owner) {
+        if let Err(refusal) = check(&change, target.as_ref(), user, may_remove) {
             return Ok(Err(refusal));
         }
         let author = target.map(|t| t.username).unwrap_or_default();
@@ -175,7 +177,7 @@ impl Changes {
                 let mut reactions = self.storage.reactions(id)?;
                 match react(&mut reactions, emoji.as_str(), user, add) {
                     Ok(true) => {}
-                    Ok(false) => return Ok(Ok(())),
+                    Ok(false) => return Ok(Ok(author)),
                     Err(refusal) => return Ok(Err(refusal)),
                 }
                 self.storage
@@ -190,7 +192,7 @@ impl Changes {
             }
         };
         self.outbox.changed(rev, frame);
-        Ok(Ok(()))
+        Ok(Ok(author))
     }
 }
 
@@ -205,34 +207,40 @@ mod tests {
         }
     }
 
+    const NOBODY_ELSE: &dyn Fn(&str) -> bool = &|_| false;
+    const ANYONE: &dyn Fn(&str) -> bool = &|_| true;
+
     #[test]
-    fn only_the_author_edits_and_the_author_or_owner_deletes() {
+    fn only_the_author_edits_and_the_author_or_a_moderator_deletes() {
         let bob = target("bob", false);
         let edit = Change::Edit {
             id: 1,
             content: "x",
         };
         let delete = Change::Delete { id: 1 };
-        assert_eq!(check(&edit, Some(&bob), "bob", None), Ok(()));
+        assert_eq!(check(&edit, Some(&bob), "bob", NOBODY_ELSE), Ok(()));
         assert_eq!(
-            check(&edit, Some(&bob), "Bob", None),
+            check(&edit, Some(&bob), "Bob", NOBODY_ELSE),
             Ok(()),
             "names ignore case"
         );
         assert_eq!(
-            check(&edit, Some(&bob), "eve", Some("eve")),
+            check(&edit, Some(&bob), "eve", ANYONE),
             Err(Refusal::NotYours),
-            "an owner cannot put words in a member's mouth"
+            "a moderator cannot put words in a member's mouth"
         );
-        assert_eq!(check(&delete, Some(&bob), "bob", None), Ok(()));
-        assert_eq!(check(&delete, Some(&bob), "eve", Some("eve")), Ok(()));
+        assert_eq!(check(&delete, Some(&bob), "bob", NOBODY_ELSE), Ok(()));
+        assert_eq!(check(&delete, Some(&bob), "eve", ANYONE), Ok(()));
         assert_eq!(
-            check(&delete, Some(&bob), "eve", None),
+            check(&delete, Some(&bob), "eve", NOBODY_ELSE),
             Err(Refusal::NotYours)
         );
+        let only_bob = |author: &str| author == "bob";
+        assert_eq!(check(&delete, Some(&bob), "eve", &only_bob), Ok(()));
         assert_eq!(
-            check(&delete, Some(&bob), "eve", Some("carol")),
-            Err(Refusal::NotYours)
+            check(&delete, Some(&target("carol", false)), "eve", &only_bob),
+            Err(Refusal::NotYours),
+            "asked about the message's author"
         );
     }
 
@@ -252,12 +260,9 @@ mod tests {
                 add: true,
             },
         ] {
+            assert_eq!(check(&change, None, "bob", ANYONE), Err(Refusal::UnknownId));
             assert_eq!(
-                check(&change, None, "bob", Some("bob")),
-                Err(Refusal::UnknownId)
-            );
-            assert_eq!(
-                check(&change, Some(&gone), "bob", Some("bob")),
+                check(&change, Some(&gone), "bob", ANYONE),
                 Err(Refusal::AlreadyDeleted)
             );
         }

@@ -20,11 +20,23 @@ pub const ACCESS_HEADER: &str = "x-clubhouse-access";
 /// On the room's 403 to a request checked only as public: the room is private, and the caller
 /// should look up the user's membership (D1) and ask again as `member`.
 pub const PRIVATE_HEADER: &str = "x-clubhouse-private";
+/// The username from the caller's verified badge, on the requests whose answer depends on who
+/// asks (history and the audit log refuse banned users and non-moderators).
+pub const USER_HEADER: &str = "x-clubhouse-user";
 
 /// One room, as the Worker calls it.
 pub struct RoomStub<'a> {
     env: &'a Env,
     room: &'a RoomId,
+}
+
+/// What a room says about itself.
+#[derive(Debug, serde::Deserialize)]
+pub struct RoomInfo {
+    pub private: bool,
+    pub owner: Option<String>,
+    pub moderators: Vec<String>,
+    pub slow_mode_secs: i64,
 }
 
 /// What a room answered to a claim.
@@ -54,20 +66,44 @@ impl<'a> RoomStub<'a> {
         path_and_query: &str,
         member: bool,
     ) -> ApiResult<Response> {
+        self.call_as(method, path_and_query, member, None, None)
+            .await
+    }
+
+    /// Calls an internal route on behalf of `user` (from the verified badge), with a JSON body.
+    async fn call_as(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        member: bool,
+        user: Option<&str>,
+        body: Option<String>,
+    ) -> ApiResult<Response> {
         let headers = Headers::new();
         headers.set(ACCESS_HEADER, if member { "member" } else { "public" })?;
+        if let Some(user) = user {
+            headers.set(USER_HEADER, user)?;
+        }
         let mut init = RequestInit::new();
         init.with_method(method).with_headers(headers);
+        if let Some(body) = body {
+            init.with_body(Some(body.into()));
+        }
         let url = format!("https://room.internal{path_and_query}");
         let req = Request::new_with_init(&url, &init)?;
         Ok(self.stub()?.fetch_with_request(req).await?)
     }
 
-    /// Makes the unused room private to `owner` (a validated username): the room decides
-    /// atomically whether the name is free (never used, never claimed).
-    pub async fn claim(&self, owner: &str) -> ApiResult<Claim> {
+    /// Gives the unused room to `owner` (a validated username), private or public: the room
+    /// decides atomically whether the name is free (never used, never claimed).
+    pub async fn claim(&self, owner: &str, private: bool) -> ApiResult<Claim> {
+        let private = if private { 1 } else { 0 };
         let mut answer = self
-            .call(Method::Post, &format!("/claim?owner={owner}"), false)
+            .call(
+                Method::Post,
+                &format!("/claim?owner={owner}&private={private}"),
+                false,
+            )
             .await?;
         match answer.status_code() {
             201 => Ok(Claim::Created),
@@ -81,9 +117,52 @@ impl<'a> RoomStub<'a> {
 
     /// `GET /messages?…` or `/members`, answered as the room answers it (the query is the
     /// client's, at most 256 bytes, read by the room with its own validation).
-    pub async fn read(&self, what: &str, query: &str, member: bool) -> ApiResult<Response> {
-        self.call(Method::Get, &format!("/{what}{query}"), member)
-            .await
+    pub async fn read(
+        &self,
+        what: &str,
+        query: &str,
+        member: bool,
+        user: &str,
+    ) -> ApiResult<Response> {
+        self.call_as(
+            Method::Get,
+            &format!("/{what}{query}"),
+            member,
+            Some(user),
+            None,
+        )
+        .await
+    }
+
+    /// The room's owner, moderators and slow mode (`/info`).
+    pub async fn info(&self) -> ApiResult<RoomInfo> {
+        let mut answer = self.call(Method::Get, "/info", true).await?;
+        Ok(answer.json().await?)
+    }
+
+    /// Forwards a moderation action by `actor` (from the verified badge); the room's answer as
+    /// it gave it (200, or the refusal).
+    pub async fn moderate(&self, request: &serde_json::Value) -> ApiResult<Response> {
+        self.call_as(
+            Method::Post,
+            "/moderate",
+            true,
+            None,
+            Some(request.to_string()),
+        )
+        .await
+    }
+
+    /// The audit log as `user` asks for it (`query`: the client's, at most 256 bytes).
+    pub async fn audit(&self, query: &str, user: &str) -> ApiResult<Response> {
+        self.call_as(
+            Method::Get,
+            &format!("/audit{query}"),
+            true,
+            Some(user),
+            None,
+        )
+        .await
     }
 
     /// The operators' figures (`/stats`).

@@ -13,12 +13,14 @@
 //! owns: `sockets.rs` (attachments, tags, fan-out, who is online), `storage.rs` (every SQL
 //! statement), `outbox.rs` (storing and sending the log in groups) with `pace.rs`, `changes.rs`
 //! (edits, deletions, reactions), `typing.rs`, `presence.rs` (join/leave announcements),
-//! `admissions.rs` (badges the ledger admitted here), `rate_limit.rs` (per-connection buckets).
+//! `admissions.rs` (badges the ledger admitted here), `rate_limit.rs` (per-connection buckets),
+//! `moderation.rs` (moderators, bans, mutes, slow mode, the audit log).
 
 pub mod admissions;
 pub mod changes;
 pub mod client;
 pub mod handover;
+pub mod moderation;
 pub mod outbox;
 pub mod pace;
 pub mod presence;
@@ -44,8 +46,9 @@ use crate::protocol::{
 };
 use admissions::{AdmittedBadges, Revoked};
 use changes::{Change, Changes};
-use client::{ACCESS_HEADER, PRIVATE_HEADER};
+use client::{ACCESS_HEADER, PRIVATE_HEADER, USER_HEADER};
 use handover::Handover;
+use moderation::{Effect, Moderation, PostRefusal, Role};
 use outbox::{Outbox, Outgoing};
 use presence::Presence;
 use rate_limit::{RateLimits, Verdict};
@@ -74,6 +77,7 @@ pub struct ChatRoom {
     /// message ids (the newest is reloaded from storage on every wake-up).
     outbox: Rc<Outbox>,
     changes: Changes,
+    moderation: Moderation,
     typing: Typing,
     presence: Rc<Presence>,
     badges: AdmittedBadges,
@@ -95,6 +99,12 @@ impl DurableObject for ChatRoom {
         if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
             state.set_websocket_auto_response(&pair);
         }
+        let moderation = Moderation::open(
+            state.storage().sql(),
+            wake.meta.moderated,
+            wake.meta.slow_mode_secs,
+        )
+        .expect("reading the room's moderation");
         let config = RoomConfig::from_env(&env);
         let raw_state = AsRef::<JsValue>::as_ref(state.as_raw()).clone();
         let sockets = Sockets::new(state);
@@ -109,6 +119,7 @@ impl DurableObject for ChatRoom {
         );
         Self {
             changes: Changes::new(Rc::clone(&storage), Rc::clone(&outbox), &name),
+            moderation,
             typing: Typing::new(sockets.fanout().clone(), config.presence_broadcast_max),
             outbox,
             presence: Presence::new(
@@ -224,12 +235,24 @@ impl ChatRoom {
         let url = req.url()?;
         let query = |name: &str| http::query_param(&url, name);
         let member = req.headers().get(ACCESS_HEADER)?.as_deref() == Some("member");
+        let caller = req.headers().get(USER_HEADER)?.unwrap_or_default();
+        let now_ms = worker::Date::now().as_millis() as i64;
         match (req.method(), url.path()) {
-            (Method::Post, "/claim") => self.claim(query("owner").unwrap_or_default()),
+            (Method::Post, "/claim") => self.claim(
+                query("owner").unwrap_or_default(),
+                query("private").as_deref() != Some("0"),
+            ),
             (Method::Get, "/info") => Ok(self.info()),
             (Method::Get, "/messages" | "/members") if self.refuses_outsiders(member) => {
                 Err(ApiError::new(403, "this room is private"))
             }
+            (Method::Get, "/messages" | "/members")
+                if self.moderation.banned(&caller, now_ms).is_some() =>
+            {
+                Err(banned())
+            }
+            (Method::Post, "/moderate") => self.moderate(req, now_ms).await,
+            (Method::Get, "/audit") => self.audit(&caller, query("before"), query("limit")),
             (Method::Get, "/messages") => self.page(query("before"), query("limit")),
             (Method::Get, "/members") => Ok(http::json(
                 200,
@@ -277,6 +300,9 @@ impl ChatRoom {
         let now = worker::Date::now().as_millis();
         let frame = protocol::parse_client_frame(&text, &self.name);
         if let Ok(ClientFrame::Typing) = frame {
+            if self.moderation.muted(&member.user, now as i64).is_some() {
+                return Ok(());
+            }
             let after = self.typing.typing(
                 &member.user,
                 member.conn,
@@ -312,8 +338,18 @@ impl ChatRoom {
                 return Ok(());
             }
         };
+        let owner = self.meta.borrow().owner.clone();
         let change = match &frame {
-            ClientFrame::Message(message) => return self.post(ws, member, message, now as i64),
+            ClientFrame::Message(message) => {
+                if let Err(refusal) =
+                    self.moderation
+                        .may_post(&member.user, owner.as_deref(), now as i64)
+                {
+                    send_quietly(ws, &post_refusal_frame(refusal));
+                    return Ok(());
+                }
+                return self.post(ws, member, message, now as i64);
+            }
             // Handled above, before the message limit.
             ClientFrame::Typing => return Ok(()),
             ClientFrame::Edit { id, content } => Change::Edit { id: *id, content },
@@ -324,12 +360,34 @@ impl ChatRoom {
                 add: *add,
             },
         };
-        let owner = self.meta.borrow().owner.clone();
-        if let Err(refusal) =
-            self.changes
-                .apply(&member.user, owner.as_deref(), change, now as i64)?
+        let is_delete = matches!(change, Change::Delete { .. });
+        if !is_delete {
+            if let Some(until) = self.moderation.muted(&member.user, now as i64) {
+                send_quietly(ws, &post_refusal_frame(PostRefusal::Muted { until }));
+                return Ok(());
+            }
+        }
+        let may_remove = |author: &str| {
+            self.moderation
+                .may_remove(&member.user, author, owner.as_deref())
+        };
+        match self
+            .changes
+            .apply(&member.user, &may_remove, change, now as i64)?
         {
-            send_quietly(ws, &error_frame(refusal.detail()));
+            Err(refusal) => send_quietly(ws, &error_frame(refusal.detail())),
+            Ok(author) if is_delete && !author.eq_ignore_ascii_case(&member.user) => {
+                if let ClientFrame::Delete { id } = frame {
+                    self.moderation.record_delete(
+                        &member.user,
+                        &author,
+                        id,
+                        now as i64,
+                        |k, v| self.storage.set_meta(k, v),
+                    )?;
+                }
+            }
+            Ok(_) => {}
         }
         Ok(())
     }
@@ -481,6 +539,13 @@ impl ChatRoom {
         if self.refuses_outsiders(member) {
             return Err(ApiError::new(403, "this room is private").with_header(PRIVATE_HEADER, "1"));
         }
+        if self
+            .moderation
+            .banned(user, worker::Date::now().as_millis() as i64)
+            .is_some()
+        {
+            return Err(banned());
+        }
         let room_sockets = self.sockets.count();
         if room_sockets >= self.config.max_sockets_per_room {
             log::warn("ws_refused", &[("reason", "room_full"), ("room", room)]);
@@ -585,15 +650,21 @@ impl ChatRoom {
         ))
     }
 
-    /// Makes an unused room private to `owner`. Refused once anyone has used or claimed it.
-    fn claim(&self, owner: String) -> ApiResult<Response> {
+    /// Gives an unused room to `owner`, private or public. Refused once anyone has used or
+    /// claimed it.
+    fn claim(&self, owner: String, private: bool) -> ApiResult<Response> {
         if owner.is_empty() {
             return Err(ApiError::bad_request("missing owner"));
         }
         if self.meta.borrow().used || self.meta.borrow().owner.is_some() {
             return Err(ApiError::new(409, "room already exists"));
         }
-        for (key, value) in [("owner", owner.as_str()), ("private", "1"), ("used", "1")] {
+        let private = if private { "1" } else { "0" };
+        for (key, value) in [
+            ("owner", owner.as_str()),
+            ("private", private),
+            ("used", "1"),
+        ] {
             self.storage.set_meta(key, value)?;
             self.meta.borrow_mut().apply(key, value);
         }
@@ -604,8 +675,88 @@ impl ChatRoom {
         let meta = self.meta.borrow();
         http::json(
             200,
-            &serde_json::json!({ "private": meta.private, "owner": meta.owner }),
+            &serde_json::json!({
+                "private": meta.private,
+                "owner": meta.owner,
+                "moderators": self.moderation.moderators(),
+                "slow_mode_secs": self.moderation.slow_mode_secs(),
+            }),
         )
+    }
+
+    /// `/moderate`: an action the Worker forwards, with the actor from the badge. The room
+    /// decides who may take it: it is the authority on its owner and moderators.
+    async fn moderate(&self, mut req: Request, now_ms: i64) -> ApiResult<Response> {
+        let request: moderation::Request = req
+            .json()
+            .await
+            .map_err(|e| ApiError::bad_request(format!("bad moderation request: {e}")))?;
+        let owner = self.meta.borrow().owner.clone();
+        let effect = self
+            .moderation
+            .apply(&request, owner.as_deref(), now_ms, |k, v| {
+                self.storage.set_meta(k, v)?;
+                self.meta.borrow_mut().apply(k, v);
+                Ok(())
+            })?;
+        let mut closed = 0;
+        if let (Effect::Close { code, reason }, Some(target)) = (effect, request.target.as_deref())
+        {
+            let sockets = self.sockets.of_user(target);
+            for ws in &sockets {
+                let _ = ws.close(Some(code), Some(reason));
+            }
+            self.forget(&sockets, code);
+            closed = sockets.len();
+        }
+        log::info(
+            "moderation",
+            &[
+                ("room", &self.name),
+                ("username", &request.actor),
+                ("action", &request.action),
+                ("target", request.target.as_deref().unwrap_or("")),
+            ],
+        );
+        Ok(http::json(200, &serde_json::json!({ "closed": closed })))
+    }
+
+    /// `/audit`: the log, for the owner and moderators only.
+    fn audit(
+        &self,
+        caller: &str,
+        before: Option<String>,
+        limit: Option<String>,
+    ) -> ApiResult<Response> {
+        let owner = self.meta.borrow().owner.clone();
+        match self.moderation.role_of(caller, owner.as_deref()) {
+            None => return Err(moderation::Denied::NoOwner.into()),
+            Some(Role::Member) => return Err(moderation::Denied::NotModerator.into()),
+            Some(_) => {}
+        }
+        let before = match before.map(|b| b.parse::<i64>()) {
+            None => i64::MAX,
+            Some(Ok(b)) if b >= 0 => b,
+            Some(_) => {
+                return Err(ApiError::unprocessable(
+                    "before must be a non-negative integer",
+                ))
+            }
+        };
+        let limit = match limit.map(|l| l.parse::<i64>()) {
+            None => moderation::MAX_AUDIT_PAGE,
+            Some(Ok(l)) if (1..=moderation::MAX_AUDIT_PAGE).contains(&l) => l,
+            Some(_) => {
+                return Err(ApiError::unprocessable(
+                    "limit must be an integer from 1 to 100",
+                ))
+            }
+        };
+        let (entries, more) = self.moderation.audit(before, limit)?;
+        Ok(http::json(
+            200,
+            &serde_json::json!({ "room_id": self.name, "entries": entries, "has_more": more }),
+        ))
     }
 
     fn stats(&self) -> ApiResult<serde_json::Value> {
@@ -653,6 +804,29 @@ impl ChatRoom {
             }
         }
     }
+}
+
+fn banned() -> ApiError {
+    ApiError::new(403, "you are banned from this room")
+}
+
+/// The error frame for a post that moderation refused; `code` tells clients which.
+fn post_refusal_frame(refusal: PostRefusal) -> String {
+    match refusal {
+        PostRefusal::Muted { until } => serde_json::json!({
+            "type": "error",
+            "code": "muted",
+            "detail": "you are muted in this room",
+            "until": until,
+        }),
+        PostRefusal::SlowMode { retry_after_ms } => serde_json::json!({
+            "type": "error",
+            "code": "slow_mode",
+            "detail": "slow mode: wait before sending another message",
+            "retry_after_ms": retry_after_ms,
+        }),
+    }
+    .to_string()
 }
 
 fn missing_identity() -> ApiError {

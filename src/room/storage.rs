@@ -102,6 +102,9 @@ pub struct RoomMeta {
     pub used: bool,
     pub private: bool,
     pub owner: Option<String>,
+    /// Whether the room's moderation tables exist (`moderation.rs`).
+    pub moderated: bool,
+    pub slow_mode_secs: i64,
 }
 
 impl RoomMeta {
@@ -111,6 +114,8 @@ impl RoomMeta {
             "used" => self.used = value == "1",
             "private" => self.private = value == "1",
             "owner" => self.owner = Some(value.to_owned()),
+            "moderated" => self.moderated = value == "1",
+            "slow_mode_secs" => self.slow_mode_secs = value.parse().unwrap_or(0),
             _ => {}
         }
     }
