@@ -9,7 +9,7 @@
 //! (`meta.moderated`), so the message path asks memory, never storage.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use worker::{Result, SqlStorage};
@@ -282,7 +282,8 @@ pub struct Moderation {
     sql: SqlStorage,
     /// Whether the tables exist (the room was ever moderated).
     ready: RefCell<bool>,
-    moderators: RefCell<BTreeSet<String>>,
+    /// Lower-cased name → the name as the accounts spell it.
+    moderators: RefCell<BTreeMap<String, String>>,
     sanctions: RefCell<Sanctions>,
     slow_mode_secs: RefCell<i64>,
     /// When each user last posted (ms), while slow mode is on. Kept in memory only: after a
@@ -324,7 +325,7 @@ impl Moderation {
             .to_array::<Moderator>()?;
         *self.moderators.borrow_mut() = moderators
             .into_iter()
-            .map(|m| m.username.to_lowercase())
+            .map(|m| (m.username.to_lowercase(), m.username))
             .collect();
         let mut sanctions = Sanctions::default();
         for row in self
@@ -362,7 +363,7 @@ impl Moderation {
         let owner = owner?;
         Some(if owner.eq_ignore_ascii_case(user) {
             Role::Owner
-        } else if self.moderators.borrow().contains(&user.to_lowercase()) {
+        } else if self.moderators.borrow().contains_key(&user.to_lowercase()) {
             Role::Moderator
         } else {
             Role::Member
@@ -425,7 +426,7 @@ impl Moderation {
     }
 
     pub fn moderators(&self) -> Vec<String> {
-        self.moderators.borrow().iter().cloned().collect()
+        self.moderators.borrow().values().cloned().collect()
     }
 
     pub fn slow_mode_secs(&self) -> i64 {
@@ -483,7 +484,7 @@ impl Moderation {
                     && !self
                         .moderators
                         .borrow()
-                        .contains(&target_name.to_lowercase())
+                        .contains_key(&target_name.to_lowercase())
                 {
                     return Err(ApiError::unprocessable(format!(
                         "a room has at most {MAX_MODERATORS} moderators"
@@ -496,7 +497,7 @@ impl Moderation {
                 )?;
                 self.moderators
                     .borrow_mut()
-                    .insert(target_name.to_lowercase());
+                    .insert(target_name.to_lowercase(), target_name.to_owned());
                 Effect::None
             }
             Action::ModeratorRemoved => {

@@ -14,6 +14,7 @@ mod changes;
 mod findings;
 mod history;
 mod limits;
+mod moderation;
 mod ops;
 mod presence;
 mod private_rooms;
