@@ -113,7 +113,7 @@ async fn a_room_name_can_be_claimed_once_and_never_after_public_use() {
     assert_stays_public(&c, &used, &ta, &tb, "used public room").await;
 
     for bad in [
-        json!({"room_id": unique_name("notpriv"), "private": false}),
+        json!({"room_id": unique_name("notbool"), "private": "yes"}),
         json!({"room_id": "a b", "private": true}),
         json!({"private": true}),
         json!([]),
