@@ -74,7 +74,8 @@ pub async fn create(mut req: Request, env: &Env) -> ApiResult<Response> {
 }
 
 /// `GET /rooms/{room_id}`: whether the room is private, its owner (null for an ad-hoc public
-/// room), its moderators and slow mode, and (for a private room's owner) its members.
+/// room), its moderators and slow mode, (for a private room's owner) its members, and the
+/// caller's role and whether they are banned or muted.
 pub async fn info(req: Request, env: &Env, raw_room: &str) -> ApiResult<Response> {
     let badge = guard::bearer(&req, env).await?;
     let room = parse_room(raw_room)?;
@@ -85,7 +86,9 @@ pub async fn info(req: Request, env: &Env, raw_room: &str) -> ApiResult<Response
         }
         _ => None,
     };
-    let info = RoomStub::new(env, &room).info().await?;
+    let info = RoomStub::new(env, &room)
+        .info(badge.username.as_str())
+        .await?;
     Ok(http::json(
         200,
         &serde_json::json!({
@@ -95,6 +98,9 @@ pub async fn info(req: Request, env: &Env, raw_room: &str) -> ApiResult<Response
             "moderators": info.moderators,
             "slow_mode_secs": info.slow_mode_secs,
             "members": members,
+            "your_role": info.your_role,
+            "banned": info.banned,
+            "muted": info.muted,
         }),
     ))
 }

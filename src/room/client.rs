@@ -37,6 +37,11 @@ pub struct RoomInfo {
     pub owner: Option<String>,
     pub moderators: Vec<String>,
     pub slow_mode_secs: i64,
+    /// `owner`, `moderator` or `member`; `None` in a room without an owner.
+    pub your_role: Option<String>,
+    /// `false`, `true` (until lifted) or `{"until": ms}`.
+    pub banned: serde_json::Value,
+    pub muted: serde_json::Value,
 }
 
 /// What a room answered to a claim.
@@ -134,9 +139,12 @@ impl<'a> RoomStub<'a> {
         .await
     }
 
-    /// The room's owner, moderators and slow mode (`/info`).
-    pub async fn info(&self) -> ApiResult<RoomInfo> {
-        let mut answer = self.call(Method::Get, "/info", true).await?;
+    /// The room's owner, moderators and slow mode, and `user`'s role and sanctions there
+    /// (`/info`).
+    pub async fn info(&self, user: &str) -> ApiResult<RoomInfo> {
+        let mut answer = self
+            .call_as(Method::Get, "/info", true, Some(user), None)
+            .await?;
         Ok(answer.json().await?)
     }
 

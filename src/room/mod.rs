@@ -242,7 +242,7 @@ impl ChatRoom {
                 query("owner").unwrap_or_default(),
                 query("private").as_deref() != Some("0"),
             ),
-            (Method::Get, "/info") => Ok(self.info()),
+            (Method::Get, "/info") => Ok(self.info(&caller, now_ms)),
             (Method::Get, "/messages" | "/members") if self.refuses_outsiders(member) => {
                 Err(ApiError::new(403, "this room is private"))
             }
@@ -671,8 +671,21 @@ impl ChatRoom {
         Ok(http::json(201, &serde_json::json!({ "owner": owner })))
     }
 
-    fn info(&self) -> Response {
+    /// The room as `caller` sees it: its owner, moderators and slow mode, and the caller's role
+    /// and sanctions (so a client knows what to offer, and why a connect is refused).
+    fn info(&self, caller: &str, now_ms: i64) -> Response {
         let meta = self.meta.borrow();
+        let role = match self.moderation.role_of(caller, meta.owner.as_deref()) {
+            Some(Role::Owner) => Some("owner"),
+            Some(Role::Moderator) => Some("moderator"),
+            Some(Role::Member) => Some("member"),
+            None => None,
+        };
+        let until = |sanction: Option<Option<i64>>| match sanction {
+            None => serde_json::json!(false),
+            Some(None) => serde_json::json!(true),
+            Some(Some(until)) => serde_json::json!({ "until": until }),
+        };
         http::json(
             200,
             &serde_json::json!({
@@ -680,6 +693,9 @@ impl ChatRoom {
                 "owner": meta.owner,
                 "moderators": self.moderation.moderators(),
                 "slow_mode_secs": self.moderation.slow_mode_secs(),
+                "your_role": role,
+                "banned": until(self.moderation.banned(caller, now_ms)),
+                "muted": until(self.moderation.muted(caller, now_ms)),
             }),
         )
     }

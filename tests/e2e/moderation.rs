@@ -95,12 +95,24 @@ async fn owned_public_rooms_anyone_joins_and_ad_hoc_rooms_have_no_moderators() {
     assert_eq!(info["owner"], owner.as_str(), "{info}");
     assert_eq!(info["moderators"], json!([]), "{info}");
     assert_eq!(info["slow_mode_secs"], 0, "{info}");
+    assert_eq!(info["your_role"], "member", "{info}");
+    assert_eq!(info["banned"], false, "{info}");
+    assert_eq!(info["muted"], false, "{info}");
+    assert_eq!(
+        c.get_ok(&format!("/rooms/{room}"), &to).await["your_role"],
+        "owner"
+    );
 
     // A room nobody created: no owner, so nobody moderates it.
     let ad_hoc = unique_name("adhoc");
     c.ws_ready(&ad_hoc, &tg).await.close().await;
     let info = c.get_ok(&format!("/rooms/{ad_hoc}"), &tg).await;
     assert_eq!(info["owner"], Value::Null, "{info}");
+    assert_eq!(
+        info["your_role"],
+        Value::Null,
+        "no roles without an owner: {info}"
+    );
     for (method, path) in [
         (Method::PUT, format!("/rooms/{ad_hoc}/bans/{owner}")),
         (Method::POST, format!("/rooms/{ad_hoc}/kick/{owner}")),
@@ -177,6 +189,10 @@ async fn only_the_owner_appoints_and_moderators_cannot_touch_the_owner_or_each_o
     let mut mods = vec![m1.clone(), m2.clone()];
     mods.sort_by_key(|m| m.to_lowercase());
     assert_eq!(info["moderators"], json!(mods), "{info}");
+    assert_eq!(
+        c.get_ok(&format!("/rooms/{room}"), &t1).await["your_role"],
+        "moderator"
+    );
 
     // A moderator acts on members only.
     for (method, path) in [
@@ -307,6 +323,11 @@ async fn a_ban_closes_refuses_the_upgrade_and_history_until_lifted_or_over() {
     wu.expect_policy_close("banned").await;
     c.expect_upgrade_refused(&room, &tu, &[], 403, "a banned user's upgrade")
         .await;
+    // The room's info tells the banned user why.
+    assert_eq!(
+        c.get_ok(&format!("/rooms/{room}"), &tu).await["banned"],
+        true
+    );
     expect_json_error(
         c.get_bearer(&format!("/rooms/{room}/messages"), &tu).await,
         403,
@@ -336,6 +357,10 @@ async fn a_ban_closes_refuses_the_upgrade_and_history_until_lifted_or_over() {
     )
     .await;
     assert_eq!(v["until"], until);
+    assert_eq!(
+        c.get_ok(&format!("/rooms/{room}"), &tu).await["banned"],
+        json!({ "until": until })
+    );
     c.expect_upgrade_refused(&room, &tu, &[], 403, "banned until")
         .await;
     tokio::time::sleep(Duration::from_millis(
@@ -399,6 +424,10 @@ async fn a_muted_user_reads_but_cannot_post_edit_or_react() {
         None,
     )
     .await;
+    assert_eq!(
+        c.get_ok(&format!("/rooms/{room}"), &tu).await["muted"],
+        true
+    );
     for frame in [
         json!({"content": "muted words", "room_id": room}),
         json!({"type": "edit", "id": id, "content": "sneaky"}),
