@@ -446,6 +446,7 @@ function resetView() {
   updateOlder();
   show($('send-error'), '');
   banner('');
+  $('retry-now').textContent = 'Retry now';
 }
 
 async function enterRoom(room) {
@@ -481,12 +482,12 @@ async function loadRoomInfo() {
   const info = res.data;
   state.roomInfo = info;
   const badge = $('room-badge');
-  if (info.private) {
-    badge.textContent = info.owner ? `private · owner ${info.owner}` : 'private';
-  } else {
-    badge.textContent = 'public';
-  }
+  const kind = info.private ? 'private' : 'public';
+  const parts = [info.owner ? `${kind} · owner ${info.owner}` : kind];
+  if (info.slow_mode_secs > 0) parts.push(`slow mode ${info.slow_mode_secs} s`);
+  badge.textContent = parts.join(' · ');
   badge.hidden = false;
+  renderOnline();
   const isOwner = info.private && typeof info.owner === 'string' && info.owner.toLowerCase() === String(state.username).toLowerCase();
   $('members-panel').hidden = !isOwner;
   if (isOwner) renderMembers(Array.isArray(info.members) ? info.members : []);
@@ -500,6 +501,23 @@ function roomForbidden() {
   banner(`#${state.room} is a private room and you are not a member.`, 'error');
   notice('This room is private. Ask its owner to add you.', 'error');
   forgetRoom(state.room);
+}
+
+/** Banned from the room in view: stop, say so (and until when), forget it from the list. */
+function roomBanned(banned = true) {
+  state.stopped = true;
+  setStatus('closed');
+  setComposerEnabled(false);
+  const until = banned && typeof banned.until === 'number' ? ` until ${new Date(banned.until).toLocaleString()}` : '';
+  banner(`You are banned from #${state.room}${until}.`, 'error');
+  forgetRoom(state.room);
+}
+
+/** After a kick: one button to come back. */
+function showRejoin() {
+  const retry = $('retry-now');
+  retry.textContent = 'Rejoin';
+  retry.hidden = false;
 }
 
 function renderMembers(members) {
@@ -649,6 +667,18 @@ async function onSocketClosed(event, opened, viaQuery) {
   state.ws = null;
   setComposerEnabled(false);
   const reason = String(event.reason || '').toLowerCase();
+  if (event.code === 4001) {
+    // Kicked: may come back, but not by itself (that would undo the kick).
+    state.stopped = true;
+    setStatus('closed');
+    banner(`A moderator removed you from #${state.room}. You may rejoin.`, 'error');
+    showRejoin();
+    return;
+  }
+  if (event.code === 1008 && /banned/.test(reason)) {
+    roomBanned();
+    return;
+  }
   if (event.code === 1008) {
     if (/token|revoked|credential|auth|session/.test(reason)) {
       sessionEnded('You were logged out (your session was revoked). Please log in again.');
@@ -672,6 +702,10 @@ async function onSocketClosed(event, opened, viaQuery) {
     if (gen !== state.gen || room !== state.room || !state.token) return; // left, or session ended (401)
     if (probe.status === 403) {
       roomForbidden();
+      return;
+    }
+    if (probe.ok && probe.data && probe.data.banned) {
+      roomBanned(probe.data.banned);
       return;
     }
     // The server is up, our token is good and the room lets us in, yet the handshake failed:
@@ -714,6 +748,13 @@ function scheduleReconnect() {
 }
 
 function reconnectNow() {
+  if ($('retry-now').textContent === 'Rejoin') {
+    $('retry-now').textContent = 'Retry now';
+    state.stopped = false;
+    banner('');
+    connect();
+    return;
+  }
   if (state.status !== 'reconnecting' || state.held) return;
   connect();
 }
@@ -941,6 +982,21 @@ const ACTION_WORDS = {
 
 function onErrorFrame(frame) {
   const detail = typeof frame.detail === 'string' ? frame.detail : 'error';
+  if (frame.code === 'muted') {
+    const until = typeof frame.until === 'number' ? ` until ${new Date(frame.until).toLocaleTimeString()}` : '';
+    sendError(`A moderator muted you in this room${until}: you can read, not post.`);
+    return;
+  }
+  if (frame.code === 'slow_mode' && typeof frame.retry_after_ms === 'number') {
+    const secs = Math.max(1, Math.ceil(frame.retry_after_ms / 1000));
+    sendError(`Slow mode is on: you can send again in ${plural(secs, 'second')}.`);
+    const input = $('message-input');
+    if (state.lastAction === 'message' && state.lastSent && !input.value) {
+      input.value = state.lastSent;
+      autosize();
+    }
+    return;
+  }
   if (typeof frame.retry_after_ms === 'number') {
     const secs = Math.max(1, Math.ceil(frame.retry_after_ms / 1000));
     state.retryUntil = Date.now() + frame.retry_after_ms;
@@ -1018,6 +1074,23 @@ function sameUser(a, b) {
 function isRoomOwner() {
   const info = state.roomInfo;
   return Boolean(info && typeof info.owner === 'string' && sameUser(info.owner, state.username));
+}
+
+/** `owner`, `moderator` or `member` for `name` in the room in view; null in a room without an owner. */
+function roleOf(name) {
+  const info = state.roomInfo;
+  if (!info || typeof info.owner !== 'string') return null;
+  if (sameUser(info.owner, name)) return 'owner';
+  const mods = Array.isArray(info.moderators) ? info.moderators : [];
+  return mods.some((m) => sameUser(m, name)) ? 'moderator' : 'member';
+}
+
+/** Whether I may moderate `name` here: the owner anyone else, a moderator plain members. */
+function mayModerate(name) {
+  if (sameUser(name, state.username)) return false;
+  const mine = roleOf(state.username);
+  const theirs = roleOf(name);
+  return mine === 'owner' || (mine === 'moderator' && theirs === 'member');
 }
 
 function validMessage(m) {
@@ -1113,7 +1186,7 @@ function canEdit(m) {
 }
 
 function canDelete(m) {
-  return !m.deleted && (sameUser(m.username, state.username) || isRoomOwner());
+  return !m.deleted && (sameUser(m.username, state.username) || mayModerate(m.username));
 }
 
 /** Brings a message's element up to date with its model, keeping what can keep focus. */
@@ -1575,12 +1648,124 @@ function onMessagesKey(event) {
 
 function renderOnline() {
   const list = $('online-list');
+  const open = list.querySelector('.mod-menu');
+  const openFor = open ? open.dataset.user : null;
   clearChildren(list);
   const users = [...state.online].sort((a, b) => a.localeCompare(b));
   for (const name of users) {
-    list.append(el('li', 'online', name === state.username ? `${name} (you)` : name));
+    const li = el('li', 'online');
+    const role = roleOf(name);
+    li.append(el('span', 'name', name === state.username ? `${name} (you)` : name));
+    if (role === 'owner' || role === 'moderator') li.append(el('span', 'hint', role));
+    if (mayModerate(name)) {
+      const more = button('small secondary mod-btn', '⋯', `Moderate ${name}`);
+      more.dataset.user = name;
+      more.setAttribute('aria-haspopup', 'menu');
+      more.setAttribute('aria-expanded', 'false');
+      li.append(more);
+    }
+    list.append(li);
+    if (openFor && name === openFor && mayModerate(name)) openModMenu(li.querySelector('.mod-btn'), false);
   }
   $('online-count').textContent = String(users.length);
+}
+
+// ------------------------------------------------------------------------------------------
+// Moderation: the owner's and moderators' menu on a person
+// ------------------------------------------------------------------------------------------
+
+const MUTE_MS = 60 * 60 * 1000;
+
+function openModMenu(trigger, focus = true) {
+  const list = $('online-list');
+  const name = trigger.dataset.user;
+  const existing = list.querySelector('.mod-menu');
+  if (existing) {
+    const same = existing.dataset.user === name;
+    closeModMenu(false);
+    if (same && focus) return; // a second click closes it
+  }
+  const menu = el('div', 'popup menu mod-menu');
+  menu.setAttribute('role', 'menu');
+  menu.setAttribute('aria-label', `Moderate ${name}`);
+  menu.dataset.user = name;
+  const item = (text, act) => {
+    const b = menuItem(text, act);
+    b.dataset.user = name;
+    return b;
+  };
+  menu.append(item('Kick', 'kick'), item('Mute for 1 hour', 'mute'), item('Unmute', 'unmute'), item('Ban…', 'ban'));
+  if (roleOf(state.username) === 'owner') {
+    menu.append(roleOf(name) === 'moderator' ? item('Remove moderator', 'unmod') : item('Make moderator', 'mod'));
+  }
+  trigger.setAttribute('aria-expanded', 'true');
+  trigger.closest('li').append(menu);
+  if (focus) menu.querySelector('[role="menuitem"]').focus();
+}
+
+function closeModMenu(refocus = true) {
+  const menu = $('online-list').querySelector('.mod-menu');
+  if (!menu) return;
+  const trigger = menu.closest('li').querySelector('.mod-btn');
+  menu.remove();
+  if (trigger) {
+    trigger.setAttribute('aria-expanded', 'false');
+    if (refocus) trigger.focus();
+  }
+}
+
+/** Sends a moderation request for `name` and says how it went. */
+async function moderate(act, name) {
+  const room = state.room;
+  const user = encodeURIComponent(name);
+  const requests = {
+    kick: ['POST', `/rooms/${room}/kick/${user}`, null, `${name} was kicked.`],
+    mute: ['PUT', `/rooms/${room}/mutes/${user}`, { until: Date.now() + MUTE_MS }, `${name} is muted for an hour.`],
+    unmute: ['DELETE', `/rooms/${room}/mutes/${user}`, null, `${name} may post again.`],
+    ban: ['PUT', `/rooms/${room}/bans/${user}`, null, `${name} is banned from #${room}.`],
+    mod: ['PUT', `/rooms/${room}/moderators/${user}`, null, `${name} is now a moderator.`],
+    unmod: ['DELETE', `/rooms/${room}/moderators/${user}`, null, `${name} is no longer a moderator.`],
+  };
+  const [method, path, json, done] = requests[act];
+  const res = await api(method, path, json ? { json } : {});
+  if (room !== state.room || res.status === 401) return;
+  notice(res.ok ? done : `Could not do that: ${res.detail}`, res.ok ? '' : 'error');
+  if (res.ok && (act === 'mod' || act === 'unmod' || act === 'ban')) await loadRoomInfo();
+}
+
+function onOnlineClick(event) {
+  const target = event.target.closest('button');
+  if (!target) return;
+  if (target.classList.contains('mod-btn')) {
+    openModMenu(target);
+    return;
+  }
+  const act = target.dataset.act;
+  if (!act) return;
+  const name = target.dataset.user;
+  if (act === 'ban') {
+    // A ban closes the person's sockets and keeps them out: one more click to be sure.
+    target.dataset.act = 'confirm-ban';
+    target.textContent = `Confirm: ban ${name}`;
+    return;
+  }
+  closeModMenu(true);
+  moderate(act === 'confirm-ban' ? 'ban' : act, name);
+}
+
+function onOnlineKey(event) {
+  const menu = $('online-list').querySelector('.mod-menu');
+  if (!menu || !menu.contains(event.target)) return;
+  const items = [...menu.querySelectorAll('[role="menuitem"]')];
+  const at = items.indexOf(event.target);
+  if (event.key === 'Escape') {
+    event.preventDefault();
+    closeModMenu(true);
+  } else if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
+    event.preventDefault();
+    const step = event.key === 'ArrowDown' ? 1 : items.length - 1;
+    items[(at + step) % items.length].focus();
+  }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1686,6 +1871,8 @@ function wire() {
   });
   $('load-older').addEventListener('click', loadOlder);
   $('retry-now').addEventListener('click', reconnectNow);
+  $('online-list').addEventListener('click', onOnlineClick);
+  $('online-list').addEventListener('keydown', onOnlineKey);
   $('toggle-side').addEventListener('click', () => {
     const open = $('chat-view').classList.toggle('show-side');
     $('toggle-side').setAttribute('aria-expanded', String(open));
