@@ -15,6 +15,7 @@ mod findings;
 mod history;
 mod limits;
 mod ops;
+mod passive;
 mod presence;
 mod private_rooms;
 mod routes;
