@@ -11,6 +11,7 @@ mod harness;
 mod accounts;
 mod badges;
 mod changes;
+mod durability;
 mod findings;
 mod history;
 mod limits;
