@@ -516,6 +516,12 @@ mod tests {
     }
 
     #[test]
+    fn a_null_room_id_counts_as_absent() {
+        let m = parse_client_message(r#"{"content":"hi","room_id":null}"#, "lobby").unwrap();
+        assert_eq!(m.content, "hi");
+    }
+
+    #[test]
     fn every_close_reason_fits_a_close_frame_and_says_so_in_its_closing_frame() {
         use CloseReason::*;
         for why in [Revoked, Removed, Flooding, SocketError] {

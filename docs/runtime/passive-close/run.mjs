@@ -6,7 +6,8 @@
 // (browser and library clients fire `close` only once the TCP connection ends).
 //   node docs/runtime/passive-close/run.mjs [mode ...]
 // Modes are listed in worker.mjs; `active` is the control: the same close from a fetch, to a
-// client that sent one frame first; `client-close` is a passive client closing by itself.
+// client that sent one frame first; `auto-ping` the same with the frame `ping`, which the runtime
+// answers itself; `client-close` is a passive client closing by itself.
 // Exit status 0 when every mode ended the TCP connection within 2 s; 1 otherwise.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -18,7 +19,8 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, "../../..");
-const ALL = ["fetch", "frame", "list", "attach", "timeout", "alarm", "ping-first", "event", "active", "client-close"];
+const ALL = ["fetch", "frame", "list", "attach", "timeout", "alarm", "ping-first", "event", "active", "auto-ping",
+  "client-close"];
 const modes = process.argv.slice(2).length ? process.argv.slice(2) : ALL;
 const WAIT_MS = 2000;
 
@@ -107,6 +109,7 @@ for (const mode of modes) {
   const passive = await open(room, "passive");
   const active = mode === "event" ? await open(room, "active") : null;
   if (mode === "active") passive.sock.write(clientFrame(1, "any frame"));
+  if (mode === "auto-ping") passive.sock.write(clientFrame(1, "ping"));
   await sleep(300);
   const started = Date.now();
   if (mode === "event") active.sock.write(clientFrame(1, "close-passive"));
@@ -114,7 +117,7 @@ for (const mode of modes) {
     passive.seen.sentClose = true;
     passive.sock.write(clientFrame(8, Buffer.from([0x03, 0xe8])));
   } else {
-    const asked = mode === "active" ? "fetch" : mode;
+    const asked = mode === "active" || mode === "auto-ping" ? "fetch" : mode;
     await fetch(`${base}/close?room=${room}&mode=${asked}`, { method: "POST" });
   }
   while (passive.seen.ended === null && Date.now() - started < WAIT_MS) await sleep(20);

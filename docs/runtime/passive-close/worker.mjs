@@ -14,6 +14,12 @@
 import { DurableObject } from "cloudflare:workers";
 
 export class Room extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    // As the product does: `ping` is answered by the runtime without waking the object.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
+  }
+
   async fetch(request) {
     const url = new URL(request.url);
     if (url.pathname === "/ws") {
