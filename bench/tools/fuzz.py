@@ -343,6 +343,12 @@ async def main():
         # workerd's own failures on requests it cannot turn into a Request (an absolute-form or `*`
         # target, an empty Host, ...) are logged as "Uncaught exception: kj/...": the runtime's.
         stats["runtime_uncaught_in_log"] = log.count("Uncaught exception: kj/")
+        # A client that hangs up in the middle of its body: reading it fails in the runtime with
+        # "Network connection lost" and the dev proxy logs a 503 nobody receives; a plain JS Worker
+        # reading `request.text()` gets the same.
+        lost = "Uncaught Error: Network connection lost."
+        stats["client_hung_up_mid_body_in_log"] = log.count(lost)
+        log = log.replace(lost, "")
         for needle in ("panicked", "RuntimeError: unreachable", "Uncaught Error", "Uncaught TypeError"):
             at = log.find(needle)
             if at >= 0:

@@ -117,11 +117,21 @@ async fn acknowledged_messages_and_logouts_survive_kill_9_of_workerd() {
             let mut ws = c.ws_since(room, &reader, since).await;
             let (frame, _) = ws.history_and_presence().await;
             let after: Vec<i64> = listed.iter().copied().filter(|id| *id > since).collect();
-            assert_eq!(
-                ids(&frame["messages"]),
-                after,
-                "cycle {cycle}: since={since}"
-            );
+            let got = ids(&frame["messages"]);
+            if frame["truncated"] == true {
+                // More than the server sends at once: the newest of them, without a gap.
+                assert!(
+                    got.len() < after.len(),
+                    "cycle {cycle}: truncated needlessly"
+                );
+                assert_eq!(
+                    got,
+                    after[after.len() - got.len()..],
+                    "cycle {cycle}: since={since}"
+                );
+            } else {
+                assert_eq!(got, after, "cycle {cycle}: since={since}");
+            }
         }
         for badge in &logged_out {
             assert_eq!(
