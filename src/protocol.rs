@@ -249,20 +249,44 @@ pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ClientFrame<
     })
 }
 
-/// A message's content: present, not blank, at most `MAX_CONTENT_CHARS` characters.
+/// A message's content: present, not blank ([`is_blank`]), at most `MAX_CONTENT_CHARS` characters.
 fn content(raw: Option<Text<'_>>) -> Result<Cow<'_, str>, Invalid> {
     let Some(Text(content)) = raw else {
         return Err(invalid(
             "invalid message: expected {\"content\": string, \"room_id\"?: string} (missing field `content`)",
         ));
     };
-    if content.trim().is_empty() {
+    if is_blank(&content) {
         return Err(invalid("content must not be empty"));
     }
     if content.chars().count() > MAX_CONTENT_CHARS {
         return Err(invalid("content too long (limit 4000 characters)"));
     }
     Ok(content)
+}
+
+/// Whether `content` shows nothing: only whitespace, control characters (NUL included) and
+/// invisible characters. A message like that would be an empty line in every client, or a way to
+/// post something nobody can see.
+pub fn is_blank(content: &str) -> bool {
+    content
+        .chars()
+        .all(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
+}
+
+/// Characters that render as nothing: Unicode's format characters (general category Cf: zero-width
+/// space and joiners, direction marks and isolates, the BOM, soft hyphen, invisible operators,
+/// tag characters, ...), plus those that are not Cf but are drawn as nothing as well: the
+/// combining grapheme joiner, variation selectors, Hangul fillers and the blank Braille pattern.
+/// std has no Unicode category tables; this list is Unicode 15's Cf set and small enough to keep.
+fn is_invisible(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0x2800
+        | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0 | 0xFFF9..=0xFFFB
+        | 0x0600..=0x0605 | 0x06DD | 0x070F | 0x0890 | 0x0891 | 0x08E2
+        | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+        | 0xE0001 | 0xE0020..=0xE007F | 0xE0100..=0xE01EF)
 }
 
 /// A message's reactions: emoji → who reacted, in the order they did.
@@ -402,6 +426,66 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
     },
+    /// The last frame before the server closes the socket, with the close's code and reason:
+    /// a client that never sees the close frame itself still learns that and why.
+    Closing {
+        code: u16,
+        reason: &'a str,
+    },
+}
+
+/// Why the server closes a socket. Each has the close code and reason it sends (also in the
+/// `closing` frame before the close); this list is the one place they are defined, and the
+/// README's close table mirrors it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The socket's badge was revoked: logout, logout everywhere.
+    Revoked,
+    /// The owner removed the user from the private room.
+    Removed,
+    /// The connection kept sending far past its rate limit.
+    Flooding,
+    /// The runtime reported an error on the socket.
+    SocketError,
+    /// A moderator kicked the user from the room: they may come back at once.
+    Kicked,
+    /// A moderator banned the user from the room.
+    Banned,
+}
+
+impl CloseReason {
+    /// 1008 (policy violation) for every decision about the client; 1011 for a server fault.
+    pub const fn code(self) -> u16 {
+        match self {
+            CloseReason::Revoked
+            | CloseReason::Removed
+            | CloseReason::Flooding
+            | CloseReason::Banned => 1008,
+            CloseReason::SocketError => 1011,
+            CloseReason::Kicked => 4001,
+        }
+    }
+
+    /// The close frame's reason text (at most 123 bytes, the limit of a close frame).
+    pub const fn reason(self) -> &'static str {
+        match self {
+            CloseReason::Revoked => "token revoked",
+            CloseReason::Removed => "removed from room",
+            CloseReason::Flooding => "rate limit exceeded",
+            CloseReason::SocketError => "socket error",
+            CloseReason::Kicked => "kicked",
+            CloseReason::Banned => "banned",
+        }
+    }
+
+    /// The `closing` frame sent just before the close.
+    pub fn closing_frame(self) -> String {
+        ServerFrame::Closing {
+            code: self.code(),
+            reason: self.reason(),
+        }
+        .to_json()
+    }
 }
 
 impl ServerFrame<'_> {
@@ -432,13 +516,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn visible_content_with_invisible_characters_is_kept_as_sent() {
+        for content in ["a\u{200b}", "\u{0}x", "👩\u{200d}💻", "\u{feff}hello", "ـ"] {
+            let frame = serde_json::json!({ "content": content }).to_string();
+            let m = parse_client_message(&frame, "lobby").unwrap();
+            assert_eq!(m.content, content);
+        }
+    }
+
+    #[test]
+    fn a_null_room_id_counts_as_absent() {
+        let m = parse_client_message(r#"{"content":"hi","room_id":null}"#, "lobby").unwrap();
+        assert_eq!(m.content, "hi");
+    }
+
+    #[test]
+    fn every_close_reason_fits_a_close_frame_and_says_so_in_its_closing_frame() {
+        use CloseReason::*;
+        for why in [Revoked, Removed, Flooding, SocketError] {
+            assert!(why.reason().len() <= 123, "{why:?}");
+            let frame: serde_json::Value = serde_json::from_str(&why.closing_frame()).unwrap();
+            assert_eq!(
+                frame,
+                serde_json::json!({"type": "closing", "code": why.code(), "reason": why.reason()})
+            );
+        }
+    }
+
     proptest! {
         /// Any text frame: a valid message or a clean error, never a panic.
         #[test]
         fn any_frame_is_handled(frame in ".{0,300}") {
             match parse_client_frame(&frame, "lobby") {
                 Ok(ClientFrame::Message(ClientMessage { content }) | ClientFrame::Edit { content, .. }) => {
-                    prop_assert!(!content.trim().is_empty() && content.chars().count() <= MAX_CONTENT_CHARS)
+                    prop_assert!(!is_blank(&content) && content.chars().count() <= MAX_CONTENT_CHARS)
                 }
                 Ok(_) => {}
                 Err(e) => prop_assert!(!e.0.is_empty()),
@@ -451,7 +563,7 @@ mod tests {
             if let Some(r) = &room { v["room_id"] = r.clone().into(); }
             let frame = v.to_string();
             let result = parse_client_message(&frame, "lobby");
-            let should_pass = !content.trim().is_empty() && room.as_deref().is_none_or(|r| r == "lobby");
+            let should_pass = !is_blank(&content) && room.as_deref().is_none_or(|r| r == "lobby");
             prop_assert_eq!(result.is_ok(), should_pass);
             if let Ok(m) = result { prop_assert_eq!(m.content, content); }
         }
@@ -539,6 +651,9 @@ mod tests {
             (r#"{"content":5}"#, "invalid message"),
             (r#"{"content":""}"#, "empty"),
             (r#"{"content":"   "}"#, "empty"),
+            (r#"{"content":"\u0000\u0000"}"#, "empty"),
+            (r#"{"content":"\u200b\u200c\u200d\u2060\ufeff"}"#, "empty"),
+            (r#"{"content":" \u0007\u202e\u00ad\t\u3164"}"#, "empty"),
             (r#"{"content":"hi","room_id":"other"}"#, "does not match"),
             (r#"{"content":"hi","room_id":7}"#, "invalid message"),
         ];

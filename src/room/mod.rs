@@ -42,7 +42,8 @@ use crate::http::{self, ApiError, ApiResult};
 use crate::ledger::Ledger;
 use crate::log::{self, SocketLog};
 use crate::protocol::{
-    self, error_frame, ChatMessage, ClientFrame, ClientMessage, HistoryItems, LogItem, ServerFrame,
+    self, error_frame, ChatMessage, ClientFrame, ClientMessage, CloseReason, HistoryItems, LogItem,
+    ServerFrame,
 };
 use admissions::{AdmittedBadges, Revoked};
 use changes::{Change, Changes};
@@ -52,7 +53,7 @@ use moderation::{Effect, Moderation, PostRefusal, Role};
 use outbox::{Outbox, Outgoing};
 use presence::Presence;
 use rate_limit::{RateLimits, Verdict};
-use sockets::{send_quietly, Member, Sockets, CLOSE_POLICY};
+use sockets::{send_quietly, server_close, Member, Sockets};
 use storage::{ConnectWrites, RoomMeta, RoomStorage};
 use typing::{AfterTyping, Typing};
 
@@ -199,8 +200,8 @@ impl ChatRoom {
         let ws = WebSocket::from(ws);
         let error = worker::Error::from(error);
         log::warn("ws_error", &[("error", &error.to_string())]);
-        let _ = ws.close(Some(1011), Some("socket error"));
-        self.forget(std::slice::from_ref(&ws), 1011);
+        server_close(&ws, CloseReason::SocketError);
+        self.forget(std::slice::from_ref(&ws), CloseReason::SocketError.code());
     }
 }
 
@@ -260,23 +261,23 @@ impl ChatRoom {
             )),
             (Method::Post, "/kick") => {
                 let user = query("user").unwrap_or_default();
-                let closed = self.sockets.close_user(&user, "removed from room");
-                self.forget(&closed, CLOSE_POLICY);
+                let closed = self.sockets.close_user(&user, CloseReason::Removed);
+                self.forget(&closed, CloseReason::Removed.code());
                 Ok(closed_count(closed.len()))
             }
             (Method::Post, "/revoke") => {
                 let closed = match (query("jti"), query("user")) {
                     (Some(jti), _) => {
                         self.badges.forget(Revoked::Badge(&jti))?;
-                        self.sockets.close_badge(&jti, "token revoked")
+                        self.sockets.close_badge(&jti, CloseReason::Revoked)
                     }
                     (None, Some(user)) => {
                         self.badges.forget(Revoked::User(&user))?;
-                        self.sockets.close_user(&user, "token revoked")
+                        self.sockets.close_user(&user, CloseReason::Revoked)
                     }
                     _ => Vec::new(),
                 };
-                self.forget(&closed, CLOSE_POLICY);
+                self.forget(&closed, CloseReason::Revoked.code());
                 Ok(closed_count(closed.len()))
             }
             (Method::Get, "/stats") => Ok(http::json(200, &self.stats()?)),
@@ -431,7 +432,7 @@ impl ChatRoom {
                 ("action", "closed"),
             ],
         );
-        let _ = ws.close(Some(CLOSE_POLICY), Some("rate limit exceeded"));
+        server_close(ws, CloseReason::Flooding);
     }
 
     /// Accepts a WebSocket for a member whose badge signature the Worker has verified: asks the
@@ -716,13 +717,9 @@ impl ChatRoom {
                 Ok(())
             })?;
         let mut closed = 0;
-        if let (Effect::Close { code, reason }, Some(target)) = (effect, request.target.as_deref())
-        {
-            let sockets = self.sockets.of_user(target);
-            for ws in &sockets {
-                let _ = ws.close(Some(code), Some(reason));
-            }
-            self.forget(&sockets, code);
+        if let (Effect::Close(why), Some(target)) = (effect, request.target.as_deref()) {
+            let sockets = self.sockets.close_user(target, why);
+            self.forget(&sockets, why.code());
             closed = sockets.len();
         }
         log::info(

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use worker::{Result, SqlStorage};
 
 use crate::http::{ApiError, ApiResult};
+use crate::protocol::CloseReason;
 
 /// Most moderators a room has.
 pub const MAX_MODERATORS: usize = 50;
@@ -267,15 +268,9 @@ pub struct Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
     None,
-    /// Close the target's sockets with this code and reason.
-    Close {
-        code: u16,
-        reason: &'static str,
-    },
+    /// Close the target's sockets.
+    Close(CloseReason),
 }
-
-/// Close code of a kick: the client may reconnect at once.
-pub const CLOSE_KICKED: u16 = 4001;
 
 /// The room's moderators, sanctions, slow mode and audit log.
 pub struct Moderation {
@@ -510,10 +505,7 @@ impl Moderation {
                     .remove(&target_name.to_lowercase());
                 Effect::None
             }
-            Action::Kick => Effect::Close {
-                code: CLOSE_KICKED,
-                reason: "kicked",
-            },
+            Action::Kick => Effect::Close(CloseReason::Kicked),
             Action::Ban | Action::Mute => {
                 let kind = if action == Action::Ban {
                     Kind::Ban
@@ -530,10 +522,7 @@ impl Moderation {
                     self.moderators
                         .borrow_mut()
                         .remove(&target_name.to_lowercase());
-                    Effect::Close {
-                        code: crate::room::sockets::CLOSE_POLICY,
-                        reason: "banned",
-                    }
+                    Effect::Close(CloseReason::Banned)
                 } else {
                     Effect::None
                 }

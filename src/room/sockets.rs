@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use worker::{js_sys, Result, State, WebSocket};
 
-/// WebSocket close code for policy violations: removed, revoked, flooding.
-pub const CLOSE_POLICY: u16 = 1008;
+use crate::protocol::CloseReason;
 
 /// Who a socket belongs to; stored as its hibernation attachment. It is kept as one compact
 /// JSON string (about 40 bytes of the 16 KB allowed): reading one JS string and parsing it in
@@ -251,23 +250,47 @@ impl Sockets {
         self.online_set().iter().cloned().collect()
     }
 
-    /// Closes every socket of `user` (1008); the sockets closed, for the caller's bookkeeping.
-    pub fn close_user(&self, user: &str, reason: &str) -> Vec<WebSocket> {
-        self.close_tagged(&user_tag(user), reason)
+    /// Closes every socket of `user` ([`server_close`]); the sockets closed, for the caller's
+    /// bookkeeping.
+    pub fn close_user(&self, user: &str, why: CloseReason) -> Vec<WebSocket> {
+        self.close_tagged(&user_tag(user), why)
     }
 
-    /// Closes every socket opened with badge `jti` (1008).
-    pub fn close_badge(&self, jti: &str, reason: &str) -> Vec<WebSocket> {
-        self.close_tagged(&badge_tag(jti), reason)
+    /// Closes every socket opened with badge `jti` ([`server_close`]).
+    pub fn close_badge(&self, jti: &str, why: CloseReason) -> Vec<WebSocket> {
+        self.close_tagged(&badge_tag(jti), why)
     }
 
-    fn close_tagged(&self, tag: &str, reason: &str) -> Vec<WebSocket> {
+    fn close_tagged(&self, tag: &str, why: CloseReason) -> Vec<WebSocket> {
         let sockets = self.state.get_websockets_with_tag(tag);
+        let closing = why.closing_frame();
         for ws in &sockets {
-            let _ = ws.close(Some(CLOSE_POLICY), Some(reason));
+            close_after(ws, &closing, why);
         }
         sockets
     }
+}
+
+/// Ends a socket the server decided to close: THE way every server-initiated close goes (logout,
+/// removal, flooding, socket errors, and any reason added to [`CloseReason`]). It sends the last
+/// frame `{"type":"closing","code","reason"}` and then closes with the same code and reason.
+///
+/// The frame is there because a close frame is not always enough. `wrangler dev` (workerd
+/// 1.20260426) puts the close frame on the wire at once, but when the client has never sent a
+/// data frame it keeps the TCP connection open after the client answers the close, and browsers
+/// and most libraries report the close only once the connection ends
+/// (`docs/runtime/passive-close/`). The `closing` frame arrives in every case.
+///
+/// The caller does the room's bookkeeping (`ChatRoom::forget`); a socket already closing is left
+/// as it is.
+pub fn server_close(ws: &WebSocket, why: CloseReason) {
+    close_after(ws, &why.closing_frame(), why);
+}
+
+/// [`server_close`] with the `closing` frame serialised once for many sockets.
+fn close_after(ws: &WebSocket, closing: &str, why: CloseReason) {
+    send_quietly(ws, closing);
+    let _ = ws.close(Some(why.code()), Some(why.reason()));
 }
 
 /// Sends to one socket, ignoring a socket that is already closing.

@@ -103,3 +103,37 @@ async fn a_login_right_after_logging_out_everywhere_works_in_the_same_second() {
         );
     }
 }
+
+#[tokio::test]
+async fn content_of_only_nul_or_invisible_characters_is_refused_as_empty() {
+    let c = client();
+    let (room, [(_, ta), (_, tb)]) = c.room_with_users("blank", ["a", "b"]).await;
+    let mut a = c.ws_ready(&room, &ta).await;
+    let mut b = c.ws_ready(&room, &tb).await;
+    for blank in [
+        "\u{0}",
+        "\u{0}\u{0}\u{0}",
+        "\u{200b}\u{200c}\u{200d}",
+        "\u{feff}\u{2060}",
+        " \u{202e}\u{ad}\t\u{3164}\u{7}",
+    ] {
+        a.send_message(&room, blank).await;
+        let e = a.next_of_types(&["error", "message"]).await;
+        assert_eq!(e["type"], "error", "{blank:?} was accepted: {e}");
+        assert_eq!(e["detail"], "content must not be empty", "{blank:?}");
+    }
+    // Visible text around invisible characters is a message, kept as sent; nothing blank went out.
+    let kept = "a\u{200b}b";
+    a.send_message(&room, kept).await;
+    assert_eq!(a.next_message_with(kept).await["content"], kept);
+    assert_eq!(
+        b.next_message().await["content"],
+        kept,
+        "b got a blank one first"
+    );
+    assert_eq!(
+        c.all_messages(&room, &ta).await.len(),
+        1,
+        "only the visible message is stored"
+    );
+}

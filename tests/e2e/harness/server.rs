@@ -551,6 +551,35 @@ kill -KILL -- -$$ 2>/dev/null
         self.spawn();
     }
 
+    /// A crash: SIGKILL to the workerd process that runs the Worker and its Durable Objects (found
+    /// by pid in this server's process group; the group's other workerd is the dev proxy, bound to
+    /// the public port), then the rest of the group stopped and the server started again on the
+    /// same port and state folder. Returns the pid killed.
+    pub fn kill9_and_restart(&self) -> u32 {
+        let pgid = self
+            .child
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|c| c.id())
+            .expect("a running server");
+        let proxy = format!("entry=127.0.0.1:{}", self.port);
+        let worker = group_processes(pgid)
+            .into_iter()
+            .find(|(_, comm, cmdline)| comm == "workerd" && !cmdline.contains(&proxy))
+            .map(|(pid, _, _)| pid)
+            .expect("the Worker's workerd in the server's process group");
+        let _ = Command::new("kill")
+            .args(["-KILL", &worker.to_string()])
+            .status();
+        eprintln!(
+            "[harness] kill -9 workerd {worker} of 127.0.0.1:{}",
+            self.port
+        );
+        self.restart();
+        worker
+    }
+
     /// The rows of one SQL statement run on the local D1 database (`wrangler d1 execute`). Only
     /// while the server is stopped: the running server holds the database.
     pub fn d1_rows(&self, sql: &str) -> Value {
@@ -605,6 +634,25 @@ fn signal_group(signal: &str, pgid: u32) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+/// (pid, comm, cmdline) of every process in process group `pgid`, from /proc.
+fn group_processes(pgid: u32) -> Vec<(u32, String, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+            let comm = stat[open + 1..close].to_owned();
+            let group: u32 = stat[close + 2..].split_whitespace().nth(2)?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (group == pgid).then_some((pid, comm, cmdline))
+        })
+        .collect()
 }
 
 /// One blocking HTTP/1.0 request to an unknown path; `Some(status)` once anything answers.
@@ -697,6 +745,14 @@ async fn off_runtime(server: Server, step: fn(&Server)) -> Server {
 /// [`Server::client`] afterwards.
 pub async fn restart(server: Server) -> Server {
     off_runtime(server, Server::restart).await
+}
+
+/// [`Server::kill9_and_restart`] off the async runtime.
+pub async fn kill9_and_restart(server: Server) -> Server {
+    off_runtime(server, |s| {
+        s.kill9_and_restart();
+    })
+    .await
 }
 
 /// Stops `server`, keeping its state folder (for [`Server::d1_rows`], then [`restart`]).
