@@ -17,6 +17,7 @@ mod limits;
 mod ops;
 mod presence;
 mod private_rooms;
+mod refresh;
 mod routes;
 mod security;
 mod sockets;
