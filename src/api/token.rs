@@ -373,7 +373,10 @@ fn login_failed(attempted: &str) -> ApiError {
 /// every badge and refresh family of the user issued until now, and closes the sockets opened
 /// with them. Also clears a browser's refresh cookie.
 pub async fn logout(req: Request, env: &Env) -> ApiResult<Response> {
-    let badge = guard::bearer(&req, env).await?;
+    // A browser whose badge is already refused still gets its cookie cleared.
+    let badge = guard::bearer(&req, env)
+        .await
+        .map_err(|refusal| refusal.with_header("Set-Cookie", clear_cookie(&req)))?;
     let everywhere = match http::query_param(&req.url()?, "all") {
         None => false,
         Some(all) => parse_bool(&all)
