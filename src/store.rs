@@ -66,7 +66,9 @@ impl Store {
         self.db
             .batch(vec![
                 self.db
-                    .prepare("UPDATE users SET deleted_at = ?1, password_hash = '' WHERE username = ?2")
+                    .prepare(
+                        "UPDATE users SET deleted_at = ?1, password_hash = '' WHERE username = ?2",
+                    )
                     .bind(&[JsValue::from_f64(now_ms), username.into()])?,
                 self.db
                     .prepare("DELETE FROM room_members WHERE username = ?1")

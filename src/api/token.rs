@@ -42,9 +42,14 @@ struct TokenForm {
 /// What the form asks for.
 #[derive(Debug, PartialEq)]
 enum Grant {
-    Password { username: String, password: String },
+    Password {
+        username: String,
+        password: String,
+    },
     /// With the token from the form, or `None` for the cookie.
-    Refresh { token: Option<String> },
+    Refresh {
+        token: Option<String>,
+    },
 }
 
 /// An OAuth2 error (RFC 6749 §5.2): `{"detail", "error"}`, the code clients branch on.
@@ -475,7 +480,12 @@ mod tests {
             parse_form(b"grant_type=refresh_token"),
             Ok(Grant::Refresh { token: None })
         );
-        for bad in [&b""[..], b"username=bob", b"password=x", b"grant_type=password"] {
+        for bad in [
+            &b""[..],
+            b"username=bob",
+            b"password=x",
+            b"grant_type=password",
+        ] {
             assert!(
                 matches!(parse_form(bad), Err(FormError::NotAForm(_))),
                 "{bad:?}"
@@ -497,16 +507,29 @@ mod tests {
     #[test]
     fn cookies_are_found_by_exact_name() {
         let header = "a=1; clubhouse_refresh=tok.en; clubhouse_refreshx=no";
-        assert_eq!(find_cookie(header, "clubhouse_refresh").as_deref(), Some("tok.en"));
+        assert_eq!(
+            find_cookie(header, "clubhouse_refresh").as_deref(),
+            Some("tok.en")
+        );
         assert_eq!(find_cookie("clubhouse_refresh=", "clubhouse_refresh"), None);
         assert_eq!(find_cookie("", "clubhouse_refresh"), None);
-        assert_eq!(find_cookie("xclubhouse_refresh=1", "clubhouse_refresh"), None);
+        assert_eq!(
+            find_cookie("xclubhouse_refresh=1", "clubhouse_refresh"),
+            None
+        );
     }
 
     #[test]
     fn the_refresh_cookie_is_out_of_scripts_reach_and_sent_to_token_only() {
         let cookie = refresh_cookie("t", 60, true);
-        for part in ["clubhouse_refresh=t", "Max-Age=60", "Path=/token", "HttpOnly", "SameSite=Strict", "Secure"] {
+        for part in [
+            "clubhouse_refresh=t",
+            "Max-Age=60",
+            "Path=/token",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+        ] {
             assert!(cookie.split("; ").any(|p| p == part), "{part} in {cookie}");
         }
         assert!(!refresh_cookie("t", 60, false).contains("Secure"));

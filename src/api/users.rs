@@ -65,19 +65,15 @@ async fn confirm_password(
     password: &str,
 ) -> ApiResult<UserRecord> {
     let config = Config::from_env(env);
-    let user_throttle = Throttle::new(
-        env,
-        token::user_policy(&config),
-        badge.username.as_str(),
-    );
+    let user_throttle = Throttle::new(env, token::user_policy(&config), badge.username.as_str());
     let ip_throttle = Throttle::new(env, token::ip_policy(&config), &guard::client_ip(req));
     let (by_user, by_ip) = futures_util::future::join(user_throttle.hit(), ip_throttle.hit()).await;
     by_user.and(by_ip)?;
     let record = Store::from_env(env)?.find_user(&badge.username).await?;
     match record {
         Some(r) if password::verify(password.as_bytes(), &r.password_hash) => {
-            let _ = futures_util::future::join(user_throttle.release(), ip_throttle.release())
-                .await;
+            let _ =
+                futures_util::future::join(user_throttle.release(), ip_throttle.release()).await;
             Ok(r)
         }
         _ => {

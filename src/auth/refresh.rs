@@ -82,8 +82,15 @@ mod tests {
         assert_eq!(presented.username, bob());
         assert_eq!(presented.hash, issued.hash);
         assert_eq!(issued.hash.len(), 64);
-        assert_ne!(issued.hash, issue(&bob()).hash, "fresh randomness each time");
-        assert!(!issued.hash.contains(&issued.token[6..]), "only a hash is kept");
+        assert_ne!(
+            issued.hash,
+            issue(&bob()).hash,
+            "fresh randomness each time"
+        );
+        assert!(
+            !issued.hash.contains(&issued.token[6..]),
+            "only a hash is kept"
+        );
     }
 
     #[test]

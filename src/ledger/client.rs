@@ -36,8 +36,6 @@ extern "C" {
         room: &str,
         max_rooms: f64,
     ) -> std::result::Result<js_sys::Promise, JsValue>;
-    #[wasm_bindgen(method, catch)]
-    fn warm(this: &ShardRpc) -> std::result::Result<js_sys::Promise, JsValue>;
 }
 
 /// A shard's answer to an admission, carried as a status.
@@ -159,14 +157,6 @@ impl Ledger {
         verdict_result(status, badge)
     }
 
-    /// Starts the user's shard if it is not running (`Sessions::warm`, `mod.rs`).
-    pub async fn warm(self) -> ApiResult<()> {
-        let shard: ShardRpc = self.stub.into_rpc();
-        let call = shard.warm().map_err(worker::Error::from)?;
-        JsFuture::from(call).await.map_err(worker::Error::from)?;
-        Ok(())
-    }
-
     /// Refuses a revoked badge (401).
     pub async fn admit(&self, badge: &Badge) -> ApiResult<()> {
         let query = format!(
@@ -215,7 +205,8 @@ impl Ledger {
         jti: &str,
         badge_keep_until: i64,
     ) -> ApiResult<Refreshed> {
-        let query = format!("hash={hash}&new_hash={new_hash}&jti={jti}&badge_exp={badge_keep_until}");
+        let query =
+            format!("hash={hash}&new_hash={new_hash}&jti={jti}&badge_exp={badge_keep_until}");
         let answer: Rotation = self.call("/family/rotate", &query).await?.json().await?;
         Ok(match answer.outcome.as_str() {
             "rotated" => Refreshed::Rotated {

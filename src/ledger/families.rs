@@ -356,10 +356,16 @@ mod tests {
             keep_jti: Some("mine".into()),
             keep_family: Some("home".into()),
         };
-        assert!(!changed(None).refuses("mine", 900), "the badge that changed it");
+        assert!(
+            !changed(None).refuses("mine", 900),
+            "the badge that changed it"
+        );
         assert!(!changed(Some("home")).refuses("sibling", 900), "its family");
         assert!(changed(Some("away")).refuses("other", 900));
-        assert!(changed(None).refuses("other", 1000), "up to its millisecond");
+        assert!(
+            changed(None).refuses("other", 1000),
+            "up to its millisecond"
+        );
         assert!(!changed(None).refuses("other", 1001), "a login after it");
         // A badge without a family is never spared as "the family" of a familyless change.
         let familyless = FamilyStanding {

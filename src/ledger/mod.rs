@@ -259,12 +259,6 @@ impl Sessions {
         .map(Verdict::status)
         .map_err(|e| JsValue::from_str(&e.to_string()))
     }
-
-    /// Does nothing: called at login so that the shard is running when the user's sockets
-    /// come to be admitted (a shard idle for a few seconds is evicted, and starting one costs
-    /// far more than a call to a running one).
-    #[wasm_bindgen(js_name = warm)]
-    pub fn warm(&self) {}
 }
 
 #[derive(Deserialize)]
@@ -406,7 +400,11 @@ impl Sessions {
         for row in rows.into_iter().filter(|r| covers(&r.jti)) {
             self.sql.exec(
                 "DELETE FROM sockets WHERE username = ? AND jti = ? AND room = ?",
-                vec![user.into(), row.jti.as_str().into(), row.room.as_str().into()],
+                vec![
+                    user.into(),
+                    row.jti.as_str().into(),
+                    row.room.as_str().into(),
+                ],
             )?;
             taken.push((row.room, row.jti));
         }

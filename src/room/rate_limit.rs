@@ -218,6 +218,9 @@ mod tests {
         }
         limits.check("newcomer", 10_001.0);
         assert!(limits.len() <= 3, "{}", limits.len());
-        assert!(matches!(limits.check("busy", 10_001.0), Verdict::Refuse { .. }), "kept: still draining");
+        assert!(
+            matches!(limits.check("busy", 10_001.0), Verdict::Refuse { .. }),
+            "kept: still draining"
+        );
     }
 }

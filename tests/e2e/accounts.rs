@@ -439,15 +439,22 @@ async fn a_password_change_keeps_this_session_and_ends_every_other() {
     .await;
     assert_eq!(status, 200, "{v}");
 
-    their_ws.expect_policy_close("the other session's socket").await;
+    their_ws
+        .expect_policy_close("the other session's socket")
+        .await;
     expect_json_error(
-        c.get_bearer(&format!("/rooms/{room}/members"), &theirs).await,
+        c.get_bearer(&format!("/rooms/{room}/members"), &theirs)
+            .await,
         401,
         "the other session's badge",
     )
     .await;
     let (status, v) = refresh_status(&c, &their_refresh).await;
-    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
 
     // This session: its sockets, both its badges and its refresh token keep working.
     my_ws.send_message(&room, "still mine").await;
@@ -497,8 +504,14 @@ async fn password_changes_are_checked_and_refused_cleanly() {
     .await;
     for (what, body) in [
         ("not JSON", "current_password=x".to_string()),
-        ("missing field", json!({"current_password": DEFAULT_PASSWORD}).to_string()),
-        ("wrong type", json!({"current_password": 1, "new_password": 2}).to_string()),
+        (
+            "missing field",
+            json!({"current_password": DEFAULT_PASSWORD}).to_string(),
+        ),
+        (
+            "wrong type",
+            json!({"current_password": 1, "new_password": 2}).to_string(),
+        ),
         ("array", "[]".to_string()),
     ] {
         let resp = c
@@ -531,7 +544,9 @@ async fn password_changes_are_checked_and_refused_cleanly() {
     expect_json_error(form, 415, "a form, as a cross-site page could post").await;
     let anonymous = c
         .post("/users/me/password")
-        .json(&json!({"current_password": DEFAULT_PASSWORD, "new_password": "another fine password"}))
+        .json(
+            &json!({"current_password": DEFAULT_PASSWORD, "new_password": "another fine password"}),
+        )
         .send()
         .await
         .unwrap();
@@ -550,7 +565,13 @@ async fn wrong_current_passwords_count_toward_the_login_limit() {
     let (user, badge) = c.new_user("pwguess").await;
     for guess in 0..3 {
         expect_json_error(
-            change_password(&c, &badge, &format!("guess number {guess}"), "a new password!").await,
+            change_password(
+                &c,
+                &badge,
+                &format!("guess number {guess}"),
+                "a new password!",
+            )
+            .await,
             403,
             "wrong guess",
         )
@@ -559,7 +580,12 @@ async fn wrong_current_passwords_count_toward_the_login_limit() {
     let limited = change_password(&c, &badge, DEFAULT_PASSWORD, "a new password!").await;
     assert!(!header(&limited, "retry-after").is_empty());
     expect_json_error(limited, 429, "fourth try, even the right one").await;
-    expect_json_error(delete_account(&c, &badge, "guess again").await, 429, "delete too").await;
+    expect_json_error(
+        delete_account(&c, &badge, "guess again").await,
+        429,
+        "delete too",
+    )
+    .await;
     expect_json_error(
         c.login_response(&user, DEFAULT_PASSWORD).await,
         429,
@@ -609,14 +635,19 @@ async fn a_deleted_account_is_gone_but_its_name_stays_reserved() {
 
     // Its badges and refresh tokens are refused, and it cannot log in.
     expect_json_error(
-        c.get_bearer(&format!("/rooms/{room}/members"), &badge).await,
+        c.get_bearer(&format!("/rooms/{room}/members"), &badge)
+            .await,
         401,
         "badge of a deleted account",
     )
     .await;
     assert_refused(c.try_ws(&unique_name("pub"), &badge).await, 401, "socket");
     let (status, v) = refresh_status(&c, &refresh).await;
-    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
     expect_json_error(
         c.login_response(&user, DEFAULT_PASSWORD).await,
         401,
@@ -638,7 +669,9 @@ async fn a_deleted_account_is_gone_but_its_name_stays_reserved() {
         "{messages:?}"
     );
     // The owner cannot add the deleted name back.
-    let add = c.change_member(reqwest::Method::PUT, &owner_badge, &room, &user).await;
+    let add = c
+        .change_member(reqwest::Method::PUT, &owner_badge, &room, &user)
+        .await;
     expect_json_error(add, 404, "adding a deleted account").await;
 }
 

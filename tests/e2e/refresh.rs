@@ -68,7 +68,10 @@ async fn the_password_grant_also_gives_a_refresh_token_and_expires_in() {
     let (user, _) = c.new_user("rt").await;
     let v = login_full(&c, &user).await;
     assert_eq!(v["token_type"], "bearer", "{v}");
-    assert_eq!(v["expires_in"], 3600, "the shared server's TOKEN_TTL_SECS: {v}");
+    assert_eq!(
+        v["expires_in"], 3600,
+        "the shared server's TOKEN_TTL_SECS: {v}"
+    );
     let token = text(&v, "refresh_token");
     // Opaque, with 256 random bits (64 hex digits) after the user's name.
     let (name, random) = token.rsplit_once('.').unwrap();
@@ -133,8 +136,10 @@ async fn a_reused_token_revokes_its_family_and_closes_its_sockets() {
 
     // The consumed token again: refused, and the whole family goes.
     expect_oauth_error(refresh(&c, &token1).await, "invalid_grant", "reused token").await;
-    ws1.expect_policy_close("socket of the family's first badge").await;
-    ws2.expect_policy_close("socket of the family's refreshed badge").await;
+    ws1.expect_policy_close("socket of the family's first badge")
+        .await;
+    ws2.expect_policy_close("socket of the family's refreshed badge")
+        .await;
     expect_badge_refused(&c, &badge1, &room, "first badge").await;
     expect_badge_refused(&c, &badge2, &room, "refreshed badge").await;
     // The family's newest token is dead too: the thief's or the owner's, whoever had it.
@@ -163,11 +168,19 @@ async fn concurrent_uses_of_one_token_never_both_succeed() {
                 other => panic!("round {round}: status {other}: {v}"),
             }
         }
-        assert!(winners.len() <= 1, "round {round}: {} succeeded", winners.len());
+        assert!(
+            winners.len() <= 1,
+            "round {round}: {} succeeded",
+            winners.len()
+        );
         // The losers were reuses, which revoked the family: the winner's token is dead too.
         for token in winners {
-            expect_oauth_error(refresh(&c, &token).await, "invalid_grant", "winner after reuse")
-                .await;
+            expect_oauth_error(
+                refresh(&c, &token).await,
+                "invalid_grant",
+                "winner after reuse",
+            )
+            .await;
         }
     }
 }
@@ -192,7 +205,8 @@ async fn logout_revokes_the_family() {
         cookie.starts_with("clubhouse_refresh=;") && cookie.contains("Max-Age=0"),
         "logout clears the refresh cookie: {cookie:?}"
     );
-    ws1.expect_policy_close("socket of the family's older badge").await;
+    ws1.expect_policy_close("socket of the family's older badge")
+        .await;
     expect_badge_refused(&c, &badge1, &room, "older badge of the family").await;
     expect_oauth_error(refresh(&c, &token2).await, "invalid_grant", "after logout").await;
 }
@@ -205,7 +219,12 @@ async fn logout_everywhere_revokes_every_family() {
     let token_b = text(&login_full(&c, &user).await, "refresh_token");
     assert_eq!(c.logout(&badge, true).await.status(), 200);
     for token in [token_a, token_b] {
-        expect_oauth_error(refresh(&c, &token).await, "invalid_grant", "after logout all").await;
+        expect_oauth_error(
+            refresh(&c, &token).await,
+            "invalid_grant",
+            "after logout all",
+        )
+        .await;
     }
 }
 
@@ -238,7 +257,11 @@ async fn bad_refresh_requests_get_oauth2_errors() {
         .await;
     expect_oauth_error(missing, "invalid_request", "no token, no cookie").await;
     for grant in ["client_credentials", "authorization_code", "code", ""] {
-        let form = form_encode(&[("grant_type", grant), ("username", &user), ("password", "x")]);
+        let form = form_encode(&[
+            ("grant_type", grant),
+            ("username", &user),
+            ("password", "x"),
+        ]);
         expect_oauth_error(
             c.post_body("/token", FORM, form).await,
             "unsupported_grant_type",
@@ -295,7 +318,10 @@ async fn browsers_get_the_refresh_token_as_a_strict_http_only_cookie() {
     assert_eq!(resp.status(), 200);
     let (cookie, attributes) = refresh_cookie(&resp);
     for wanted in ["HttpOnly", "SameSite=Strict", "Path=/token"] {
-        assert!(attributes.iter().any(|a| a == wanted), "{wanted}: {attributes:?}");
+        assert!(
+            attributes.iter().any(|a| a == wanted),
+            "{wanted}: {attributes:?}"
+        );
     }
     let max_age = attributes
         .iter()
@@ -307,7 +333,10 @@ async fn browsers_get_the_refresh_token_as_a_strict_http_only_cookie() {
         "plain http here: a Secure cookie would never come back ({attributes:?})"
     );
     let v: Value = resp.json().await.unwrap();
-    assert!(v.get("refresh_token").is_none(), "not readable by scripts: {v}");
+    assert!(
+        v.get("refresh_token").is_none(),
+        "not readable by scripts: {v}"
+    );
     let badge = text(&v, "access_token");
 
     // Without the header a cross-site form cannot send, the cookie is refused.
@@ -330,7 +359,10 @@ async fn browsers_get_the_refresh_token_as_a_strict_http_only_cookie() {
     let resp = refresh_by_cookie(&c, &cookie, true).await;
     let (cleared, attributes) = refresh_cookie(&resp);
     assert_eq!(cleared, "");
-    assert!(attributes.iter().any(|a| a == "Max-Age=0"), "{attributes:?}");
+    assert!(
+        attributes.iter().any(|a| a == "Max-Age=0"),
+        "{attributes:?}"
+    );
     expect_oauth_error(resp, "invalid_grant", "reused cookie").await;
     expect_oauth_error(
         refresh_by_cookie(&c, &cookie2, true).await,
@@ -379,7 +411,12 @@ async fn refresh_tokens_expire_refresh_ttl_after_the_login() {
     let (_, token2) = refreshed(&c, &text(&v, "refresh_token")).await;
     let left = Duration::from_secs(11).saturating_sub(started.elapsed());
     tokio::time::sleep(left).await;
-    expect_oauth_error(refresh(&c, &token2).await, "invalid_grant", "expired family").await;
+    expect_oauth_error(
+        refresh(&c, &token2).await,
+        "invalid_grant",
+        "expired family",
+    )
+    .await;
     expect_oauth_error(
         refresh_by_cookie(&c, &cookie_login.0, true).await,
         "invalid_grant",
