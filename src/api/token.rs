@@ -155,7 +155,6 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
         jti: &jti,
         expires_at: now + config.refresh_ttl_secs,
         badge_keep_until: now + config.token_ttl_secs + LEEWAY_SECS,
-        now_ms,
     };
     let (started, _, _) = futures_util::future::join3(
         ledger.start_family(&start),

@@ -114,7 +114,6 @@ pub struct FamilyStart<'a> {
     pub expires_at: i64,
     /// When its first badge can matter no more (seconds).
     pub badge_keep_until: i64,
-    pub now_ms: i64,
 }
 
 impl Ledger {
@@ -178,14 +177,13 @@ impl Ledger {
     /// Starts a login's refresh family; `false` if the account was closed meanwhile.
     pub async fn start_family(&self, start: &FamilyStart<'_>) -> ApiResult<bool> {
         let query = format!(
-            "name={}&family={}&hash={}&jti={}&exp={}&badge_exp={}&now_ms={}",
+            "name={}&family={}&hash={}&jti={}&exp={}&badge_exp={}",
             start.name,
             start.family,
             start.token_hash,
             start.jti,
             start.expires_at,
-            start.badge_keep_until,
-            start.now_ms
+            start.badge_keep_until
         );
         match self.call("/family/start", &query).await?.status_code() {
             204 => Ok(true),

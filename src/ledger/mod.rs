@@ -1,5 +1,6 @@
 //! The session ledger: which badges are revoked and in which rooms each badge has opened
-//! sockets, kept in Durable Objects, each owning a fixed shard of the users. The object's class is
+//! sockets, and the refresh families logins start (`families.rs`), kept in Durable Objects,
+//! each owning a fixed shard of the users. The object's class is
 //! [`Sessions`] (its deployed name); [`Ledger`] (`client.rs`) is how the Worker and the rooms call it.
 //!
 //! Why a Durable Object rather than KV + D1: a socket's admission needs both "is this badge
@@ -88,11 +89,11 @@ impl DurableObject for Sessions {
     /// [`Sessions::admit_socket`].)
     /// - `/admit?user&jti&iat_ms&exp`: an empty answer whose status is the verdict
     ///   (`Verdict::status`).
-    /// - `/revoke?user&jti&exp`: revokes one badge; `{"rooms"}` where it had sockets.
+    /// - `/revoke?user&jti&exp`: revokes one badge and its refresh family (below).
     /// - `/revoke_all?user&at_ms&exp`: revokes the user's badges issued up to `at_ms`;
     ///   `{"rooms"}`.
     /// - `/ping`: `{"ok": true}` (health check).
-    /// - `/family/start?user&name&family&hash&jti&exp&badge_exp&now_ms`: a login's refresh
+    /// - `/family/start?user&name&family&hash&jti&exp&badge_exp`: a login's refresh
     ///   family with its first token (hash) and badge; 403 for a closed account.
     /// - `/family/rotate?user&hash&new_hash&jti&badge_exp`: `{"outcome", "name",
     ///   "expires_at", "sockets"}` ([`Rotation`]; `sockets` of a family revoked for reuse).
@@ -100,8 +101,9 @@ impl DurableObject for Sessions {
     /// - `/close?user`: the account is deleted: every badge and family, now and later;
     ///   `{"rooms"}`.
     ///
-    /// `/revoke` also revokes the badge's family, and answers `{"rooms", "sockets"}`: the
-    /// (room, jti) pairs of every badge of the family; `/revoke_all` revokes every family.
+    /// `/revoke` also revokes the badge's family, and answers `{"sockets"}` instead: the
+    /// (room, jti) pairs of the badge and of every badge of its family; `/revoke_all` revokes
+    /// every family.
     ///
     /// Every route runs without an `await`, so a logout and a connect are ordered one way or
     /// the other: a connect admitted first is in the rooms the logout returns.
@@ -132,7 +134,7 @@ impl DurableObject for Sessions {
                     let badges = families.badges(&family)?;
                     sockets.extend(self.take_sockets(&user, |j| badges.contains(j))?);
                 }
-                serde_json::json!({ "rooms": rooms, "sockets": sockets })
+                serde_json::json!({ "sockets": sockets })
             }
             "/revoke_all" => {
                 self.sql.exec(
@@ -639,6 +641,34 @@ mod tests {
         assert!(unwritten.contains(&record("ann", "j1", "b")));
         assert!(!unwritten.contains(&record("ann", "j9", "b")));
         assert!(!unwritten.contains(&record("bob", "j2", "b")));
+    }
+
+    #[test]
+    fn a_family_revocation_takes_the_unwritten_records_of_its_badges_only() {
+        let mut unwritten = Unwritten::default();
+        for (user, jti, room) in [
+            ("ann", "f1", "a"),
+            ("ann", "f2", "b"),
+            ("ann", "other", "a"),
+            ("bob", "f1", "c"),
+        ] {
+            unwritten.add(record(user, jti, room));
+        }
+        let family = ["f1", "f2"];
+        let taken = unwritten.take_where("ann", &|jti: &str| family.contains(&jti));
+        assert_eq!(
+            taken,
+            vec![
+                ("a".to_owned(), "f1".to_owned()),
+                ("b".to_owned(), "f2".to_owned())
+            ]
+        );
+        assert_eq!(
+            unwritten.count_for("ann"),
+            1,
+            "the badge outside the family stays"
+        );
+        assert_eq!(unwritten.count_for("bob"), 1, "another user's records stay");
     }
 
     #[test]
