@@ -234,11 +234,11 @@ async fn refresh_grant(
     };
     let now_ms = worker::Date::now().as_millis() as i64;
     let now = now_ms.div_euclid(1000);
-    let (jti, token) = (random_id(), refresh::issue(&presented.username));
+    let (jti, next_token) = (random_id(), refresh::issue(&presented.username));
     let ledger = Ledger::for_user(env, presented.username.as_str())?;
     let badge_keep_until = now + config.token_ttl_secs + LEEWAY_SECS;
     let outcome = ledger
-        .rotate(&presented.hash, &token.hash, &jti, badge_keep_until)
+        .rotate(&presented.hash, &next_token.hash, &jti, badge_keep_until)
         .await?;
     let (name, expires_at) = match outcome {
         Refreshed::Rotated { name, expires_at } => (name, expires_at),
@@ -268,7 +268,7 @@ async fn refresh_grant(
     token_response(
         req,
         &badge.token,
-        &token.token,
+        &next_token.token,
         config.token_ttl_secs,
         expires_at - now,
         wants_cookie,
