@@ -5,6 +5,9 @@
 // The token lives in sessionStorage only (per tab, gone when the tab closes), travels in the
 // Authorization header over HTTP and in Sec-WebSocket-Protocol ("bearer", <JWT>) on the socket, so
 // it never appears in a URL unless the server predates that transport (then ?token= is used).
+// The refresh token never reaches this script: the server keeps it in an HttpOnly cookie sent to
+// /token only. The page trades it for a new token on load and a little before each token expires,
+// so a person stays logged in across reloads; open sockets are not touched by a refresh.
 
 const TOKEN_KEY = 'clubhouse.token';
 const USERNAME_RE = /^[A-Za-z0-9_.-]{3,32}$/;
@@ -19,6 +22,8 @@ const GAP_FILL_MAX_PAGES = 10;
 const RELOAD_MAX_PAGES = 30; // after a truncated catch-up: at most this many pages of 100 reloaded
 const TYPING_SEND_EVERY_MS = 3200; // at most one "typing" frame this often while typing (the server forwards one per 3 s: a little over it, so none is dropped)
 const TYPING_SHOW_MS = 5000; // how long "alice is typing…" stays after her last typing frame
+const REFRESH_LEAD_MS = 60_000; // refresh this long before the token expires (or at half its life, if shorter)
+const REFRESH_RETRY_MS = 10_000; // after a refresh that could not reach the server
 const REACTION_PALETTE = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
 
 const $ = (id) => document.getElementById(id);
@@ -27,6 +32,8 @@ const state = {
   token: null,
   username: null,
   exp: 0,
+  iat: 0,
+  refreshTimer: 0,
   room: null,
   roomInfo: null,
   ws: null,
@@ -93,8 +100,11 @@ function clearChildren(node) {
 // ------------------------------------------------------------------------------------------
 
 /** Calls the API. Never throws: network failures come back as status 0. */
-async function api(method, path, { json, form, auth = true } = {}) {
+async function api(method, path, { json, form, auth = true, cookie = false } = {}) {
   const headers = { Accept: 'application/json' };
+  // Asks for the refresh token as a cookie (login), or lets the cookie refresh: a header no
+  // cross-site form can send. Only the routes that read or clear the cookie get it.
+  if (cookie) headers['X-Refresh-Cookie'] = '1';
   let body;
   if (json !== undefined) {
     headers['Content-Type'] = 'application/json';
@@ -106,7 +116,8 @@ async function api(method, path, { json, form, auth = true } = {}) {
   if (auth && state.token) headers.Authorization = `Bearer ${state.token}`;
   let res;
   try {
-    res = await fetch(path, { method, headers, body, credentials: 'omit', cache: 'no-store', redirect: 'error' });
+    const credentials = cookie ? 'same-origin' : 'omit';
+    res = await fetch(path, { method, headers, body, credentials, cache: 'no-store', redirect: 'error' });
   } catch {
     return { ok: false, status: 0, data: null, detail: 'Cannot reach the server. Check your connection.' };
   }
@@ -156,18 +167,22 @@ function setSession(token, fallbackName) {
   state.token = token;
   state.username = typeof claims.sub === 'string' ? claims.sub : fallbackName;
   state.exp = typeof claims.exp === 'number' ? claims.exp : 0;
+  state.iat = typeof claims.iat === 'number' ? claims.iat : 0;
   state.transport = 'unknown';
   try {
     sessionStorage.setItem(TOKEN_KEY, token);
   } catch {
     /* private mode: the session lasts as long as the page */
   }
+  scheduleRefresh();
 }
 
 function clearSession() {
+  clearTimeout(state.refreshTimer);
   state.token = null;
   state.username = null;
   state.exp = 0;
+  state.iat = 0;
   try {
     sessionStorage.removeItem(TOKEN_KEY);
   } catch {
@@ -177,6 +192,36 @@ function clearSession() {
 
 function tokenExpired() {
   return state.exp > 0 && Date.now() / 1000 >= state.exp;
+}
+
+/** Plans the next refresh: a minute before the token expires, or at half its life if that is shorter. */
+function scheduleRefresh(delay = null) {
+  clearTimeout(state.refreshTimer);
+  if (!state.exp) return;
+  const lifeMs = (state.exp - state.iat) * 1000;
+  const lead = Math.min(REFRESH_LEAD_MS, lifeMs / 2);
+  const wait = delay ?? Math.max(1000, state.exp * 1000 - lead - Date.now());
+  state.refreshTimer = setTimeout(() => refreshSession(), wait);
+}
+
+/**
+ * Trades the refresh cookie for a new token. Resolves to true with a new token in place. Tabs
+ * of one browser share the cookie, and a refresh token presented twice ends the session, so
+ * tabs take turns (Web Locks): the next one sends the cookie the previous one got back.
+ */
+async function refreshSession() {
+  const run = async () => {
+    const res = await api('POST', '/token', { form: { grant_type: 'refresh_token' }, auth: false, cookie: true });
+    if (res.ok && res.data && typeof res.data.access_token === 'string') {
+      setSession(res.data.access_token, state.username);
+      return true;
+    }
+    // Unreachable: try again soon, and keep the token while it lasts.
+    if (res.status === 0 || res.status >= 500 || res.status === 429) scheduleRefresh(REFRESH_RETRY_MS);
+    return false;
+  };
+  if (navigator.locks) return navigator.locks.request('clubhouse-refresh', run);
+  return run();
 }
 
 /** The token is no longer good (401, revoked, expired): back to the login form. */
@@ -191,7 +236,7 @@ async function logout(everywhere = false) {
   leaveRoom();
   if (token) {
     // Best effort: the server revokes the token and closes its sockets. Cleared locally either way.
-    await api('POST', everywhere ? '/logout?all=true' : '/logout');
+    await api('POST', everywhere ? '/logout?all=true' : '/logout', { cookie: true });
   }
   clearSession();
   showAuth('You have logged out.', 'info');
@@ -234,7 +279,7 @@ function rateLimited(seconds) {
 
 async function doLogin(username, password) {
   if (!username || !password) return authError('Enter a username and a password.');
-  const res = await api('POST', '/token', { form: { username, password }, auth: false });
+  const res = await api('POST', '/token', { form: { username, password }, auth: false, cookie: true });
   if (res.ok && res.data && typeof res.data.access_token === 'string') {
     setSession(res.data.access_token, username);
     $('auth-password').value = '';
@@ -288,11 +333,75 @@ async function onAuthSubmit(event) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Settings: change the password, delete the account
+// ------------------------------------------------------------------------------------------
+
+function settingsMessage(id, text, kind = 'error') {
+  const node = $(id);
+  node.dataset.kind = kind;
+  show(node, text);
+}
+
+function openSettings() {
+  $('chat-view').hidden = true;
+  $('settings-view').hidden = false;
+  settingsMessage('password-result', '');
+  settingsMessage('delete-result', '');
+  $('delete-confirm').hidden = true;
+  $('current-password').focus();
+}
+
+function closeSettings() {
+  $('settings-view').hidden = true;
+  for (const id of ['current-password', 'new-password', 'delete-password']) $(id).value = '';
+  if (state.token) $('chat-view').hidden = false;
+}
+
+async function changePassword(event) {
+  event.preventDefault();
+  const current = $('current-password').value;
+  const next = $('new-password').value;
+  const problem = signupProblem(state.username, next);
+  if (!current) return settingsMessage('password-result', 'Enter your current password.');
+  if (problem) return settingsMessage('password-result', problem.replace('Password', 'New password'));
+  const res = await api('POST', '/users/me/password', { json: { current_password: current, new_password: next } });
+  if (!state.token) return; // the session ended meanwhile
+  if (res.ok) {
+    $('current-password').value = '';
+    $('new-password').value = '';
+    return settingsMessage('password-result', 'Password changed. Your other sessions were logged out.', 'info');
+  }
+  if (res.status === 403) return settingsMessage('password-result', 'Your current password is not right.');
+  if (res.status === 429) return settingsMessage('password-result', 'Too many wrong passwords. Please wait and try again.');
+  settingsMessage('password-result', `Could not change the password: ${res.detail}`);
+}
+
+async function deleteAccount(event) {
+  event.preventDefault();
+  const password = $('delete-password').value;
+  if (!password) return settingsMessage('delete-result', 'Enter your password to confirm.');
+  const res = await api('DELETE', '/users/me', { json: { password }, cookie: true });
+  if (!state.token) return;
+  if (res.ok) {
+    $('delete-password').value = '';
+    closeSettings();
+    leaveRoom();
+    clearSession();
+    showAuth('Your account was deleted.', 'info');
+    return;
+  }
+  if (res.status === 403) return settingsMessage('delete-result', 'That password is not right.');
+  if (res.status === 429) return settingsMessage('delete-result', 'Too many wrong passwords. Please wait and try again.');
+  settingsMessage('delete-result', `Could not delete the account: ${res.detail}`);
+}
+
+// ------------------------------------------------------------------------------------------
 // Views
 // ------------------------------------------------------------------------------------------
 
 function showAuth(message, kind = 'error') {
   $('chat-view').hidden = true;
+  $('settings-view').hidden = true;
   $('session').hidden = true;
   $('auth-view').hidden = false;
   authError(message || '', kind);
@@ -609,7 +718,11 @@ function connect(forceQuery = false) {
   clearInterval(state.countdownTimer);
   if (!state.room || !state.token || state.stopped) return;
   if (tokenExpired()) {
-    sessionEnded('Your session expired. Please log in again.');
+    // Asleep past the refresh (a laptop lid): a new token first, if the login still holds.
+    refreshSession().then((ok) => {
+      if (ok) connect(forceQuery);
+      else if (tokenExpired()) sessionEnded('Your session expired. Please log in again.');
+    });
     return;
   }
   if (state.held) {
@@ -654,7 +767,23 @@ function connect(forceQuery = false) {
   ws.addEventListener('message', (event) => {
     if (gen !== state.gen) return;
     sawTraffic();
-    if (typeof event.data === 'string') handleFrame(event.data);
+    if (typeof event.data !== 'string') return;
+    if (event.data.startsWith('{"type":"closing"')) {
+      // The server's last word before it closes: act on it now, since the close event itself
+      // may come late (docs/runtime), and ignore this socket's events from here on.
+      let frame = null;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        /* not ours */
+      }
+      if (frame && typeof frame.code === 'number') {
+        state.gen += 1;
+        onSocketClosed({ code: frame.code, reason: String(frame.reason || '') }, opened, viaQuery);
+        return;
+      }
+    }
+    handleFrame(event.data);
   });
   ws.addEventListener('close', (event) => {
     if (gen !== state.gen) return;
@@ -1843,6 +1972,18 @@ function wire() {
   $('auth-form').addEventListener('submit', onAuthSubmit);
   $('room-form').addEventListener('submit', onRoomSubmit);
   $('logout').addEventListener('click', () => logout(false));
+  $('open-settings').addEventListener('click', openSettings);
+  $('close-settings').addEventListener('click', closeSettings);
+  $('password-form').addEventListener('submit', changePassword);
+  $('delete-start').addEventListener('click', () => {
+    $('delete-confirm').hidden = false;
+    $('delete-password').focus();
+  });
+  $('delete-cancel').addEventListener('click', () => {
+    $('delete-confirm').hidden = true;
+    $('delete-password').value = '';
+  });
+  $('delete-form').addEventListener('submit', deleteAccount);
   $('composer').addEventListener('submit', (event) => {
     event.preventDefault();
     sendMessage();
@@ -1917,7 +2058,7 @@ window.__clubhouse = Object.freeze({
   room: () => state.room,
 });
 
-function boot() {
+async function boot() {
   wire();
   setStatus('idle');
   let token = null;
@@ -1928,15 +2069,20 @@ function boot() {
   }
   if (token) {
     setSession(token, null);
-    if (!state.username || tokenExpired()) {
-      clearSession();
-      showAuth('Your session expired. Please log in again.');
+    if (state.username && !tokenExpired()) {
+      enterChat();
+      refreshSession(); // on load too: the token in storage may be close to its end
       return;
     }
+    clearSession();
+  }
+  // A new tab or a reload after the tab's token is gone: the refresh cookie, if the login holds.
+  if (await refreshSession()) {
     enterChat();
     return;
   }
-  showAuth('');
+  clearSession();
+  showAuth(token ? 'Your session expired. Please log in again.' : '');
 }
 
 boot();

@@ -14,6 +14,8 @@ use crate::log::{self, Level};
 pub struct Config {
     /// Badge lifetime (`TOKEN_TTL_SECS`, default 3600).
     pub token_ttl_secs: i64,
+    /// Refresh token lifetime, counted from the login (`REFRESH_TTL_SECS`, default 30 days).
+    pub refresh_ttl_secs: i64,
     /// argon2id cost for new hashes (`ARGON2_M_KIB`, `ARGON2_T`, `ARGON2_P`; default OWASP's).
     pub hash_cost: HashCost,
     /// Failed logins per username per window (`LOGIN_MAX_FAILURES_PER_USER`, default 10).
@@ -92,6 +94,13 @@ impl Config {
                 "TOKEN_TTL_SECS",
                 3600,
                 60..=86_400 * 30,
+                &mut problems,
+            ),
+            refresh_ttl_secs: int_setting(
+                lookup,
+                "REFRESH_TTL_SECS",
+                86_400 * 30,
+                10..=86_400 * 365,
                 &mut problems,
             ),
             hash_cost: HashCost {
@@ -324,6 +333,7 @@ mod tests {
         let (c, problems) = Config::from_lookup(&lookup(&[]));
         assert!(problems.is_empty());
         assert_eq!(c.token_ttl_secs, 3600);
+        assert_eq!(c.refresh_ttl_secs, 86_400 * 30);
         assert_eq!(c.hash_cost, HashCost::default());
         let room = RoomConfig::from_lookup(&lookup(&[])).0;
         assert_eq!(room.history_cap, 10_000);

@@ -51,13 +51,35 @@ impl Store {
     pub async fn find_user(&self, username: &Username) -> ApiResult<Option<UserRecord>> {
         Ok(self
             .db
-            .prepare("SELECT username, password_hash FROM users WHERE username = ?1")
+            .prepare(
+                "SELECT username, password_hash FROM users \
+                 WHERE username = ?1 AND deleted_at IS NULL",
+            )
             .bind(&[username.as_str().into()])?
             .first::<UserRecord>(None)
             .await?)
     }
 
-    /// Replaces a hash after a successful login with outdated parameters.
+    /// Deletes an account: it can no longer log in and is in no room, but its row stays, so
+    /// the name stays reserved (signup's UNIQUE constraint) and its messages keep naming it.
+    pub async fn delete_user(&self, username: &str, now_ms: f64) -> ApiResult<()> {
+        self.db
+            .batch(vec![
+                self.db
+                    .prepare(
+                        "UPDATE users SET deleted_at = ?1, password_hash = '' WHERE username = ?2",
+                    )
+                    .bind(&[JsValue::from_f64(now_ms), username.into()])?,
+                self.db
+                    .prepare("DELETE FROM room_members WHERE username = ?1")
+                    .bind(&[username.into()])?,
+            ])
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces a user's password hash (a password change, or a login re-hashing with new
+    /// parameters).
     pub async fn update_password_hash(&self, username: &str, password_hash: &str) -> ApiResult<()> {
         self.db
             .prepare("UPDATE users SET password_hash = ?1 WHERE username = ?2")

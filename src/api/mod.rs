@@ -1,6 +1,7 @@
 //! The HTTP surface: a small router that maps method + path to one handler per resource.
 //! Anything unmatched is a JSON 404; every handler error becomes a JSON `{"detail"}` response.
 
+mod closing;
 mod guard;
 mod health;
 mod moderation;
@@ -98,6 +99,14 @@ async fn route(
         ["users", ""] | ["users"] => {
             only(&[Method::Post], "POST")?;
             users::signup(req(), env).await
+        }
+        ["users", "me"] => {
+            only(&[Method::Delete], "DELETE")?;
+            users::delete_me(req(), env).await
+        }
+        ["users", "me", "password"] => {
+            only(&[Method::Post], "POST")?;
+            users::change_password(req(), env).await
         }
         ["token"] => {
             only(&[Method::Post], "POST")?;

@@ -1,17 +1,152 @@
-//! `POST /users/`: sign up with a JSON `{"username", "password"}`.
+//! Accounts: `POST /users/` signs up with a JSON `{"username", "password"}`; with a badge,
+//! `POST /users/me/password` changes the password (every other session ends) and
+//! `DELETE /users/me` deletes the account (every session ends, the name stays reserved).
 
 use serde::Deserialize;
 use worker::{Env, Request, Response};
 
-use super::guard;
+use super::{closing, guard, token};
+use crate::auth::badge::{Badge, LEEWAY_SECS};
 use crate::auth::password;
 use crate::config::Config;
 use crate::http;
 use crate::http::{ApiError, ApiResult};
+use crate::ledger::Ledger;
 use crate::log;
 use crate::protocol::{Password, Username};
-use crate::store::Store;
+use crate::store::{Store, UserRecord};
 use crate::throttle::{Policy, Throttle};
+
+/// Longest password checked against the stored hash: no account has a longer one (signup's
+/// limit is 128 characters, of up to 4 bytes each).
+const MAX_PASSWORD_BYTES: usize = 512;
+
+#[derive(Deserialize)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+#[derive(Deserialize)]
+struct DeleteConfirmation {
+    password: String,
+}
+
+/// Reads a JSON object body into `T`; 422 (with `shape` in the message) for anything else, or
+/// for a password longer than any account has.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    shape: &'static str,
+    passwords: impl Fn(&T) -> Vec<&str>,
+) -> ApiResult<T> {
+    if !crate::protocol::looks_like_object(body) {
+        return Err(ApiError::unprocessable(format!(
+            "body must be a JSON object {shape}"
+        )));
+    }
+    let parsed: T = serde_json::from_slice(body)
+        .map_err(|e| ApiError::unprocessable(format!("body must be JSON {shape} ({e})")))?;
+    if passwords(&parsed)
+        .iter()
+        .any(|p| p.len() > MAX_PASSWORD_BYTES)
+    {
+        return Err(ApiError::unprocessable("password is too long"));
+    }
+    Ok(parsed)
+}
+
+/// The badge's account, if `password` is its password. Wrong passwords count toward the
+/// login limits (per user and per IP), so these routes cannot be used to guess one; a right
+/// one gives its attempts back, as a login does.
+async fn confirm_password(
+    req: &Request,
+    env: &Env,
+    badge: &Badge,
+    password: &str,
+) -> ApiResult<UserRecord> {
+    let config = Config::from_env(env);
+    let user_throttle = Throttle::new(env, token::user_policy(&config), badge.username.as_str());
+    let ip_throttle = Throttle::new(env, token::ip_policy(&config), &guard::client_ip(req));
+    let (by_user, by_ip) = futures_util::future::join(user_throttle.hit(), ip_throttle.hit()).await;
+    by_user.and(by_ip)?;
+    let record = Store::from_env(env)?.find_user(&badge.username).await?;
+    match record {
+        Some(r) if password::verify(password.as_bytes(), &r.password_hash) => {
+            let _ =
+                futures_util::future::join(user_throttle.release(), ip_throttle.release()).await;
+            Ok(r)
+        }
+        _ => {
+            log::info(
+                "password_confirmation_failed",
+                &[("username", badge.username.as_str())],
+            );
+            Err(ApiError::new(403, "Incorrect password"))
+        }
+    }
+}
+
+/// `POST /users/me/password` (Bearer) `{"current_password", "new_password"}`: the new
+/// password (signup's rules) replaces the old; every other badge and refresh family of the
+/// user is revoked and their sockets closed. This badge and its family stay.
+pub async fn change_password(mut req: Request, env: &Env) -> ApiResult<Response> {
+    let badge = guard::bearer(&req, env).await?;
+    http::require_content_type(&req, "application/json")?;
+    let change: PasswordChange = parse_json(
+        &http::read_body(&mut req).await?,
+        "{\"current_password\": string, \"new_password\": string}",
+        |c: &PasswordChange| vec![c.current_password.as_str(), c.new_password.as_str()],
+    )?;
+    let new_password = Password::parse_new(&change.new_password, &badge.username)
+        .map_err(|e| ApiError::unprocessable(e.0))?;
+    let record = confirm_password(&req, env, &badge, &change.current_password).await?;
+    let config = Config::from_env(env);
+    let phc = password::hash(new_password.as_bytes(), config.hash_cost)
+        .map_err(|e| ApiError::internal(e.0))?;
+    Store::from_env(env)?
+        .update_password_hash(&record.username, &phc)
+        .await?;
+    let now_ms = worker::Date::now().as_millis() as i64;
+    let keep_until = now_ms.div_euclid(1000) + config.token_ttl_secs + LEEWAY_SECS;
+    let sockets = Ledger::for_user(env, badge.username.as_str())?
+        .revoke_others(&badge.jti, now_ms, keep_until)
+        .await?;
+    closing::close_badges(env, &sockets).await;
+    log::info("password_changed", &[("username", badge.username.as_str())]);
+    Ok(http::json(
+        200,
+        &serde_json::json!({ "detail": "password changed; other sessions were logged out" }),
+    ))
+}
+
+/// `DELETE /users/me` (Bearer) `{"password"}`: the account can no longer log in, every badge
+/// and refresh token of it is refused, its sockets close and its memberships go. The name
+/// stays reserved, and its messages stay, under that name.
+pub async fn delete_me(mut req: Request, env: &Env) -> ApiResult<Response> {
+    let badge = guard::bearer(&req, env).await?;
+    http::require_content_type(&req, "application/json")?;
+    let confirmation: DeleteConfirmation = parse_json(
+        &http::read_body(&mut req).await?,
+        "{\"password\": string}",
+        |c: &DeleteConfirmation| vec![c.password.as_str()],
+    )?;
+    let record = confirm_password(&req, env, &badge, &confirmation.password).await?;
+    // D1 first: from here no login succeeds; then the ledger refuses every badge, including
+    // one a login that passed its password check just before could still be signing.
+    Store::from_env(env)?
+        .delete_user(&record.username, worker::Date::now().as_millis() as f64)
+        .await?;
+    let rooms = Ledger::for_user(env, badge.username.as_str())?
+        .close_account()
+        .await?;
+    closing::close_user(env, badge.username.as_str(), &rooms).await;
+    log::info("account_deleted", &[("username", badge.username.as_str())]);
+    let mut response = http::json(200, &serde_json::json!({ "detail": "account deleted" }));
+    response
+        .headers_mut()
+        .append("Set-Cookie", &token::clear_cookie(&req))?;
+    Ok(response)
+}
 
 #[derive(Deserialize)]
 struct SignupBody {

@@ -144,8 +144,19 @@ impl BadgeKeys {
 
     /// Signs a badge for `username`, valid from `now_ms` (milliseconds) for `ttl_secs`.
     pub fn issue(&self, username: &Username, now_ms: i64, ttl_secs: i64) -> IssuedBadge {
+        self.issue_as(username, random_id(), now_ms, ttl_secs)
+    }
+
+    /// [`BadgeKeys::issue`] with a `jti` chosen beforehand: the session ledger records a
+    /// refresh family's badge before it is signed, so a revocation of the family can never miss it.
+    pub fn issue_as(
+        &self,
+        username: &Username,
+        jti: String,
+        now_ms: i64,
+        ttl_secs: i64,
+    ) -> IssuedBadge {
         let now_secs = now_ms.div_euclid(1000);
-        let jti = random_id();
         let custom = BadgeClaims {
             sub: username.as_str().to_owned(),
             iss: ISSUER.to_owned(),

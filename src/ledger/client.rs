@@ -36,8 +36,6 @@ extern "C" {
         room: &str,
         max_rooms: f64,
     ) -> std::result::Result<js_sys::Promise, JsValue>;
-    #[wasm_bindgen(method, catch)]
-    fn warm(this: &ShardRpc) -> std::result::Result<js_sys::Promise, JsValue>;
 }
 
 /// A shard's answer to an admission, carried as a status.
@@ -75,6 +73,47 @@ pub struct Ledger {
 #[derive(Deserialize)]
 struct Rooms {
     rooms: Vec<String>,
+}
+
+/// (room, jti): a badge with sockets in a room, for the Worker to close.
+pub type BadgeSockets = Vec<(String, String)>;
+
+#[derive(Deserialize)]
+struct Sockets {
+    sockets: BadgeSockets,
+}
+
+/// What presenting a refresh token came to (`Ledger::rotate`).
+#[derive(Debug)]
+pub enum Refreshed {
+    /// Consumed and replaced; the family's registered spelling of the name and when it ends
+    /// (seconds).
+    Rotated { name: String, expires_at: i64 },
+    /// Consumed before: the family is revoked; its badges' sockets are to be closed.
+    Reused { sockets: BadgeSockets },
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+#[derive(Deserialize)]
+struct Rotation {
+    outcome: String,
+    name: String,
+    expires_at: i64,
+    sockets: BadgeSockets,
+}
+
+/// A login's refresh family as the Worker made it; every field is hex it generated, a
+/// validated name or a number.
+pub struct FamilyStart<'a> {
+    pub name: &'a str,
+    pub family: &'a str,
+    pub token_hash: &'a str,
+    pub jti: &'a str,
+    /// When the family's refresh tokens expire (seconds).
+    pub expires_at: i64,
+    /// When its first badge can matter no more (seconds).
+    pub badge_keep_until: i64,
 }
 
 impl Ledger {
@@ -117,14 +156,6 @@ impl Ledger {
         verdict_result(status, badge)
     }
 
-    /// Starts the user's shard if it is not running (`Sessions::warm`, `mod.rs`).
-    pub async fn warm(self) -> ApiResult<()> {
-        let shard: ShardRpc = self.stub.into_rpc();
-        let call = shard.warm().map_err(worker::Error::from)?;
-        JsFuture::from(call).await.map_err(worker::Error::from)?;
-        Ok(())
-    }
-
     /// Refuses a revoked badge (401).
     pub async fn admit(&self, badge: &Badge) -> ApiResult<()> {
         let query = format!(
@@ -135,11 +166,76 @@ impl Ledger {
         verdict_result(status, badge)
     }
 
-    /// Revokes one badge, remembered until `keep_until` (when it would have expired anyway);
-    /// the rooms where it had sockets.
-    pub async fn revoke(&self, jti: &str, keep_until: i64) -> ApiResult<Vec<String>> {
+    /// Revokes one badge, remembered until `keep_until` (when it would have expired anyway),
+    /// and its refresh family; the sockets of the badge and of every badge of the family.
+    pub async fn revoke(&self, jti: &str, keep_until: i64) -> ApiResult<BadgeSockets> {
         let query = format!("jti={jti}&exp={keep_until}");
-        let rooms: Rooms = self.call("/revoke", &query).await?.json().await?;
+        let sockets: Sockets = self.call("/revoke", &query).await?.json().await?;
+        Ok(sockets.sockets)
+    }
+
+    /// Starts a login's refresh family; `false` if the account was closed meanwhile.
+    pub async fn start_family(&self, start: &FamilyStart<'_>) -> ApiResult<bool> {
+        let query = format!(
+            "name={}&family={}&hash={}&jti={}&exp={}&badge_exp={}",
+            start.name,
+            start.family,
+            start.token_hash,
+            start.jti,
+            start.expires_at,
+            start.badge_keep_until
+        );
+        match self.call("/family/start", &query).await?.status_code() {
+            204 => Ok(true),
+            403 => Ok(false),
+            other => Err(ApiError::internal(format!(
+                "session ledger answered {other} to a family start"
+            ))),
+        }
+    }
+
+    /// Presents a refresh token (its hash): consumed and replaced by `new_hash` with badge
+    /// `jti` recorded in its family, or refused.
+    pub async fn rotate(
+        &self,
+        hash: &str,
+        new_hash: &str,
+        jti: &str,
+        badge_keep_until: i64,
+    ) -> ApiResult<Refreshed> {
+        let query =
+            format!("hash={hash}&new_hash={new_hash}&jti={jti}&badge_exp={badge_keep_until}");
+        let answer: Rotation = self.call("/family/rotate", &query).await?.json().await?;
+        Ok(match answer.outcome.as_str() {
+            "rotated" => Refreshed::Rotated {
+                name: answer.name,
+                expires_at: answer.expires_at,
+            },
+            "reused" => Refreshed::Reused {
+                sockets: answer.sockets,
+            },
+            _ => Refreshed::Invalid,
+        })
+    }
+
+    /// A password change: revokes every badge and family of the user but badge `jti` and its
+    /// family, for badges issued up to `at_ms` (remembered until `keep_until`); the sockets
+    /// of the revoked badges.
+    pub async fn revoke_others(
+        &self,
+        jti: &str,
+        at_ms: i64,
+        keep_until: i64,
+    ) -> ApiResult<BadgeSockets> {
+        let query = format!("jti={jti}&at_ms={at_ms}&exp={keep_until}");
+        let sockets: Sockets = self.call("/revoke_others", &query).await?.json().await?;
+        Ok(sockets.sockets)
+    }
+
+    /// The account is deleted: every badge and family of the user is refused from now on,
+    /// including any issued later; the rooms where the user had sockets.
+    pub async fn close_account(&self) -> ApiResult<Vec<String>> {
+        let rooms: Rooms = self.call("/close", "").await?.json().await?;
         Ok(rooms.rooms)
     }
 

@@ -1,5 +1,6 @@
 //! The session ledger: which badges are revoked and in which rooms each badge has opened
-//! sockets, kept in Durable Objects, each owning a fixed shard of the users. The object's class is
+//! sockets, and the refresh families logins start (`families.rs`), kept in Durable Objects,
+//! each owning a fixed shard of the users. The object's class is
 //! [`Sessions`] (its deployed name); [`Ledger`] (`client.rs`) is how the Worker and the rooms call it.
 //!
 //! Why a Durable Object rather than KV + D1: a socket's admission needs both "is this badge
@@ -16,6 +17,7 @@
 //! and forgets their revocations: it is a constant, not a setting.
 
 mod client;
+mod families;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -29,7 +31,8 @@ use crate::http::{self, ApiError};
 use crate::log;
 
 use client::Verdict;
-pub use client::{shard_of, Ledger, BINDING, SHARDS};
+pub use client::{shard_of, BadgeSockets, FamilyStart, Ledger, Refreshed, BINDING, SHARDS};
+use families::{Families, FamilyStanding, NewFamily, Rotation};
 
 /// How often a shard drops rows of expired badges (seconds).
 const PRUNE_EVERY_SECS: i64 = 60;
@@ -37,6 +40,10 @@ const PRUNE_EVERY_SECS: i64 = 60;
 /// How long an admitted socket's record waits in memory before it is written, with the others
 /// admitted meanwhile, in one commit (milliseconds). See [`SocketWrites`].
 const WRITE_SOCKETS_AFTER_MS: u32 = 100;
+
+/// The "log out everywhere" stamp of a closed account (milliseconds, and its row's expiry in
+/// seconds): later than any badge will be issued, and never pruned.
+const CLOSED_ACCOUNT: i64 = 1 << 52;
 
 #[durable_object(fetch)]
 pub struct Sessions {
@@ -60,7 +67,10 @@ impl DurableObject for Sessions {
             "CREATE TABLE IF NOT EXISTS sockets (
                 username TEXT NOT NULL, jti TEXT NOT NULL, room TEXT NOT NULL, exp INTEGER NOT NULL,
                 PRIMARY KEY (username, jti, room))",
-        ] {
+        ]
+        .into_iter()
+        .chain(families::TABLES)
+        {
             sql.exec(ddl, None).expect("creating the ledger tables");
         }
         Self {
@@ -79,10 +89,21 @@ impl DurableObject for Sessions {
     /// [`Sessions::admit_socket`].)
     /// - `/admit?user&jti&iat_ms&exp`: an empty answer whose status is the verdict
     ///   (`Verdict::status`).
-    /// - `/revoke?user&jti&exp`: revokes one badge; `{"rooms"}` where it had sockets.
+    /// - `/revoke?user&jti&exp`: revokes one badge and its refresh family (below).
     /// - `/revoke_all?user&at_ms&exp`: revokes the user's badges issued up to `at_ms`;
     ///   `{"rooms"}`.
     /// - `/ping`: `{"ok": true}` (health check).
+    /// - `/family/start?user&name&family&hash&jti&exp&badge_exp`: a login's refresh
+    ///   family with its first token (hash) and badge; 403 for a closed account.
+    /// - `/family/rotate?user&hash&new_hash&jti&badge_exp`: `{"outcome", "name",
+    ///   "expires_at", "sockets"}` ([`Rotation`]; `sockets` of a family revoked for reuse).
+    /// - `/revoke_others?user&jti&at_ms&exp`: a password change; `{"sockets"}`.
+    /// - `/close?user`: the account is deleted: every badge and family, now and later;
+    ///   `{"rooms"}`.
+    ///
+    /// `/revoke` also revokes the badge's family, and answers `{"sockets"}` instead: the
+    /// (room, jti) pairs of the badge and of every badge of its family; `/revoke_all` revokes
+    /// every family.
     ///
     /// Every route runs without an `await`, so a logout and a connect are ordered one way or
     /// the other: a connect admitted first is in the rooms the logout returns.
@@ -103,9 +124,17 @@ impl DurableObject for Sessions {
                 let rooms = self.take_rooms(&user, Some(&jti))?;
                 self.sql.exec(
                     "INSERT OR REPLACE INTO revoked (jti, exp) VALUES (?, ?)",
-                    vec![jti.into(), number("exp").into()],
+                    vec![jti.as_str().into(), number("exp").into()],
                 )?;
-                serde_json::json!({ "rooms": rooms })
+                let families = self.families();
+                let mut sockets: Vec<(String, String)> =
+                    rooms.iter().map(|r| (r.clone(), jti.clone())).collect();
+                if let Some(family) = families.of_badge(&jti)? {
+                    families.revoke(&family)?;
+                    let badges = families.badges(&family)?;
+                    sockets.extend(self.take_sockets(&user, |j| badges.contains(j))?);
+                }
+                serde_json::json!({ "sockets": sockets })
             }
             "/revoke_all" => {
                 self.sql.exec(
@@ -118,7 +147,80 @@ impl DurableObject for Sessions {
                         number("exp").into(),
                     ],
                 )?;
+                self.families().revoke_all(&user, None)?;
                 serde_json::json!({ "rooms": self.take_rooms(&user, None)? })
+            }
+            "/close" => {
+                self.sql.exec(
+                    "INSERT OR REPLACE INTO revoked_before (username, at_ms, exp) VALUES (?, ?, ?)",
+                    vec![
+                        user.as_str().into(),
+                        CLOSED_ACCOUNT.into(),
+                        CLOSED_ACCOUNT.into(),
+                    ],
+                )?;
+                self.families().revoke_all(&user, None)?;
+                serde_json::json!({ "rooms": self.take_rooms(&user, None)? })
+            }
+            "/revoke_others" => {
+                let families = self.families();
+                let keep_family = families.of_badge(&jti)?;
+                families.revoke_others(
+                    &user,
+                    number("at_ms"),
+                    &jti,
+                    keep_family.as_deref(),
+                    number("exp"),
+                )?;
+                let kept = match &keep_family {
+                    Some(family) => families.badges(family)?,
+                    None => Default::default(),
+                };
+                let sockets = self.take_sockets(&user, |j| j != jti && !kept.contains(j))?;
+                serde_json::json!({ "sockets": sockets })
+            }
+            "/family/start" => {
+                if self.closed(&user)? {
+                    return Response::empty().map(|r| r.with_status(403));
+                }
+                self.families().start(&NewFamily {
+                    user: &user,
+                    name: &text("name"),
+                    family: &text("family"),
+                    hash: &text("hash"),
+                    jti: &jti,
+                    expires_at: number("exp"),
+                    badge_keep_until: number("badge_exp"),
+                })?;
+                return Response::empty().map(|r| r.with_status(204));
+            }
+            "/family/rotate" => {
+                let families = self.families();
+                let presented = families.rotate(
+                    &user,
+                    &text("hash"),
+                    &text("new_hash"),
+                    &jti,
+                    number("badge_exp"),
+                    now,
+                )?;
+                let sockets = match (presented.rotation, &presented.family) {
+                    (Rotation::Reused, Some(family)) => {
+                        let badges = families.badges(family)?;
+                        self.take_sockets(&user, |j| badges.contains(j))?
+                    }
+                    _ => Vec::new(),
+                };
+                serde_json::json!({
+                    "outcome": match presented.rotation {
+                        Rotation::Invalid => "invalid",
+                        Rotation::Reused => "reused",
+                        Rotation::Rotate => "rotated",
+                    },
+                    "name": presented.name,
+                    "expires_at": presented.expires_at,
+                    "sockets": sockets,
+                })
             }
             "/ping" => serde_json::json!({ "ok": true }),
             _ => return Ok(ApiError::not_found().into_response()),
@@ -159,12 +261,6 @@ impl Sessions {
         .map(Verdict::status)
         .map_err(|e| JsValue::from_str(&e.to_string()))
     }
-
-    /// Does nothing: called at login so that the shard is running when the user's sockets
-    /// come to be admitted (a shard idle for a few seconds is evicted, and starting one costs
-    /// far more than a call to a running one).
-    #[wasm_bindgen(js_name = warm)]
-    pub fn warm(&self) {}
 }
 
 #[derive(Deserialize)]
@@ -176,6 +272,25 @@ struct Standing {
     rooms: i64,
     /// Whether this (badge, room) is among them.
     recorded: i64,
+    // The columns of `FamilyStanding::COLUMNS`, read here (a flattened struct would go through
+    // serde's buffered path, which reads SQLite's numbers less exactly).
+    family: Option<String>,
+    family_revoked: Option<i64>,
+    others_before: Option<i64>,
+    keep_jti: Option<String>,
+    keep_family: Option<String>,
+}
+
+impl Standing {
+    fn family(self) -> FamilyStanding {
+        FamilyStanding {
+            family: self.family,
+            family_revoked: self.family_revoked,
+            others_before: self.others_before,
+            keep_jti: self.keep_jti,
+            keep_family: self.keep_family,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -199,12 +314,14 @@ impl Sessions {
         let standing = self
             .sql
             .exec(
-                "SELECT (SELECT at FROM not_before WHERE username = ?1) AS not_before,
+                &"SELECT (SELECT at FROM not_before WHERE username = ?1) AS not_before,
                         (SELECT at_ms FROM revoked_before WHERE username = ?1) AS revoked_before,
                         EXISTS (SELECT 1 FROM revoked WHERE jti = ?2) AS revoked,
                         (SELECT COUNT(*) FROM sockets WHERE username = ?1 AND exp >= ?4) AS rooms,
                         EXISTS (SELECT 1 FROM sockets
-                                WHERE username = ?1 AND jti = ?2 AND room = ?3) AS recorded",
+                                WHERE username = ?1 AND jti = ?2 AND room = ?3) AS recorded,
+                        FAMILY_COLUMNS"
+                    .replace("FAMILY_COLUMNS", FamilyStanding::COLUMNS),
                 vec![
                     user.into(),
                     jti.into(),
@@ -215,7 +332,8 @@ impl Sessions {
             .one::<Standing>()?;
         let everywhere =
             logged_out_everywhere(issued_at_ms, standing.not_before, standing.revoked_before);
-        if standing.revoked != 0 || everywhere {
+        let (revoked, rooms, recorded) = (standing.revoked, standing.rooms, standing.recorded);
+        if revoked != 0 || everywhere || standing.family().refuses(jti, issued_at_ms) {
             return Ok(Verdict::Revoked);
         }
         let Some((room, max_rooms)) = socket else {
@@ -229,16 +347,75 @@ impl Sessions {
         };
         let mut unwritten = self.writes.unwritten.borrow_mut();
         // Counted per badge and room; a badge reopening a room it is recorded in adds nothing.
-        if standing.recorded != 0 || unwritten.contains(&record) {
+        if recorded != 0 || unwritten.contains(&record) {
             return Ok(Verdict::Admitted);
         }
-        if standing.rooms + unwritten.count_for(user) >= max_rooms {
+        if rooms + unwritten.count_for(user) >= max_rooms {
             return Ok(Verdict::TooManyRooms);
         }
         unwritten.add(record);
         drop(unwritten);
         self.writes.schedule();
         Ok(Verdict::Admitted)
+    }
+
+    fn families(&self) -> Families<'_> {
+        Families { sql: &self.sql }
+    }
+
+    /// Whether the user's account was closed (`/close`).
+    fn closed(&self, user: &str) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct Row {
+            at_ms: i64,
+        }
+        let rows = self
+            .sql
+            .exec(
+                "SELECT at_ms FROM revoked_before WHERE username = ?",
+                vec![user.into()],
+            )?
+            .to_array::<Row>()?;
+        Ok(rows.iter().any(|r| r.at_ms >= CLOSED_ACCOUNT))
+    }
+
+    /// The (room, jti) pairs of the user's badges that `covers`, written or not yet; forgets
+    /// those records, since the caller is about to close the sockets.
+    fn take_sockets(
+        &self,
+        user: &str,
+        covers: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, String)>> {
+        #[derive(Deserialize)]
+        struct Row {
+            room: String,
+            jti: String,
+        }
+        let rows = self
+            .sql
+            .exec(
+                "SELECT room, jti FROM sockets WHERE username = ?",
+                vec![user.into()],
+            )?
+            .to_array::<Row>()?;
+        let mut taken = Vec::new();
+        for row in rows.into_iter().filter(|r| covers(&r.jti)) {
+            self.sql.exec(
+                "DELETE FROM sockets WHERE username = ? AND jti = ? AND room = ?",
+                vec![
+                    user.into(),
+                    row.jti.as_str().into(),
+                    row.room.as_str().into(),
+                ],
+            )?;
+            taken.push((row.room, row.jti));
+        }
+        for pair in self.writes.unwritten.borrow_mut().take_where(user, &covers) {
+            if !taken.contains(&pair) {
+                taken.push(pair);
+            }
+        }
+        Ok(taken)
     }
 
     /// Rooms where one of the user's badges (or, with `None`, any of them) has sockets,
@@ -309,6 +486,19 @@ impl Unwritten {
 
     fn add(&mut self, record: SocketRecord) {
         self.records.push(record);
+    }
+
+    /// Removes the records of `user`'s badges that `covers`; their (room, jti) pairs.
+    fn take_where(&mut self, user: &str, covers: &impl Fn(&str) -> bool) -> Vec<(String, String)> {
+        let mut taken = Vec::new();
+        self.records.retain(|r| {
+            let covered = r.user == user && covers(&r.jti);
+            if covered {
+                taken.push((r.room.clone(), r.jti.clone()));
+            }
+            !covered
+        });
+        taken
     }
 
     /// Removes the records of one badge of `user` (or, with `None`, all of the user's);
@@ -387,7 +577,9 @@ impl SocketWrites {
         if now - self.pruned_at.get() < PRUNE_EVERY_SECS {
             return Ok(());
         }
-        for table in ["sockets", "revoked", "revoked_before", "not_before"] {
+        families::Families { sql: &self.sql }.prune(now)?;
+        let tables = ["sockets", "revoked", "revoked_before", "not_before"];
+        for table in tables.into_iter().chain(families::EXPIRING) {
             self.sql.exec(
                 &format!("DELETE FROM {table} WHERE exp < ?"),
                 vec![now.into()],
@@ -449,6 +641,34 @@ mod tests {
         assert!(unwritten.contains(&record("ann", "j1", "b")));
         assert!(!unwritten.contains(&record("ann", "j9", "b")));
         assert!(!unwritten.contains(&record("bob", "j2", "b")));
+    }
+
+    #[test]
+    fn a_family_revocation_takes_the_unwritten_records_of_its_badges_only() {
+        let mut unwritten = Unwritten::default();
+        for (user, jti, room) in [
+            ("ann", "f1", "a"),
+            ("ann", "f2", "b"),
+            ("ann", "other", "a"),
+            ("bob", "f1", "c"),
+        ] {
+            unwritten.add(record(user, jti, room));
+        }
+        let family = ["f1", "f2"];
+        let taken = unwritten.take_where("ann", &|jti: &str| family.contains(&jti));
+        assert_eq!(
+            taken,
+            vec![
+                ("a".to_owned(), "f1".to_owned()),
+                ("b".to_owned(), "f2".to_owned())
+            ]
+        );
+        assert_eq!(
+            unwritten.count_for("ann"),
+            1,
+            "the badge outside the family stays"
+        );
+        assert_eq!(unwritten.count_for("bob"), 1, "another user's records stay");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! owns: `sockets.rs` (attachments, tags, fan-out, who is online), `storage.rs` (every SQL
 //! statement), `outbox.rs` (storing and sending the log in groups) with `pace.rs`, `changes.rs`
 //! (edits, deletions, reactions), `typing.rs`, `presence.rs` (join/leave announcements),
-//! `admissions.rs` (badges the ledger admitted here), `rate_limit.rs` (per-connection buckets),
+//! `admissions.rs` (badges the ledger admitted here), `rate_limit.rs` (per-user buckets),
 //! `moderation.rs` (moderators, bans, mutes, slow mode, the audit log).
 
 pub mod admissions;
@@ -306,7 +306,6 @@ impl ChatRoom {
             }
             let after = self.typing.typing(
                 &member.user,
-                member.conn,
                 || self.sockets.of_user(&member.user),
                 self.sockets.count(),
                 now as f64,
@@ -317,7 +316,7 @@ impl ChatRoom {
             return Ok(());
         }
         // Messages, changes and bad frames share the message limit.
-        match self.rate_limits.check(member.conn, now as f64) {
+        match self.rate_limits.check(&member.user, now as f64) {
             Verdict::Allow => {}
             Verdict::Refuse { retry_after_ms } => {
                 let frame = ServerFrame::Error {
@@ -789,15 +788,13 @@ impl ChatRoom {
         }))
     }
 
-    /// Bookkeeping when sockets go: their rate buckets and paces, their log lines, and a
+    /// Bookkeeping when sockets go: their paces, their log lines, and a
     /// `leave` for each user who has no socket left. Sockets being closed may still be listed
     /// by the runtime, hence `closing`.
     fn forget(&self, closing: &[WebSocket], code: u16) {
         self.sockets.forget();
         let members: Vec<Member> = closing.iter().filter_map(Member::of).collect();
         for member in &members {
-            self.rate_limits.forget(member.conn);
-            self.typing.forget(member.conn);
             self.outbox.forget(member.conn);
             self.close_log.add(|| {
                 serde_json::json!({

@@ -1,5 +1,6 @@
-//! Token buckets: the per-connection message limit in rooms. Pure (time is passed in, in ms),
-//! so the arithmetic is unit-tested natively.
+//! Token buckets: the message limit in rooms, per user per room (however many sockets the user
+//! has there: five sockets do not get five times the rate). Pure (time is passed in, in ms), so
+//! the arithmetic is unit-tested natively.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,6 +31,11 @@ impl TokenBucket {
     }
 
     /// Takes a token if there is one; otherwise says how long until there will be (ms).
+    /// Whether the bucket would be full at `now_ms`: then it is the same as a new one.
+    fn is_full_at(&self, now_ms: f64) -> bool {
+        self.tokens + (now_ms - self.updated_ms).max(0.0) * self.per_ms >= self.capacity
+    }
+
     pub fn take(&mut self, now_ms: f64) -> Result<(), u64> {
         self.refill(now_ms);
         if self.tokens >= 1.0 {
@@ -53,10 +59,10 @@ pub enum Verdict {
     Disconnect,
 }
 
-/// The per-connection limit: a bucket at the configured rate, and a second one at five times
+/// One user's limit in a room: a bucket at the configured rate, and a second one at five times
 /// that rate which, once drained, means the client ignores our refusals and is cut off.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ConnectionLimiter {
+pub struct UserLimiter {
     messages: TokenBucket,
     flood: TokenBucket,
 }
@@ -64,12 +70,18 @@ pub struct ConnectionLimiter {
 /// How far past the limit a client may push before it is disconnected.
 pub const FLOOD_FACTOR: f64 = 5.0;
 
-impl ConnectionLimiter {
+impl UserLimiter {
     pub fn new(per_sec: f64, burst: f64, now_ms: f64) -> Self {
         Self {
             messages: TokenBucket::new(per_sec, burst, now_ms),
             flood: TokenBucket::new(per_sec * FLOOD_FACTOR, burst * FLOOD_FACTOR, now_ms),
         }
+    }
+
+    /// Whether both buckets would be full at `now_ms`, so that forgetting this limiter changes
+    /// nothing.
+    fn is_idle_at(&self, now_ms: f64) -> bool {
+        self.messages.is_full_at(now_ms) && self.flood.is_full_at(now_ms)
     }
 
     pub fn check(&mut self, now_ms: f64) -> Verdict {
@@ -83,13 +95,16 @@ impl ConnectionLimiter {
     }
 }
 
-/// Every connection's limiter in one room, by connection id. In memory only: losing them to an
-/// eviction is harmless, as buckets refill within seconds and hibernation only follows seconds
-/// of silence.
+/// Users whose limiters a room holds before it drops those of idle users.
+const IDLE_SWEEP_ABOVE: usize = 1024;
+
+/// Every user's limiter in one room, by username. A user's sockets share it, and closing a
+/// socket does not reset it. In memory only: losing them to an eviction is harmless, as buckets
+/// refill within seconds and hibernation only follows seconds of silence.
 pub struct RateLimits {
     per_sec: f64,
     burst: f64,
-    limiters: RefCell<HashMap<u32, ConnectionLimiter>>,
+    limiters: RefCell<HashMap<String, UserLimiter>>,
 }
 
 impl RateLimits {
@@ -101,18 +116,26 @@ impl RateLimits {
         }
     }
 
-    /// The verdict on connection `conn`'s next frame at `now_ms`.
-    pub fn check(&self, conn: u32, now_ms: f64) -> Verdict {
-        self.limiters
-            .borrow_mut()
-            .entry(conn)
-            .or_insert_with(|| ConnectionLimiter::new(self.per_sec, self.burst, now_ms))
-            .check(now_ms)
+    /// The verdict on `user`'s next frame at `now_ms`, from any of their sockets.
+    pub fn check(&self, user: &str, now_ms: f64) -> Verdict {
+        let mut limiters = self.limiters.borrow_mut();
+        if let Some(limiter) = limiters.get_mut(user) {
+            return limiter.check(now_ms);
+        }
+        // A new user: first drop the limiters that are full again, which are as good as new,
+        // so the map holds the users who sent lately rather than everyone who ever did.
+        if limiters.len() >= IDLE_SWEEP_ABOVE {
+            limiters.retain(|_, l| !l.is_idle_at(now_ms));
+        }
+        let mut limiter = UserLimiter::new(self.per_sec, self.burst, now_ms);
+        let verdict = limiter.check(now_ms);
+        limiters.insert(user.to_owned(), limiter);
+        verdict
     }
 
-    /// The connection closed.
-    pub fn forget(&self, conn: u32) {
-        self.limiters.borrow_mut().remove(&conn);
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.limiters.borrow().len()
     }
 }
 
@@ -147,7 +170,7 @@ mod tests {
 
     #[test]
     fn steady_sender_at_the_limit_is_never_refused() {
-        let mut l = ConnectionLimiter::new(10.0, 20.0, 0.0);
+        let mut l = UserLimiter::new(10.0, 20.0, 0.0);
         for i in 0..1000 {
             assert_eq!(l.check(i as f64 * 100.0), Verdict::Allow, "message {i}");
         }
@@ -155,7 +178,7 @@ mod tests {
 
     #[test]
     fn over_the_limit_is_refused_then_flooding_disconnects() {
-        let mut l = ConnectionLimiter::new(10.0, 20.0, 0.0);
+        let mut l = UserLimiter::new(10.0, 20.0, 0.0);
         let verdicts: Vec<Verdict> = (0..101).map(|_| l.check(0.0)).collect();
         assert!(verdicts[..20].iter().all(|v| *v == Verdict::Allow));
         assert!(verdicts[20..100].iter().all(|v| matches!(
@@ -165,5 +188,39 @@ mod tests {
             }
         )));
         assert_eq!(verdicts[100], Verdict::Disconnect);
+    }
+
+    #[test]
+    fn a_users_sockets_share_one_limit() {
+        let limits = RateLimits::new(10.0, 20.0);
+        // 20 frames from "ann", whichever socket sent them, use up her burst...
+        assert!((0..20).all(|_| limits.check("ann", 0.0) == Verdict::Allow));
+        assert!(matches!(limits.check("ann", 0.0), Verdict::Refuse { .. }));
+        // ...and not "bob"'s.
+        assert_eq!(limits.check("bob", 0.0), Verdict::Allow);
+        assert_eq!(limits.check("ann", 100.0), Verdict::Allow, "refilled");
+    }
+
+    #[test]
+    fn idle_users_are_dropped_only_when_full_again() {
+        let limits = RateLimits::new(10.0, 20.0);
+        for i in 0..IDLE_SWEEP_ABOVE {
+            limits.check(&format!("u{i}"), 0.0);
+        }
+        assert!(matches!(limits.check("u0", 0.0), Verdict::Allow));
+        // Not yet refilled at 50 ms: a new user sweeps nothing.
+        limits.check("late", 50.0);
+        assert_eq!(limits.len(), IDLE_SWEEP_ABOVE + 1);
+        // Drain "busy", then a newcomer long after: every full limiter goes, "busy"'s too
+        // once refilled; one still draining would stay.
+        for _ in 0..25 {
+            limits.check("busy", 10_000.0);
+        }
+        limits.check("newcomer", 10_001.0);
+        assert!(limits.len() <= 3, "{}", limits.len());
+        assert!(
+            matches!(limits.check("busy", 10_001.0), Verdict::Refuse { .. }),
+            "kept: still draining"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! members as `{"type":"typing","username"}`, at most one per user per [`FORWARD_EVERY_MS`]
 //! (more are dropped silently: a client sends one per keystroke burst and shows it for ~5 s).
 //! Not forwarded in rooms with more than `PRESENCE_BROADCAST_MAX` sockets, where it would cost
-//! every member a frame per typist as presence would. Typing frames have their own per-connection
+//! every member a frame per typist as presence would. Typing frames have their own per-user
 //! bucket ([`RateLimits`], with its disconnect for floods), apart from the message limit.
 //!
 //! [`TypingGate`] is the pure core, unit-tested natively; [`Typing`] sends.
@@ -18,7 +18,7 @@ use crate::protocol::ServerFrame;
 
 /// At most one forwarded `typing` frame per user per this long (milliseconds).
 pub const FORWARD_EVERY_MS: f64 = 3_000.0;
-/// The per-connection bucket for typing frames: a rate and a burst.
+/// The per-user bucket for typing frames: a rate and a burst.
 const TYPING_PER_SEC: f64 = 2.0;
 const TYPING_BURST: f64 = 5.0;
 /// Users remembered at most; past it, those whose window is over are forgotten first.
@@ -78,18 +78,17 @@ impl Typing {
         }
     }
 
-    /// `user` (connection `conn`) is typing at `now_ms`; `own` lists the user's sockets, which
+    /// `user` is typing at `now_ms`; `own` lists the user's sockets, which
     /// are not told (asked only for a frame that is forwarded: most are dropped by the gate);
     /// `room_sockets` is how many the room holds.
     pub fn typing(
         &self,
         user: &str,
-        conn: u32,
         own: impl FnOnce() -> Vec<WebSocket>,
         room_sockets: usize,
         now_ms: f64,
     ) -> AfterTyping {
-        match self.limits.check(conn, now_ms) {
+        match self.limits.check(user, now_ms) {
             Verdict::Allow => {}
             Verdict::Refuse { .. } => return AfterTyping::Keep,
             Verdict::Disconnect => return AfterTyping::Close,
@@ -100,11 +99,6 @@ impl Typing {
         let frame = ServerFrame::Typing { username: user }.to_json();
         self.fanout.to_all_except(&frame, &own());
         AfterTyping::Keep
-    }
-
-    /// The connection closed.
-    pub fn forget(&self, conn: u32) {
-        self.limits.forget(conn);
     }
 }
 

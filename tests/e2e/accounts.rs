@@ -1,5 +1,7 @@
 //! Accounts: sign-up (`POST /users/`), the password policy, login (`POST /token`) answers, the
-//! stored password hash, and accounts kept in a server's own state.
+//! stored password hash, accounts kept in a server's own state, changing the password
+//! (`POST /users/me/password`), deleting the account (`DELETE /users/me`), and the message rate
+//! per user per room.
 
 use serde_json::{json, Value};
 
@@ -362,4 +364,353 @@ async fn accounts_survive_a_restart_and_servers_do_not_share_state() {
         "stopped server still listening"
     );
     drop(two);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changing the password, deleting the account
+// ---------------------------------------------------------------------------------------------
+
+/// A server with short refresh tokens (`REFRESH_TTL_SECS` = 10) and a message limit of 1 per
+/// second with a burst of 3 (for `refresh.rs` and the per-user rate test); the abuse limits
+/// otherwise relaxed.
+pub static TIGHT: LazyServer = LazyServer::new(|| {
+    ServerOptions::relaxed_limits()
+        .var("REFRESH_TTL_SECS", "10")
+        .var("RATE_LIMIT_PER_SEC", "1")
+        .var("RATE_LIMIT_BURST", "3")
+});
+
+async fn change_password(c: &Client, badge: &str, current: &str, new: &str) -> reqwest::Response {
+    c.post("/users/me/password")
+        .bearer_auth(badge)
+        .json(&json!({"current_password": current, "new_password": new}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn delete_account(c: &Client, badge: &str, password: &str) -> reqwest::Response {
+    c.request(reqwest::Method::DELETE, "/users/me")
+        .bearer_auth(badge)
+        .json(&json!({ "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A login's (badge, refresh token).
+async fn login_pair(c: &Client, user: &str, password: &str) -> (String, String) {
+    let (status, v) = status_json(c.login_response(user, password).await, "login").await;
+    assert_eq!(status, 200, "{v}");
+    (
+        v["access_token"].as_str().unwrap().to_string(),
+        v["refresh_token"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn refresh_status(c: &Client, token: &str) -> (u16, Value) {
+    let form = form_encode(&[("grant_type", "refresh_token"), ("refresh_token", token)]);
+    status_json(c.post_body("/token", FORM, form).await, "refresh").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_keeps_this_session_and_ends_every_other() {
+    let c = client();
+    let (user, _) = c.new_user("chpw").await;
+    let room = unique_name("chpw");
+    let (mine, my_refresh) = login_pair(&c, &user, DEFAULT_PASSWORD).await;
+    // The session's earlier badge, from before its refresh, is part of it too.
+    let (status, v) = refresh_status(&c, &my_refresh).await;
+    assert_eq!(status, 200, "{v}");
+    let (mine_now, my_refresh) = (
+        v["access_token"].as_str().unwrap().to_string(),
+        v["refresh_token"].as_str().unwrap().to_string(),
+    );
+    let (theirs, their_refresh) = login_pair(&c, &user, DEFAULT_PASSWORD).await;
+    let mut my_ws = c.ws_ready(&room, &mine).await;
+    let mut their_ws = c.ws_ready(&room, &theirs).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let new_password = "a brand new passphrase";
+    let (status, v) = status_json(
+        change_password(&c, &mine_now, DEFAULT_PASSWORD, new_password).await,
+        "change password",
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+
+    their_ws
+        .expect_policy_close("the other session's socket")
+        .await;
+    expect_json_error(
+        c.get_bearer(&format!("/rooms/{room}/members"), &theirs)
+            .await,
+        401,
+        "the other session's badge",
+    )
+    .await;
+    let (status, v) = refresh_status(&c, &their_refresh).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
+
+    // This session: its sockets, both its badges and its refresh token keep working.
+    my_ws.send_message(&room, "still mine").await;
+    assert_eq!(my_ws.next_message().await["content"], "still mine");
+    c.get_ok(&format!("/rooms/{room}/members"), &mine_now).await;
+    c.get_ok(&format!("/rooms/{room}/members"), &mine).await;
+    let (status, v) = refresh_status(&c, &my_refresh).await;
+    assert_eq!(status, 200, "{v}");
+
+    // Only the new password logs in.
+    expect_json_error(
+        c.login_response(&user, DEFAULT_PASSWORD).await,
+        401,
+        "old password",
+    )
+    .await;
+    c.login(&user, new_password).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_changes_are_checked_and_refused_cleanly() {
+    let c = client();
+    let (user, badge) = c.new_user("chpwbad").await;
+    expect_json_error(
+        change_password(&c, &badge, "not my password", "another fine password").await,
+        403,
+        "wrong current password",
+    )
+    .await;
+    for (what, new) in [
+        ("too short", "short".to_string()),
+        ("too long", "p".repeat(129)),
+        ("the username", user.to_uppercase()),
+    ] {
+        expect_json_error(
+            change_password(&c, &badge, DEFAULT_PASSWORD, &new).await,
+            422,
+            what,
+        )
+        .await;
+    }
+    expect_json_error(
+        change_password(&c, &badge, &"x".repeat(600), "another fine password").await,
+        422,
+        "current password longer than any",
+    )
+    .await;
+    for (what, body) in [
+        ("not JSON", "current_password=x".to_string()),
+        (
+            "missing field",
+            json!({"current_password": DEFAULT_PASSWORD}).to_string(),
+        ),
+        (
+            "wrong type",
+            json!({"current_password": 1, "new_password": 2}).to_string(),
+        ),
+        ("array", "[]".to_string()),
+    ] {
+        let resp = c
+            .post("/users/me/password")
+            .bearer_auth(&badge)
+            .header("content-type", JSON)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        expect_json_error(resp, 422, what).await;
+    }
+    let huge = c
+        .post("/users/me/password")
+        .bearer_auth(&badge)
+        .header("content-type", JSON)
+        .body("x".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    expect_json_error(huge, 413, "huge body").await;
+    let form = c
+        .post("/users/me/password")
+        .bearer_auth(&badge)
+        .header("content-type", FORM)
+        .body("current_password=x&new_password=y")
+        .send()
+        .await
+        .unwrap();
+    expect_json_error(form, 415, "a form, as a cross-site page could post").await;
+    let anonymous = c
+        .post("/users/me/password")
+        .json(
+            &json!({"current_password": DEFAULT_PASSWORD, "new_password": "another fine password"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_json_error(anonymous, 401, "no badge").await;
+    let get = c.get_bearer("/users/me/password", &badge).await;
+    expect_json_error(get, 405, "GET").await;
+    // None of that changed the password.
+    c.login(&user, DEFAULT_PASSWORD).await;
+}
+
+/// Wrong current passwords count toward the login limiter of the user (STRICT: 3 failures),
+/// so the route cannot be used to guess a password with a stolen badge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_current_passwords_count_toward_the_login_limit() {
+    let c = STRICT.client().with_random_ips();
+    let (user, badge) = c.new_user("pwguess").await;
+    for guess in 0..3 {
+        expect_json_error(
+            change_password(
+                &c,
+                &badge,
+                &format!("guess number {guess}"),
+                "a new password!",
+            )
+            .await,
+            403,
+            "wrong guess",
+        )
+        .await;
+    }
+    let limited = change_password(&c, &badge, DEFAULT_PASSWORD, "a new password!").await;
+    assert!(!header(&limited, "retry-after").is_empty());
+    expect_json_error(limited, 429, "fourth try, even the right one").await;
+    expect_json_error(
+        delete_account(&c, &badge, "guess again").await,
+        429,
+        "delete too",
+    )
+    .await;
+    expect_json_error(
+        c.login_response(&user, DEFAULT_PASSWORD).await,
+        429,
+        "and logins of that user",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_account_is_gone_but_its_name_stays_reserved() {
+    let c = client();
+    let (owner, owner_badge) = c.new_user("delown").await;
+    let (user, badge) = c.new_user("deluser").await;
+    let (_, refresh) = login_pair(&c, &user, DEFAULT_PASSWORD).await;
+    let room = unique_name("delpriv");
+    c.private_room_with_member(&owner_badge, &room, &user).await;
+    let mut ws = c.ws_ready(&room, &badge).await;
+    ws.send_message(&room, "my last words").await;
+    ws.next_message().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    expect_json_error(
+        delete_account(&c, &badge, "not my password").await,
+        403,
+        "wrong password",
+    )
+    .await;
+    let anonymous = c
+        .request(reqwest::Method::DELETE, "/users/me")
+        .json(&json!({ "password": DEFAULT_PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    expect_json_error(anonymous, 401, "no badge").await;
+    let no_body = c
+        .request(reqwest::Method::DELETE, "/users/me")
+        .bearer_auth(&badge)
+        .header("content-type", JSON)
+        .send()
+        .await
+        .unwrap();
+    expect_json_error(no_body, 422, "no confirmation").await;
+
+    let resp = delete_account(&c, &badge, DEFAULT_PASSWORD).await;
+    assert_eq!(resp.status(), 200);
+    ws.expect_policy_close("the deleted account's socket").await;
+
+    // Its badges and refresh tokens are refused, and it cannot log in.
+    expect_json_error(
+        c.get_bearer(&format!("/rooms/{room}/members"), &badge)
+            .await,
+        401,
+        "badge of a deleted account",
+    )
+    .await;
+    assert_refused(c.try_ws(&unique_name("pub"), &badge).await, 401, "socket");
+    let (status, v) = refresh_status(&c, &refresh).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
+    expect_json_error(
+        c.login_response(&user, DEFAULT_PASSWORD).await,
+        401,
+        "login",
+    )
+    .await;
+    // Nobody can take the name, in any case.
+    for taken in [user.clone(), user.to_uppercase()] {
+        expect_json_error(c.signup(&taken, DEFAULT_PASSWORD).await, 409, &taken).await;
+    }
+    // Its memberships are gone; its messages stay, under its name.
+    let info = c.get_ok(&format!("/rooms/{room}"), &owner_badge).await;
+    assert_eq!(info["members"], json!([owner]), "{info}");
+    let messages = c.all_messages(&room, &owner_badge).await;
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["username"] == user.as_str() && m["content"] == "my last words"),
+        "{messages:?}"
+    );
+    // The owner cannot add the deleted name back.
+    let add = c
+        .change_member(reqwest::Method::PUT, &owner_badge, &room, &user)
+        .await;
+    expect_json_error(add, 404, "adding a deleted account").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The message rate, per user per room
+// ---------------------------------------------------------------------------------------------
+
+/// TIGHT allows a burst of 3 messages at 1 per second: one user's three sockets share it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_sockets_share_one_message_rate_in_a_room() {
+    let c = TIGHT.client();
+    let (room, [(_, badge), (_, other)]) = c.room_with_users("rate", ["rate", "rateb"]).await;
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        sockets.push(c.ws_ready(&room, &badge).await);
+    }
+    // Two messages from each socket, at once: 6 > the burst of 3.
+    for ws in sockets.iter_mut() {
+        ws.send_message(&room, "one").await;
+        ws.send_message(&room, "two").await;
+    }
+    // Which of the six are refused depends on how they interleave; three are, in all.
+    let mut refused = 0;
+    for ws in sockets.iter_mut() {
+        while let Ok(frame) = ws
+            .try_next_of_types(&["error"], std::time::Duration::from_millis(700))
+            .await
+        {
+            assert_eq!(frame["detail"], "rate limited", "{frame}");
+            assert!(frame["retry_after_ms"].as_u64().is_some(), "{frame}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 3);
+    // Exactly three were stored; another user of the room has a rate of their own.
+    let mut theirs = c.ws_ready(&room, &other).await;
+    theirs.send_message(&room, "mine").await;
+    assert_eq!(theirs.next_message_with("mine").await["content"], "mine");
+    let stored = c.all_messages(&room, &other).await;
+    let from_user = stored.iter().filter(|m| m["content"] != "mine").count();
+    assert_eq!(from_user, 3, "{stored:?}");
 }

@@ -20,6 +20,7 @@ mod ops;
 mod passive;
 mod presence;
 mod private_rooms;
+mod refresh;
 mod routes;
 mod security;
 mod sockets;

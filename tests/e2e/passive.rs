@@ -146,3 +146,75 @@ async fn a_ban_closes_a_passive_socket_with_a_closing_frame_first() {
     assert_eq!(resp.status(), 200, "ban");
     expect_closing_then_close(&mut ws, "banned", started, "banned").await;
 }
+
+/// A login's whole answer: (badge, refresh token).
+async fn login_with_refresh(c: &Client, user: &str) -> (String, String) {
+    let (status, v) = status_json(c.login_response(user, DEFAULT_PASSWORD).await, "login").await;
+    assert_eq!(status, 200, "{v}");
+    let field = |f: &str| {
+        v[f].as_str()
+            .unwrap_or_else(|| panic!("{f}: {v}"))
+            .to_owned()
+    };
+    (field("access_token"), field("refresh_token"))
+}
+
+async fn refresh(c: &Client, token: &str) -> reqwest::Response {
+    let form = form_encode(&[("grant_type", "refresh_token"), ("refresh_token", token)]);
+    c.post_body("/token", FORM, form).await
+}
+
+#[tokio::test]
+async fn a_reused_refresh_token_closes_the_familys_passive_sockets() {
+    let c = client();
+    let (name, _) = c.new_user("passreuse").await;
+    let (badge, token) = login_with_refresh(&c, &name).await;
+    let room = unique_name("passreuse");
+    let mut ws = passive(&c, &room, &badge).await;
+    assert_eq!(refresh(&c, &token).await.status(), 200, "first use");
+
+    let started = Instant::now();
+    assert_eq!(refresh(&c, &token).await.status(), 400, "reuse");
+    expect_closing_then_close(&mut ws, "token revoked", started, "refresh reuse").await;
+}
+
+#[tokio::test]
+async fn a_password_change_closes_the_other_sessions_passive_sockets() {
+    let c = client();
+    let (name, current) = c.new_user("passpw").await;
+    let other = c.login(&name, DEFAULT_PASSWORD).await;
+    let room = unique_name("passpw");
+    let mut theirs = passive(&c, &room, &other).await;
+    let mut mine = passive(&c, &room, &current).await;
+
+    let started = Instant::now();
+    let resp = c
+        .post("/users/me/password")
+        .bearer_auth(&current)
+        .json(&serde_json::json!({"current_password": DEFAULT_PASSWORD, "new_password": "another long passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "password change");
+    expect_closing_then_close(&mut theirs, "token revoked", started, "the other session").await;
+    mine.expect_none_of_types(&["closing"], QUIET).await;
+}
+
+#[tokio::test]
+async fn deleting_the_account_closes_its_passive_sockets() {
+    let c = client();
+    let (_, badge) = c.new_user("passdel").await;
+    let room = unique_name("passdel");
+    let mut ws = passive(&c, &room, &badge).await;
+
+    let started = Instant::now();
+    let resp = c
+        .request(Method::DELETE, "/users/me")
+        .bearer_auth(&badge)
+        .json(&serde_json::json!({ "password": DEFAULT_PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "account deletion");
+    expect_closing_then_close(&mut ws, "token revoked", started, "account deleted").await;
+}

@@ -1,0 +1,377 @@
+//! Refresh families in the session ledger: each login with a password starts one, and every
+//! badge and refresh token descended from it belongs to it (RFC 6749 §6, with the rotation and
+//! reuse detection of the OAuth 2.0 Security BCP §4.14).
+//!
+//! A family lives in its user's shard. The shard holds each refresh token's SHA-256 only, and
+//! the `jti` of every badge the family was given, recorded before the badge is signed. So a
+//! family revoked (logout, reuse, a password change) refuses its badges on every admission
+//! (`family_badges` → `families.revoked`), and the rooms where they have sockets are known.
+//!
+//! Rotation is race-safe because, like every ledger route, it runs without an `await`: of two
+//! presentations of one token, the first consumes it and the second finds it consumed, which
+//! revokes the family (the BCP's answer: the shard cannot tell the thief from the owner).
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+use worker::{Result, SqlStorage};
+
+/// Created with the object (see `Sessions::new`).
+pub(super) const TABLES: [&str; 6] = [
+    // `name`: the registered spelling, for the badges the family is given. `expires_at`: the
+    // login plus REFRESH_TTL_SECS (seconds). `keep_until`: when neither a refresh token nor a
+    // badge of the family can matter any more, when the rows are dropped.
+    "CREATE TABLE IF NOT EXISTS families (
+        family TEXT PRIMARY KEY, username TEXT NOT NULL, name TEXT NOT NULL,
+        expires_at INTEGER NOT NULL, keep_until INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0)",
+    "CREATE INDEX IF NOT EXISTS families_by_user ON families (username)",
+    "CREATE TABLE IF NOT EXISTS refresh_tokens (
+        hash TEXT PRIMARY KEY, family TEXT NOT NULL, used INTEGER NOT NULL DEFAULT 0,
+        exp INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS family_badges (
+        jti TEXT PRIMARY KEY, family TEXT NOT NULL, exp INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS family_badges_by_family ON family_badges (family)",
+    // A password change: the user's badges issued up to `at_ms` are refused, but for the one
+    // that made the change and the badges of its family.
+    "CREATE TABLE IF NOT EXISTS others_revoked (
+        username TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, keep_jti TEXT NOT NULL,
+        keep_family TEXT, exp INTEGER NOT NULL)",
+];
+
+/// Tables whose rows carry an `exp` after which they can be dropped.
+pub(super) const EXPIRING: [&str; 3] = ["refresh_tokens", "family_badges", "others_revoked"];
+
+/// What presenting a refresh token comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rotation {
+    /// Unknown, expired, or of a revoked family: refused, nothing else happens.
+    Invalid,
+    /// Consumed before: the family is revoked.
+    Reused,
+    /// Consumed now, and replaced.
+    Rotate,
+}
+
+/// The pure rule behind [`Families::rotate`].
+pub(super) fn rotation(used: bool, revoked: bool, expires_at: i64, now: i64) -> Rotation {
+    if revoked || now >= expires_at {
+        Rotation::Invalid
+    } else if used {
+        Rotation::Reused
+    } else {
+        Rotation::Rotate
+    }
+}
+
+/// What the ledger knows of a badge beyond its own revocation and the user's "log out
+/// everywhere": its family and the user's last password change.
+#[derive(Debug, Default)]
+pub(super) struct FamilyStanding {
+    /// The badge's family, if it was given one.
+    pub family: Option<String>,
+    /// That family's `revoked`; missing with a family means its rows are gone: refused too.
+    pub family_revoked: Option<i64>,
+    pub others_before: Option<i64>,
+    pub keep_jti: Option<String>,
+    pub keep_family: Option<String>,
+}
+
+impl FamilyStanding {
+    /// The SELECT columns giving a [`FamilyStanding`] for user `?1` and jti `?2`.
+    pub(super) const COLUMNS: &'static str = "
+        (SELECT family FROM family_badges WHERE jti = ?2) AS family,
+        (SELECT f.revoked FROM family_badges b JOIN families f ON f.family = b.family
+         WHERE b.jti = ?2) AS family_revoked,
+        (SELECT at_ms FROM others_revoked WHERE username = ?1) AS others_before,
+        (SELECT keep_jti FROM others_revoked WHERE username = ?1) AS keep_jti,
+        (SELECT keep_family FROM others_revoked WHERE username = ?1) AS keep_family";
+
+    /// Whether badge `jti`, issued at `issued_at_ms`, is refused by its family or by a
+    /// password change.
+    pub(super) fn refuses(&self, jti: &str, issued_at_ms: i64) -> bool {
+        if self.family.is_some() && self.family_revoked != Some(0) {
+            return true;
+        }
+        let Some(before) = self.others_before else {
+            return false;
+        };
+        let spared = self.keep_jti.as_deref() == Some(jti)
+            || (self.family.is_some() && self.family == self.keep_family);
+        issued_at_ms <= before && !spared
+    }
+}
+
+/// A family's rows in one shard.
+pub(super) struct Families<'a> {
+    pub sql: &'a SqlStorage,
+}
+
+/// What the Worker needs to start a family: all names and hex it made or validated.
+pub(super) struct NewFamily<'a> {
+    pub user: &'a str,
+    pub name: &'a str,
+    pub family: &'a str,
+    pub hash: &'a str,
+    pub jti: &'a str,
+    pub expires_at: i64,
+    pub badge_keep_until: i64,
+}
+
+#[derive(Deserialize)]
+struct TokenRow {
+    used: i64,
+    family: String,
+    name: String,
+    expires_at: i64,
+    revoked: i64,
+}
+
+#[derive(Deserialize)]
+struct JtiRow {
+    jti: String,
+}
+
+/// The outcome of a presentation, with what the Worker needs next.
+pub(super) struct Presented {
+    pub rotation: Rotation,
+    pub family: Option<String>,
+    pub name: String,
+    pub expires_at: i64,
+}
+
+impl Families<'_> {
+    pub fn start(&self, new: &NewFamily) -> Result<()> {
+        self.sql.exec(
+            "INSERT INTO families (family, username, name, expires_at, keep_until)
+             VALUES (?, ?, ?, ?, ?)",
+            vec![
+                new.family.into(),
+                new.user.into(),
+                new.name.into(),
+                new.expires_at.into(),
+                new.expires_at.max(new.badge_keep_until).into(),
+            ],
+        )?;
+        self.add_token(new.hash, new.family, new.expires_at)?;
+        self.add_badge(new.jti, new.family, new.badge_keep_until)
+    }
+
+    fn add_token(&self, hash: &str, family: &str, exp: i64) -> Result<()> {
+        self.sql.exec(
+            "INSERT INTO refresh_tokens (hash, family, exp) VALUES (?, ?, ?)",
+            vec![hash.into(), family.into(), exp.into()],
+        )?;
+        Ok(())
+    }
+
+    fn add_badge(&self, jti: &str, family: &str, keep_until: i64) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR REPLACE INTO family_badges (jti, family, exp) VALUES (?, ?, ?)",
+            vec![jti.into(), family.into(), keep_until.into()],
+        )?;
+        self.sql.exec(
+            "UPDATE families SET keep_until = MAX(keep_until, ?) WHERE family = ?",
+            vec![keep_until.into(), family.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Presents the token hashed `hash` of `user` at `now`: consumed and replaced by
+    /// `new_hash`, with badge `jti` recorded in the family, or refused (a reuse also revokes
+    /// the family; the caller closes its sockets).
+    pub fn rotate(
+        &self,
+        user: &str,
+        hash: &str,
+        new_hash: &str,
+        jti: &str,
+        badge_keep_until: i64,
+        now: i64,
+    ) -> Result<Presented> {
+        let rows = self
+            .sql
+            .exec(
+                "SELECT t.used AS used, t.family AS family, f.name AS name,
+                        f.expires_at AS expires_at, f.revoked AS revoked
+                 FROM refresh_tokens t JOIN families f ON f.family = t.family
+                 WHERE t.hash = ? AND f.username = ?",
+                vec![hash.into(), user.into()],
+            )?
+            .to_array::<TokenRow>()?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(Presented {
+                rotation: Rotation::Invalid,
+                family: None,
+                name: String::new(),
+                expires_at: 0,
+            });
+        };
+        let verdict = rotation(row.used != 0, row.revoked != 0, row.expires_at, now);
+        match verdict {
+            Rotation::Invalid => {}
+            Rotation::Reused => self.revoke(&row.family)?,
+            Rotation::Rotate => {
+                self.sql.exec(
+                    "UPDATE refresh_tokens SET used = 1 WHERE hash = ?",
+                    vec![hash.into()],
+                )?;
+                self.add_token(new_hash, &row.family, row.expires_at)?;
+                self.add_badge(jti, &row.family, badge_keep_until)?;
+            }
+        }
+        Ok(Presented {
+            rotation: verdict,
+            family: Some(row.family),
+            name: row.name,
+            expires_at: row.expires_at,
+        })
+    }
+
+    pub fn revoke(&self, family: &str) -> Result<()> {
+        self.sql.exec(
+            "UPDATE families SET revoked = 1 WHERE family = ?",
+            vec![family.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Revokes every family of `user` but `except`.
+    pub fn revoke_all(&self, user: &str, except: Option<&str>) -> Result<()> {
+        self.sql.exec(
+            "UPDATE families SET revoked = 1 WHERE username = ? AND family IS NOT ?",
+            vec![user.into(), except.unwrap_or("").into()],
+        )?;
+        Ok(())
+    }
+
+    /// The family badge `jti` belongs to.
+    pub fn of_badge(&self, jti: &str) -> Result<Option<String>> {
+        #[derive(Deserialize)]
+        struct Row {
+            family: String,
+        }
+        let rows = self
+            .sql
+            .exec(
+                "SELECT family FROM family_badges WHERE jti = ?",
+                vec![jti.into()],
+            )?
+            .to_array::<Row>()?;
+        Ok(rows.into_iter().next().map(|r| r.family))
+    }
+
+    /// Every badge the family was given.
+    pub fn badges(&self, family: &str) -> Result<HashSet<String>> {
+        let rows = self
+            .sql
+            .exec(
+                "SELECT jti FROM family_badges WHERE family = ?",
+                vec![family.into()],
+            )?
+            .to_array::<JtiRow>()?;
+        Ok(rows.into_iter().map(|r| r.jti).collect())
+    }
+
+    /// A password change: every badge of `user` issued up to `at_ms` is refused, but for
+    /// `keep_jti` and its family's (`keep_family`), and every other family is revoked.
+    pub fn revoke_others(
+        &self,
+        user: &str,
+        at_ms: i64,
+        keep_jti: &str,
+        keep_family: Option<&str>,
+        exp: i64,
+    ) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR REPLACE INTO others_revoked (username, at_ms, keep_jti, keep_family, exp)
+             VALUES (?, ?, ?, ?, ?)",
+            vec![
+                user.into(),
+                at_ms.into(),
+                keep_jti.into(),
+                keep_family.map_or(worker::SqlStorageValue::Null, Into::into),
+                exp.into(),
+            ],
+        )?;
+        self.revoke_all(user, keep_family)
+    }
+
+    /// Drops families past their `keep_until`, with their tokens and badges.
+    pub fn prune(&self, now: i64) -> Result<()> {
+        for table in ["refresh_tokens", "family_badges"] {
+            self.sql.exec(
+                &format!(
+                    "DELETE FROM {table} WHERE family IN
+                     (SELECT family FROM families WHERE keep_until < ?)"
+                ),
+                vec![now.into()],
+            )?;
+        }
+        self.sql.exec(
+            "DELETE FROM families WHERE keep_until < ?",
+            vec![now.into()],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_consumed_once_then_its_reuse_revokes() {
+        assert_eq!(rotation(false, false, 100, 50), Rotation::Rotate);
+        assert_eq!(rotation(true, false, 100, 50), Rotation::Reused);
+        // Expired or already revoked: refused, with nothing left to revoke.
+        assert_eq!(rotation(false, false, 100, 100), Rotation::Invalid);
+        assert_eq!(rotation(true, false, 100, 101), Rotation::Invalid);
+        assert_eq!(rotation(false, true, 100, 50), Rotation::Invalid);
+        assert_eq!(rotation(true, true, 100, 50), Rotation::Invalid);
+    }
+
+    fn standing(family: Option<&str>, revoked: Option<i64>) -> FamilyStanding {
+        FamilyStanding {
+            family: family.map(Into::into),
+            family_revoked: revoked,
+            ..FamilyStanding::default()
+        }
+    }
+
+    #[test]
+    fn a_revoked_or_vanished_family_refuses_its_badges() {
+        assert!(!standing(None, None).refuses("j", 5));
+        assert!(!standing(Some("f"), Some(0)).refuses("j", 5));
+        assert!(standing(Some("f"), Some(1)).refuses("j", 5));
+        assert!(standing(Some("f"), None).refuses("j", 5));
+    }
+
+    #[test]
+    fn a_password_change_spares_its_own_badge_and_family_only() {
+        let changed = |family: Option<&str>| FamilyStanding {
+            family: family.map(Into::into),
+            family_revoked: family.map(|_| 0),
+            others_before: Some(1000),
+            keep_jti: Some("mine".into()),
+            keep_family: Some("home".into()),
+        };
+        assert!(
+            !changed(None).refuses("mine", 900),
+            "the badge that changed it"
+        );
+        assert!(!changed(Some("home")).refuses("sibling", 900), "its family");
+        assert!(changed(Some("away")).refuses("other", 900));
+        assert!(
+            changed(None).refuses("other", 1000),
+            "up to its millisecond"
+        );
+        assert!(!changed(None).refuses("other", 1001), "a login after it");
+        // A badge without a family is never spared as "the family" of a familyless change.
+        let familyless = FamilyStanding {
+            keep_family: None,
+            ..changed(None)
+        };
+        assert!(familyless.refuses("other", 900));
+    }
+}
