@@ -15,6 +15,7 @@
 //! (edits, deletions, reactions), `typing.rs`, `presence.rs` (join/leave announcements),
 //! `admissions.rs` (badges the ledger admitted here), `rate_limit.rs` (per-connection buckets).
 
+pub mod activity;
 pub mod admissions;
 pub mod changes;
 pub mod client;
@@ -23,6 +24,7 @@ pub mod outbox;
 pub mod pace;
 pub mod presence;
 pub mod rate_limit;
+pub mod reads;
 pub mod sockets;
 pub mod storage;
 pub mod typing;
@@ -42,6 +44,7 @@ use crate::log::{self, SocketLog};
 use crate::protocol::{
     self, error_frame, ChatMessage, ClientFrame, ClientMessage, HistoryItems, LogItem, ServerFrame,
 };
+use activity::Activity;
 use admissions::{AdmittedBadges, Revoked};
 use changes::{Change, Changes};
 use client::{ACCESS_HEADER, PRIVATE_HEADER};
@@ -49,6 +52,7 @@ use handover::Handover;
 use outbox::{Outbox, Outgoing};
 use presence::Presence;
 use rate_limit::{RateLimits, Verdict};
+use reads::Reads;
 use sockets::{send_quietly, Member, Sockets, CLOSE_POLICY};
 use storage::{ConnectWrites, RoomMeta, RoomStorage};
 use typing::{AfterTyping, Typing};
@@ -80,6 +84,10 @@ pub struct ChatRoom {
     /// What the first connect of a burst leaves for a moment later.
     writes: Rc<ConnectWrites>,
     rate_limits: RateLimits,
+    /// Members' read markers (`reads.rs`).
+    reads: Rc<Reads>,
+    /// What the room writes behind to D1 for the members' lists of rooms (`activity.rs`).
+    activity: Rc<Activity>,
     /// `ws_connect` and `ws_close` entries waiting for their line.
     connect_log: Rc<SocketLog>,
     close_log: Rc<SocketLog>,
@@ -99,13 +107,20 @@ impl DurableObject for ChatRoom {
         let raw_state = AsRef::<JsValue>::as_ref(state.as_raw()).clone();
         let sockets = Sockets::new(state);
         let writes = ConnectWrites::new(Rc::clone(&storage));
+        let activity = Activity::new(&name, env.clone(), Rc::clone(&storage));
+        let reads = Reads::new(
+            Rc::clone(&storage),
+            Rc::clone(&activity),
+            sockets.fanout().clone(),
+            config.presence_broadcast_max,
+        );
         let outbox = Outbox::new(
             Rc::clone(&storage),
             raw_state,
             sockets.fanout().clone(),
             config.history_cap,
-            wake.last_id,
-            wake.last_rev,
+            (wake.last_id, wake.last_rev),
+            Rc::clone(&reads),
         );
         Self {
             changes: Changes::new(Rc::clone(&storage), Rc::clone(&outbox), &name),
@@ -118,6 +133,8 @@ impl DurableObject for ChatRoom {
             ),
             badges: AdmittedBadges::new(Rc::clone(&storage), Rc::clone(&writes)),
             rate_limits: RateLimits::new(config.rate_per_sec, config.rate_burst),
+            reads,
+            activity,
             connect_log: SocketLog::new("ws_connect", &name),
             close_log: SocketLog::new("ws_close", &name),
             meta: RefCell::new(wake.meta),
@@ -257,6 +274,12 @@ impl ChatRoom {
                 Ok(closed_count(closed.len()))
             }
             (Method::Get, "/stats") => Ok(http::json(200, &self.stats()?)),
+            (Method::Post, "/left") => {
+                // The user took this public room off their list: their next connect joins again.
+                self.activity
+                    .forget_join(&query("user").unwrap_or_default());
+                Ok(closed_count(0))
+            }
             _ => Err(ApiError::not_found()),
         }
     }
@@ -316,6 +339,19 @@ impl ChatRoom {
             ClientFrame::Message(message) => return self.post(ws, member, message, now as i64),
             // Handled above, before the message limit.
             ClientFrame::Typing => return Ok(()),
+            ClientFrame::Read { id } => {
+                let verdict = self.reads.read(
+                    ws,
+                    &member.user,
+                    *id,
+                    self.outbox.last_id(),
+                    self.sockets.count(),
+                )?;
+                if let Err(detail) = verdict {
+                    send_quietly(ws, &error_frame(detail));
+                }
+                return Ok(());
+            }
             ClientFrame::Edit { id, content } => Change::Edit { id: *id, content },
             ClientFrame::Delete { id } => Change::Delete { id: *id },
             ClientFrame::React { id, emoji, add } => Change::React {
@@ -324,12 +360,30 @@ impl ChatRoom {
                 add: *add,
             },
         };
+        // An edit or deletion of the newest message changes what members' lists show of it.
+        let rewrites_newest = match &change {
+            Change::Edit { id, .. } | Change::Delete { id } => *id == self.outbox.last_id(),
+            Change::React { .. } => false,
+        };
         let owner = self.meta.borrow().owner.clone();
-        if let Err(refusal) =
-            self.changes
-                .apply(&member.user, owner.as_deref(), change, now as i64)?
+        match self
+            .changes
+            .apply(&member.user, owner.as_deref(), change, now as i64)?
         {
-            send_quietly(ws, &error_frame(refusal.detail()));
+            Err(refusal) => send_quietly(ws, &error_frame(refusal.detail())),
+            Ok(()) if rewrites_newest => self.newest_rewritten()?,
+            Ok(()) => {}
+        }
+        Ok(())
+    }
+
+    /// The newest message was edited or deleted: the members' lists get its current state (a
+    /// deleted message's content leaves D1 too).
+    fn newest_rewritten(&self) -> Result<()> {
+        if let Some(newest) = self.storage.message_by_id(self.outbox.last_id())? {
+            let content = newest.content.as_deref().unwrap_or("");
+            self.reads
+                .newest(newest.id, &newest.username, content, newest.ts);
         }
         Ok(())
     }
@@ -426,6 +480,11 @@ impl ChatRoom {
 
         let pair = WebSocketPair::new()?;
         self.sockets.accept(&pair.server, user, jti)?;
+        if !self.is_private() {
+            // Joining a public room is the first successful connect (`activity.rs`).
+            self.activity
+                .joined(user, worker::Date::now().as_millis() as i64);
+        }
         let rev = match handover.rev.map(i64::try_from) {
             None => None,
             Some(Ok(n)) => Some(n),
@@ -510,7 +569,13 @@ impl ChatRoom {
     /// The object is the authority on privacy: a room claimed private after the Worker looked
     /// it up still refuses a request that was only checked as public.
     fn refuses_outsiders(&self, member: bool) -> bool {
-        self.meta.borrow().private && !member
+        self.is_private() && !member
+    }
+
+    /// Claimed private, or a direct-message room, which is private by its name alone: nobody
+    /// can use a DM's id before the DM exists, so its two members always can.
+    fn is_private(&self) -> bool {
+        self.meta.borrow().private || protocol::is_dm_room(&self.name)
     }
 
     /// History sent on connect: the last 50 messages, or every message after `since` (the
@@ -590,7 +655,10 @@ impl ChatRoom {
         if owner.is_empty() {
             return Err(ApiError::bad_request("missing owner"));
         }
-        if self.meta.borrow().used || self.meta.borrow().owner.is_some() {
+        if self.meta.borrow().used
+            || self.meta.borrow().owner.is_some()
+            || protocol::is_dm_room(&self.name)
+        {
             return Err(ApiError::new(409, "room already exists"));
         }
         for (key, value) in [("owner", owner.as_str()), ("private", "1"), ("used", "1")] {
