@@ -12,10 +12,6 @@ use worker::{D1Database, D1PreparedStatement, Env};
 use crate::http::ApiResult;
 use crate::protocol::{RoomId, DM_ROOM_HEX, DM_ROOM_PREFIX};
 
-/// Most users one user may block.
-pub const MAX_BLOCKS_PER_USER: i64 = 1000;
-/// Most DMs one user may be in (each `POST /dm/{username}` with someone new adds one).
-pub const MAX_DMS_PER_USER: i64 = 1000;
 /// Most public rooms a user's list keeps; joins past it are not recorded until they leave some.
 pub const MAX_JOINED_PUBLIC_ROOMS: i64 = 1000;
 /// Characters of a room's newest message kept for the list.
@@ -63,7 +59,7 @@ pub enum DmAccess {
 pub enum Blocked {
     Added,
     Already,
-    /// The blocker is at [`MAX_BLOCKS_PER_USER`].
+    /// The blocker is at their limit (`MAX_BLOCKS_PER_USER`).
     Full,
 }
 
@@ -191,8 +187,14 @@ impl Directory {
         })
     }
 
-    /// `blocker` blocks `blocked` (registered spellings), within [`MAX_BLOCKS_PER_USER`].
-    pub async fn block(&self, blocker: &str, blocked: &str, now_ms: i64) -> ApiResult<Blocked> {
+    /// `blocker` blocks `blocked` (registered spellings), if they have blocked fewer than `max`.
+    pub async fn block(
+        &self,
+        blocker: &str,
+        blocked: &str,
+        now_ms: i64,
+        max: i64,
+    ) -> ApiResult<Blocked> {
         let result = self
             .db
             .prepare(
@@ -200,12 +202,7 @@ impl Directory {
                  WHERE (SELECT COUNT(*) FROM blocks WHERE blocker = ?1) < ?4
                  ON CONFLICT (blocker, blocked) DO NOTHING",
             )
-            .bind(&[
-                blocker.into(),
-                blocked.into(),
-                num(now_ms),
-                num(MAX_BLOCKS_PER_USER),
-            ])?
+            .bind(&[blocker.into(), blocked.into(), num(now_ms), num(max)])?
             .run()
             .await?;
         if result.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0 {

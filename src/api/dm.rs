@@ -15,8 +15,8 @@ use worker::{Env, Method, Request, Response};
 
 use super::guard;
 use crate::auth::badge::Badge;
-use crate::directory::MAX_DMS_PER_USER;
-use crate::directory::{dm_room, Blocked, Directory, DmAccess, MAX_BLOCKS_PER_USER};
+use crate::config::Config;
+use crate::directory::{dm_room, Blocked, Directory, DmAccess};
 use crate::http::{self, ApiError, ApiResult};
 use crate::log;
 use crate::protocol::{RoomId, Username};
@@ -53,10 +53,11 @@ pub async fn open(req: Request, env: &Env, raw_user: &str) -> ApiResult<Response
     }
     let room = dm_room(me, &other);
     if !directory.dm_exists(&room).await? {
-        if directory.dm_count(me).await? >= MAX_DMS_PER_USER {
+        let max = Config::from_env(env).max_dms_per_user;
+        if directory.dm_count(me).await? >= max {
             return Err(ApiError::new(
                 409,
-                format!("too many direct message rooms (limit {MAX_DMS_PER_USER})"),
+                format!("too many direct message rooms (limit {max})"),
             ));
         }
         let now = worker::Date::now().as_millis() as i64;
@@ -109,10 +110,11 @@ pub async fn change_block(req: Request, env: &Env, raw_user: &str) -> ApiResult<
         ));
     }
     let now = worker::Date::now().as_millis() as i64;
-    if directory.block(me, &other, now).await? == Blocked::Full {
+    let max = Config::from_env(env).max_blocks_per_user;
+    if directory.block(me, &other, now, max).await? == Blocked::Full {
         return Err(ApiError::new(
             409,
-            format!("too many blocked users (limit {MAX_BLOCKS_PER_USER})"),
+            format!("too many blocked users (limit {max})"),
         ));
     }
     // Their open sockets in the DM close now (1008); their next connect is refused.
