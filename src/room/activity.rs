@@ -49,8 +49,13 @@ impl Pending {
 
     /// A marker only moves forward.
     pub fn marker(&mut self, user: &str, id: i64) {
-        let marker = self.markers.entry(user.to_owned()).or_insert(id);
-        *marker = (*marker).max(id);
+        // Every stored message moves its author's marker: no new key for a known author.
+        match self.markers.get_mut(user) {
+            Some(marker) => *marker = (*marker).max(id),
+            None => {
+                self.markers.insert(user.to_owned(), id);
+            }
+        }
     }
 
     /// The room's newest message: kept unless an older one (a rewrite of the same id, after an

@@ -111,10 +111,14 @@ impl Reads {
 
     fn moved(&self, user: &str, id: i64) {
         let mut known = self.known.borrow_mut();
-        if known.len() >= MAX_KNOWN_MARKERS && !known.contains_key(user) {
-            known.clear();
+        if let Some(marker) = known.get_mut(user) {
+            *marker = id;
+        } else {
+            if known.len() >= MAX_KNOWN_MARKERS {
+                known.clear();
+            }
+            known.insert(user.to_owned(), id);
         }
-        known.insert(user.to_owned(), id);
         drop(known);
         self.activity.marker(user, id);
     }
