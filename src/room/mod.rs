@@ -513,6 +513,12 @@ impl ChatRoom {
             &pair.server,
             &ServerFrame::Presence { users: &users }.to_json(),
         );
+        if protocol::is_dm_room(&self.name) {
+            // How far the other member has read (read receipts, also after a reconnect).
+            for frame in self.reads.others_for(user)? {
+                send_quietly(&pair.server, &frame);
+            }
+        }
         if !opening.was_online && opening.room_sockets < self.config.presence_broadcast_max {
             self.presence
                 .announce(user, true, std::slice::from_ref(&pair.server));

@@ -94,6 +94,28 @@ impl Reads {
         Ok(Ok(()))
     }
 
+    /// For a DM's new socket of `user`: the other member's marker as a `read` frame, if they
+    /// have read anything (the newer of memory and storage), so receipts survive a reconnect.
+    pub fn others_for(&self, user: &str) -> Result<Vec<String>> {
+        let mut markers: HashMap<String, i64> = self
+            .storage
+            .read_markers_of_others(user)?
+            .into_iter()
+            .collect();
+        for (other, id) in self.known.borrow().iter() {
+            if other != user && *id > 0 {
+                let marker = markers.entry(other.clone()).or_insert(*id);
+                *marker = (*marker).max(*id);
+            }
+        }
+        let mut frames: Vec<(String, i64)> = markers.into_iter().collect();
+        frames.sort();
+        Ok(frames
+            .iter()
+            .map(|(username, id)| ServerFrame::Read { username, id: *id }.to_json())
+            .collect())
+    }
+
     /// A message by `user` with id `id` was stored: its author has read it (no receipt: the
     /// message itself tells the others).
     pub fn authored(&self, user: &str, id: i64) {

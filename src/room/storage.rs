@@ -651,6 +651,28 @@ impl RoomStorage {
             .map_or(0, |r| r.last_read_id))
     }
 
+    /// Every stored read marker but `user`'s (for a DM: the other member's).
+    pub fn read_markers_of_others(&self, user: &str) -> Result<Vec<(String, i64)>> {
+        #[derive(Deserialize)]
+        struct Row {
+            username: String,
+            last_read_id: i64,
+        }
+        if !self.has_markers_table()? {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .sql
+            .exec(
+                "SELECT username, last_read_id FROM read_markers WHERE username <> ? LIMIT 10",
+                vec![user.into()],
+            )?
+            .to_array::<Row>()?
+            .into_iter()
+            .map(|r| (r.username, r.last_read_id))
+            .collect())
+    }
+
     /// Moves each (user, id) marker forward (never back), in the current event's commit.
     pub fn save_read_markers(&self, markers: &[(String, i64)]) -> Result<()> {
         if markers.is_empty() {

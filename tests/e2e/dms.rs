@@ -321,3 +321,46 @@ async fn blocks_and_dms_per_user_are_limited() {
     assert_eq!(status, 409, "a third DM: {v}");
     assert_eq!(dm_room(&c, t4, &users[0].0).await, first);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_socket_in_a_dm_learns_how_far_the_other_member_has_read() {
+    let c = client();
+    let [(alice, ta), (bob, tb)] = c.new_users("seen", 2).await.try_into().expect("two users");
+    let room = dm_room(&c, &ta, &bob).await;
+    let mut wa = c.ws(&room, &ta).await;
+    let (_, _) = wa.history_and_presence().await;
+    let mut wb = c.ws(&room, &tb).await;
+    wb.history_and_presence().await;
+    // Nobody has read anything yet: no receipt on connect.
+    let mut fresh = c.ws(&room, &tb).await;
+    fresh.history_and_presence().await;
+    fresh.expect_none_of_types(&["read"], QUIET).await;
+    fresh.close().await;
+
+    let ids = wb.send_n(&room, "note", 2).await;
+    for _ in 0..2 {
+        wa.next_message().await;
+    }
+    wa.send_json(&json!({"type": "read", "id": ids[0]})).await;
+    assert_eq!(
+        wb.next_of_type("read").await,
+        json!({"type": "read", "username": alice, "id": ids[0]})
+    );
+    // Bob's next socket is told at once, after history and presence.
+    let mut again = c.ws(&room, &tb).await;
+    again.history_and_presence().await;
+    assert_eq!(
+        again.next_of_type("read").await,
+        json!({"type": "read", "username": alice, "id": ids[0]})
+    );
+    // Alice's is told Bob's: his own messages marked him read up to the second.
+    let mut hers = c.ws(&room, &ta).await;
+    hers.history_and_presence().await;
+    assert_eq!(
+        hers.next_of_type("read").await,
+        json!({"type": "read", "username": bob, "id": ids[1]})
+    );
+    for ws in [wa, wb, again, hers] {
+        ws.close().await;
+    }
+}
