@@ -443,7 +443,10 @@ async function refreshMyRooms() {
   state.myRooms = res.data.rooms.map(listedRoom).filter(Boolean);
   state.myRoomsLoaded = true;
   renderRoomList();
-  if (state.room && DM_RE.test(state.room)) showRoomTitle();
+  if (state.room && DM_RE.test(state.room)) {
+    showRoomTitle();
+    renderReceipt();
+  }
 }
 
 function startMyRoomsRefresh() {

@@ -81,6 +81,11 @@ test('DMs: the same room from both sides, sidebar unread counts, read receipt', 
     await waitForMessage(bob.page, 'ping me when you are back');
     await alice.page.locator('#receipt').getByText(`Seen by ${bob.username}`).waitFor({ timeout: 15_000 });
     assert.equal((await sidebarEntry(bob.page, room)).unread, '', 'nothing unread in the room in view');
+    // After a reload Alice still sees it: the DM tells a new socket how far Bob has read.
+    await alice.page.reload();
+    await waitConnected(alice.page);
+    assert.equal(await alice.page.evaluate(() => window.__clubhouse.room()), room);
+    await alice.page.locator('#receipt').getByText(`Seen by ${bob.username}`).waitFor({ timeout: 15_000 });
 
     // The marker is durable: back in the lobby, the refreshed list has nothing unread there.
     await joinRoom(bob, 'lobby');
