@@ -7,6 +7,8 @@
 //! `worker::Request`, whose conversion reads the method, URL, headers and `cf` object up
 //! front: a connect needs three headers and the URL, and a reconnect storm is all connects.
 //!
+//! A DM's id (`dm.<hex>`) always has its membership and blocks read from D1 first (`dm.rs`).
+//!
 //! The badge comes from `Sec-WebSocket-Protocol: bearer, <JWT>` (browsers cannot set headers on
 //! a WebSocket, and a URL ends up in logs and history) or, for older clients, `?token=<JWT>`.
 

@@ -13,7 +13,9 @@
 //! owns: `sockets.rs` (attachments, tags, fan-out, who is online), `storage.rs` (every SQL
 //! statement), `outbox.rs` (storing and sending the log in groups) with `pace.rs`, `changes.rs`
 //! (edits, deletions, reactions), `typing.rs`, `presence.rs` (join/leave announcements),
-//! `admissions.rs` (badges the ledger admitted here), `rate_limit.rs` (per-connection buckets).
+//! `admissions.rs` (badges the ledger admitted here), `rate_limit.rs` (per-connection buckets),
+//! `reads.rs` (read markers and receipts), `activity.rs` (what the room writes behind to D1 for
+//! its members' lists of rooms).
 
 pub mod activity;
 pub mod admissions;
@@ -278,7 +280,7 @@ impl ChatRoom {
                 // The user took this public room off their list: their next connect joins again.
                 self.activity
                     .forget_join(&query("user").unwrap_or_default());
-                Ok(closed_count(0))
+                Ok(http::json(200, &serde_json::json!({ "left": true })))
             }
             _ => Err(ApiError::not_found()),
         }
