@@ -11,7 +11,7 @@ const USERNAME_RE = /^[A-Za-z0-9_.-]{3,32}$/;
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const DM_RE = /^dm\.[0-9a-f]{32}$/; // a direct-message room: the server derives it from the two names
 const MY_ROOMS_REFRESH_MS = 10000; // how often the sidebar asks GET /me/rooms for other rooms' unread counts
-const READ_SEND_DELAY_MS = 300; // read markers for the room in view go out this long after the last message shown
+const READ_SEND_EVERY_MS = 1000; // at most one read marker a second: read frames share the message rate limit
 const SNIPPET_CHARS = 100;
 const MAX_CONTENT_CHARS = 4000;
 const PAGE_SIZE = 50;
@@ -525,13 +525,14 @@ async function onDmSubmit(event) {
 
 /** Sends our read marker for the room in view, a moment after the newest message shown, while
  *  the page is visible. The server keeps only forward moves; our own messages are read already. */
-function scheduleRead() {
-  if (document.visibilityState !== 'visible' || state.lastId <= state.readSent) return;
-  clearTimeout(state.readTimer);
-  state.readTimer = setTimeout(sendRead, READ_SEND_DELAY_MS);
+function scheduleRead(delay = READ_SEND_EVERY_MS) {
+  if (document.visibilityState !== 'visible' || state.lastId <= state.readSent || state.readTimer) return;
+  // Not pushed back by each new message: in a busy room the marker still moves once a second.
+  state.readTimer = setTimeout(sendRead, delay);
 }
 
 function sendRead() {
+  state.readTimer = 0;
   const ws = state.ws;
   const id = state.lastId;
   if (!ws || ws.readyState !== WebSocket.OPEN || id <= state.readSent) return;
@@ -539,6 +540,7 @@ function sendRead() {
   const newest = state.msgs.get(id);
   if (newest && sameUser(newest.username, state.username)) return; // marked read when we sent it
   ws.send(JSON.stringify({ type: 'read', id }));
+  state.lastAction = 'read';
 }
 
 /** Someone's read marker moved: in a DM, the other person's shows as "Seen" under our last
@@ -640,6 +642,7 @@ function resetView() {
   state.noOlder = false;
   state.lastSent = null;
   clearTimeout(state.readTimer);
+  state.readTimer = 0;
   state.readSent = 0;
   state.peerRead = 0;
   renderReceipt();
@@ -1152,6 +1155,13 @@ const ACTION_WORDS = {
 
 function onErrorFrame(frame) {
   const detail = typeof frame.detail === 'string' ? frame.detail : 'error';
+  if (state.lastAction === 'read') {
+    // Our read marker was refused (most likely rate limited): nothing to show, send it again later.
+    state.lastAction = 'message';
+    state.readSent = 0;
+    scheduleRead(typeof frame.retry_after_ms === 'number' ? frame.retry_after_ms : READ_SEND_EVERY_MS);
+    return;
+  }
   if (typeof frame.retry_after_ms === 'number') {
     const secs = Math.max(1, Math.ceil(frame.retry_after_ms / 1000));
     state.retryUntil = Date.now() + frame.retry_after_ms;
