@@ -685,7 +685,9 @@ async function loadRoomInfo() {
   const info = res.data;
   state.roomInfo = info;
   const badge = $('room-badge');
-  if (info.private) {
+  if (info.dm === true) {
+    badge.textContent = 'direct message';
+  } else if (info.private) {
     badge.textContent = info.owner ? `private · owner ${info.owner}` : 'private';
   } else {
     badge.textContent = 'public';

@@ -10,6 +10,7 @@ import {
   eventually,
   joinRoom,
   openClient,
+  screenshotPath,
   send,
   signUp,
   uniqueName,
@@ -55,6 +56,7 @@ test('DMs: the same room from both sides, sidebar unread counts, read receipt', 
     // Alice starts the DM; Bob starts it from his side and lands in the same room.
     const room = await startDm(alice, bob.username);
     assert.equal(await alice.page.textContent('#room-title'), `@ ${bob.username}`);
+    await alice.page.locator('#room-badge').getByText('direct message').waitFor();
     const bobsRoom = await startDm(bob, alice.username.toUpperCase());
     assert.equal(bobsRoom, room, 'one DM whichever side starts it');
     assert.equal(await bob.page.textContent('#room-title'), `@ ${alice.username}`);
@@ -81,6 +83,7 @@ test('DMs: the same room from both sides, sidebar unread counts, read receipt', 
     await waitForMessage(bob.page, 'ping me when you are back');
     await alice.page.locator('#receipt').getByText(`Seen by ${bob.username}`).waitFor({ timeout: 15_000 });
     assert.equal((await sidebarEntry(bob.page, room)).unread, '', 'nothing unread in the room in view');
+    await alice.page.screenshot({ path: screenshotPath('dm.png') });
     // After a reload Alice still sees it: the DM tells a new socket how far Bob has read.
     await alice.page.reload();
     await waitConnected(alice.page);
