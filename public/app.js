@@ -12,6 +12,10 @@
 const TOKEN_KEY = 'clubhouse.token';
 const USERNAME_RE = /^[A-Za-z0-9_.-]{3,32}$/;
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const DM_RE = /^dm\.[0-9a-f]{32}$/; // a direct-message room: the server derives it from the two names
+const MY_ROOMS_REFRESH_MS = 10000; // how often the sidebar asks GET /me/rooms for other rooms' unread counts
+const READ_SEND_EVERY_MS = 1000; // at most one read marker a second: read frames share the message rate limit
+const SNIPPET_CHARS = 100;
 const MAX_CONTENT_CHARS = 4000;
 const PAGE_SIZE = 50;
 const BACKOFF_BASE_MS = 500;
@@ -73,7 +77,18 @@ const state = {
   lastSent: null,
   retryUntil: 0,
   retryTimer: 0,
+  // The sidebar: GET /me/rooms, bumped live for the room in view.
+  myRooms: [], // [{ room_id, kind, last_message, unread, last_read_id, with }], newest activity first
+  myRoomsLoaded: false, // false on servers without /me/rooms: the sidebar lists recent rooms only
+  myRoomsTimer: 0,
+  myRoomsGen: 0, // bumped per request: an older answer arriving late is dropped
+  dmWith: new Map(), // DM room id -> the other person's name
+  readSent: 0, // the newest id we sent a read marker for in this room
+  readTimer: 0,
+  peerRead: 0, // in a DM: the newest id the other person has read (their read receipts)
 };
+
+const isRoomId = (room) => ROOM_RE.test(room) || DM_RE.test(room);
 
 // ------------------------------------------------------------------------------------------
 // Small DOM helpers
@@ -400,6 +415,7 @@ async function deleteAccount(event) {
 // ------------------------------------------------------------------------------------------
 
 function showAuth(message, kind = 'error') {
+  stopMyRoomsRefresh();
   $('chat-view').hidden = true;
   $('settings-view').hidden = true;
   $('session').hidden = true;
@@ -415,6 +431,7 @@ function enterChat() {
   $('session').hidden = false;
   $('whoami').textContent = state.username;
   renderRoomList();
+  startMyRoomsRefresh(); // entering the room below loads the list the first time
   const fromHash = roomFromHash();
   const target = fromHash || recentRooms()[0] || 'lobby';
   if (fromHash === target) enterRoom(target);
@@ -432,7 +449,7 @@ function roomsKey() {
 function recentRooms() {
   try {
     const list = JSON.parse(localStorage.getItem(roomsKey()) || '[]');
-    return Array.isArray(list) ? list.filter((r) => typeof r === 'string' && ROOM_RE.test(r)) : [];
+    return Array.isArray(list) ? list.filter((r) => typeof r === 'string' && isRoomId(r)) : [];
   } catch {
     return [];
   }
@@ -457,24 +474,206 @@ function forgetRoom(room) {
   renderRoomList();
 }
 
+/** How a room is named in the sidebar and title: `@ bob` for a DM, `# lobby` otherwise. */
+function roomLabel(room) {
+  if (DM_RE.test(room)) return `@ ${state.dmWith.get(room) || 'direct message'}`;
+  return `# ${room}`;
+}
+
+/** The sidebar: my rooms from the server (newest activity first, with unread counts and the
+ *  last message), then rooms visited here that the server does not list (public rooms joined
+ *  before, the lobby). */
 function renderRoomList() {
   const list = $('room-list');
   clearChildren(list);
-  const rooms = recentRooms();
-  if (!rooms.includes('lobby')) rooms.push('lobby');
-  for (const room of rooms) {
+  const listed = state.myRoomsLoaded ? state.myRooms : [];
+  const seen = new Set(listed.map((r) => r.room_id));
+  const rooms = [...listed];
+  for (const room of [...recentRooms(), 'lobby']) {
+    if (!seen.has(room)) {
+      seen.add(room);
+      rooms.push({ room_id: room, kind: DM_RE.test(room) ? 'dm' : 'public', last_message: null, unread: 0 });
+    }
+  }
+  for (const r of rooms) {
     const li = el('li');
-    const a = el('a', '', `# ${room}`);
-    a.href = `#room=${room}`;
-    if (room === state.room) a.setAttribute('aria-current', 'true');
+    li.dataset.room = r.room_id;
+    li.dataset.kind = r.kind;
+    const a = el('a');
+    a.href = `#room=${r.room_id}`;
+    a.append(el('span', 'room-name', roomLabel(r.room_id)));
+    const unread = r.room_id === state.room ? 0 : r.unread;
+    if (unread > 0) {
+      const count = el('span', 'unread', unread >= 999 ? '999+' : String(unread));
+      count.setAttribute('aria-label', `${unread} unread`);
+      a.append(count);
+      a.dataset.unread = String(unread);
+    }
+    const last = r.last_message;
+    if (last) {
+      const text = last.deleted ? 'message deleted' : last.content;
+      a.append(el('span', 'last', `${last.username}: ${text}`));
+    }
+    if (r.room_id === state.room) a.setAttribute('aria-current', 'true');
     li.append(a);
     list.append(li);
   }
 }
 
+/** A room of GET /me/rooms as the sidebar keeps it, or null if malformed. */
+function listedRoom(r) {
+  if (!r || typeof r.room_id !== 'string' || !isRoomId(r.room_id)) return null;
+  const last = r.last_message && Number.isSafeInteger(r.last_message.id) ? r.last_message : null;
+  return {
+    room_id: r.room_id,
+    kind: ['public', 'private', 'dm'].includes(r.kind) ? r.kind : 'public',
+    last_message: last && {
+      id: last.id,
+      username: String(last.username),
+      content: typeof last.content === 'string' ? last.content : '',
+      deleted: last.deleted === true,
+      ts: last.ts,
+    },
+    unread: Number.isSafeInteger(r.unread) ? r.unread : 0,
+    last_read_id: Number.isSafeInteger(r.last_read_id) ? r.last_read_id : 0,
+  };
+}
+
+/** Reloads the sidebar from GET /me/rooms (its first page: the 50 rooms with the newest activity). */
+async function refreshMyRooms() {
+  if (!state.token) return;
+  const gen = ++state.myRoomsGen;
+  const res = await api('GET', '/me/rooms');
+  if (gen !== state.myRoomsGen || !state.token) return;
+  if (!res.ok || !res.data || !Array.isArray(res.data.rooms)) return;
+  for (const r of res.data.rooms) {
+    if (r && r.kind === 'dm' && typeof r.with === 'string' && DM_RE.test(r.room_id)) state.dmWith.set(r.room_id, r.with);
+  }
+  state.myRooms = res.data.rooms.map(listedRoom).filter(Boolean);
+  state.myRoomsLoaded = true;
+  renderRoomList();
+  if (state.room && DM_RE.test(state.room)) {
+    showRoomTitle();
+    renderReceipt();
+  }
+}
+
+function startMyRoomsRefresh() {
+  clearInterval(state.myRoomsTimer);
+  state.myRoomsTimer = setInterval(refreshMyRooms, MY_ROOMS_REFRESH_MS);
+}
+
+function stopMyRoomsRefresh() {
+  clearInterval(state.myRoomsTimer);
+  state.myRoomsGen += 1;
+  state.myRooms = [];
+  state.myRoomsLoaded = false;
+}
+
+/** A message arrived in the room in view: its sidebar entry shows it, moves to the top, and has
+ *  nothing unread (we are reading it). */
+function bumpRoom(frame) {
+  const room = state.room;
+  if (!room || !Number.isSafeInteger(frame.id) || typeof frame.content !== 'string') return;
+  let entry = state.myRooms.find((r) => r.room_id === room);
+  if (entry && entry.last_message && entry.last_message.id >= frame.id) return;
+  if (!entry) {
+    const kind = DM_RE.test(room) ? 'dm' : state.roomInfo && state.roomInfo.private ? 'private' : 'public';
+    entry = { room_id: room, kind, last_message: null, unread: 0, last_read_id: 0 };
+  }
+  entry.last_message = {
+    id: frame.id,
+    username: String(frame.username),
+    content: [...frame.content].slice(0, SNIPPET_CHARS).join(''),
+    deleted: false,
+    ts: frame.ts,
+  };
+  entry.unread = 0;
+  state.myRooms = [entry, ...state.myRooms.filter((r) => r.room_id !== room)];
+  renderRoomList();
+}
+
+function showRoomTitle() {
+  $('room-title').textContent = roomLabel(state.room);
+  document.title = `${roomLabel(state.room)} · Clubhouse`;
+}
+
 function roomFromHash() {
-  const m = /^#room=([A-Za-z0-9_-]{1,64})$/.exec(location.hash);
-  return m ? m[1] : null;
+  const m = /^#room=([A-Za-z0-9_.-]{1,64})$/.exec(location.hash);
+  return m && isRoomId(m[1]) ? m[1] : null;
+}
+
+// ------------------------------------------------------------------------------------------
+// Direct messages, read markers and receipts
+// ------------------------------------------------------------------------------------------
+
+function dmError(text) {
+  show($('dm-error'), text);
+}
+
+async function onDmSubmit(event) {
+  event.preventDefault();
+  const name = $('dm-input').value.trim();
+  if (!USERNAME_RE.test(name)) return dmError('Usernames are 3–32 letters, digits, "_", "." or "-".');
+  if (name.toLowerCase() === String(state.username).toLowerCase()) return dmError('That is you: pick someone else.');
+  dmError('');
+  const res = await api('POST', `/dm/${encodeURIComponent(name)}`);
+  if (res.ok && res.data && typeof res.data.room_id === 'string' && DM_RE.test(res.data.room_id)) {
+    const room = res.data.room_id;
+    state.dmWith.set(room, typeof res.data.with === 'string' ? res.data.with : name);
+    $('dm-input').value = '';
+    refreshMyRooms();
+    if (state.room === room) return;
+    location.hash = `#room=${room}`;
+    return;
+  }
+  if (res.status === 404) return dmError(`Nobody is called "${name}".`);
+  if (res.status === 403) return dmError(`${name} does not accept your messages.`);
+  if (res.status !== 401) dmError(`Could not start the conversation: ${res.detail}`);
+}
+
+/** Sends our read marker for the room in view, a moment after the newest message shown, while
+ *  the page is visible. The server keeps only forward moves; our own messages are read already. */
+function scheduleRead(delay = READ_SEND_EVERY_MS) {
+  if (document.visibilityState !== 'visible' || state.lastId <= state.readSent || state.readTimer) return;
+  // Not pushed back by each new message: in a busy room the marker still moves once a second.
+  state.readTimer = setTimeout(sendRead, delay);
+}
+
+function sendRead() {
+  state.readTimer = 0;
+  const ws = state.ws;
+  const id = state.lastId;
+  if (!ws || ws.readyState !== WebSocket.OPEN || id <= state.readSent) return;
+  state.readSent = id;
+  const newest = state.msgs.get(id);
+  if (newest && sameUser(newest.username, state.username)) return; // marked read when we sent it
+  ws.send(JSON.stringify({ type: 'read', id }));
+  state.lastAction = 'read';
+}
+
+/** Someone's read marker moved: in a DM, the other person's shows as "Seen" under our last
+ *  message once it reaches it. */
+function onRead(frame) {
+  if (!Number.isSafeInteger(frame.id) || typeof frame.username !== 'string') return;
+  if (!DM_RE.test(state.room || '') || sameUser(frame.username, state.username)) return;
+  state.peerRead = Math.max(state.peerRead, frame.id);
+  renderReceipt();
+}
+
+function renderReceipt() {
+  const receipt = $('receipt');
+  let ownLast = 0;
+  for (let i = state.ids.length - 1; i >= 0; i -= 1) {
+    const m = state.msgs.get(state.ids[i]);
+    if (m && sameUser(m.username, state.username)) {
+      ownLast = m.id;
+      break;
+    }
+  }
+  const seen = DM_RE.test(state.room || '') && ownLast > 0 && state.peerRead >= ownLast;
+  receipt.hidden = !seen;
+  receipt.textContent = seen ? `Seen by ${state.dmWith.get(state.room) || 'them'}` : '';
 }
 
 function roomError(text) {
@@ -551,6 +750,11 @@ function resetView() {
   state.olderSupported = true;
   state.noOlder = false;
   state.lastSent = null;
+  clearTimeout(state.readTimer);
+  state.readTimer = 0;
+  state.readSent = 0;
+  state.peerRead = 0;
+  renderReceipt();
   renderOnline();
   updateOlder();
   show($('send-error'), '');
@@ -565,12 +769,12 @@ async function enterRoom(room) {
   state.attempt = 0;
   state.roomInfo = null;
   resetView();
-  document.title = `#${room} · Clubhouse`;
-  $('room-title').textContent = `# ${room}`;
+  showRoomTitle();
   $('room-badge').hidden = true;
   $('members-panel').hidden = true;
   setComposerEnabled(false);
   rememberRoom(room);
+  refreshMyRooms();
   const gen = state.gen;
   const info = await loadRoomInfo();
   if (gen !== state.gen || state.room !== room) return; // switched again meanwhile
@@ -591,10 +795,14 @@ async function loadRoomInfo() {
   const info = res.data;
   state.roomInfo = info;
   const badge = $('room-badge');
-  const kind = info.private ? 'private' : 'public';
-  const parts = [info.owner ? `${kind} · owner ${info.owner}` : kind];
-  if (info.slow_mode_secs > 0) parts.push(`slow mode ${info.slow_mode_secs} s`);
-  badge.textContent = parts.join(' · ');
+  if (info.dm === true) {
+    badge.textContent = 'direct message';
+  } else {
+    const kind = info.private ? 'private' : 'public';
+    const parts = [info.owner ? `${kind} · owner ${info.owner}` : kind];
+    if (info.slow_mode_secs > 0) parts.push(`slow mode ${info.slow_mode_secs} s`);
+    badge.textContent = parts.join(' · ');
+  }
   badge.hidden = false;
   renderOnline();
   const isOwner = info.private && typeof info.owner === 'string' && info.owner.toLowerCase() === String(state.username).toLowerCase();
@@ -955,6 +1163,9 @@ function handleFrame(text) {
     case 'typing':
       onTyping(frame);
       break;
+    case 'read':
+      onRead(frame);
+      break;
     case 'presence':
       state.online = new Set((Array.isArray(frame.users) ? frame.users : []).map(String));
       renderOnline();
@@ -995,6 +1206,11 @@ function onLiveChange(frame) {
   if (rev !== null) state.rev = rev;
   // Whoever just posted has stopped typing.
   if (frame.type === 'message' && typeof frame.username === 'string') stopTyping(frame.username);
+  if (frame.type === 'message') {
+    bumpRoom(frame);
+    renderReceipt();
+  }
+  scheduleRead();
 }
 
 /** Joins and leaves the server batched during a burst: changes since its previous announcement,
@@ -1035,6 +1251,8 @@ async function onHistory(frame) {
   if (Number.isSafeInteger(frame.rev) && frame.rev >= 0) state.rev = frame.rev;
   state.attempt = 0;
   updateOlder();
+  renderReceipt();
+  scheduleRead();
   if (!frame.truncated || before === 0) return;
   if (revMode) {
     await reloadOverHttp(oldestHad);
@@ -1111,6 +1329,13 @@ const ACTION_WORDS = {
 
 function onErrorFrame(frame) {
   const detail = typeof frame.detail === 'string' ? frame.detail : 'error';
+  if (state.lastAction === 'read') {
+    // Our read marker was refused (most likely rate limited): nothing to show, send it again later.
+    state.lastAction = 'message';
+    state.readSent = 0;
+    scheduleRead(typeof frame.retry_after_ms === 'number' ? frame.retry_after_ms : READ_SEND_EVERY_MS);
+    return;
+  }
   if (frame.code === 'muted') {
     const until = typeof frame.until === 'number' ? ` until ${new Date(frame.until).toLocaleTimeString()}` : '';
     sendError(`A moderator muted you in this room${until}: you can read, not post.`);
@@ -1971,6 +2196,7 @@ function sendMessage() {
 function wire() {
   $('auth-form').addEventListener('submit', onAuthSubmit);
   $('room-form').addEventListener('submit', onRoomSubmit);
+  $('dm-form').addEventListener('submit', onDmSubmit);
   $('logout').addEventListener('click', () => logout(false));
   $('open-settings').addEventListener('click', openSettings);
   $('close-settings').addEventListener('click', closeSettings);
@@ -2029,7 +2255,10 @@ function wire() {
   window.addEventListener('hashchange', onHashChange);
   window.addEventListener('online', reconnectNow);
   document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'visible') reconnectNow();
+    if (document.visibilityState === 'visible') {
+      reconnectNow();
+      scheduleRead();
+    }
   });
 }
 
@@ -2055,6 +2284,8 @@ window.__clubhouse = Object.freeze({
   lastId: () => state.lastId,
   rev: () => state.rev,
   messageIds: () => [...state.ids],
+  /** The sidebar's rooms as the page shows them: id, kind, unread. */
+  sidebar: () => state.myRooms.map((r) => ({ room_id: r.room_id, kind: r.kind, unread: r.unread })),
   room: () => state.room,
 });
 

@@ -34,6 +34,11 @@ pub struct Config {
     /// (badge, room) pairs with sockets one user may have on record (`MAX_ROOMS_PER_USER`,
     /// default 5,000): bounds the user's rows in the session ledger until their badges expire.
     pub max_rooms_per_user: i64,
+    /// Users one user may block (`MAX_BLOCKS_PER_USER`, default 1,000).
+    pub max_blocks_per_user: i64,
+    /// Direct-message rooms one user may be in (`MAX_DMS_PER_USER`, default 1,000): each
+    /// `POST /dm/{username}` with someone new adds one to both people's lists.
+    pub max_dms_per_user: i64,
 }
 
 /// Settings of one room Durable Object.
@@ -168,6 +173,20 @@ impl Config {
                 lookup,
                 "MAX_ROOMS_PER_USER",
                 5_000,
+                1..=100_000,
+                &mut problems,
+            ),
+            max_blocks_per_user: int_setting(
+                lookup,
+                "MAX_BLOCKS_PER_USER",
+                1_000,
+                1..=100_000,
+                &mut problems,
+            ),
+            max_dms_per_user: int_setting(
+                lookup,
+                "MAX_DMS_PER_USER",
+                1_000,
                 1..=100_000,
                 &mut problems,
             ),

@@ -1,7 +1,7 @@
 //! Clubhouse: secure real-time chat on Cloudflare Workers.
 //!
 //! Entry points only. A request goes `api` (router and handlers) → `auth` (badges, passwords)
-//! → `store` (D1), the session ledger (`ledger`), the attempt throttle (`throttle`) or a room
+//! → `store` and `directory` (D1), the session ledger (`ledger`), the attempt throttle (`throttle`) or a room
 //! (`room`: one Durable Object per room, which holds its sockets and broadcasts) → `protocol`
 //! (the wire format). `docs/architecture.md` follows a request and a message through them.
 
@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod defer;
+pub mod directory;
 pub mod http;
 pub mod ledger;
 pub mod log;

@@ -93,6 +93,9 @@ pub struct RoomId(String);
 
 impl RoomId {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        if is_dm_room(raw) {
+            return Ok(Self(raw.to_owned()));
+        }
         let ok_chars = raw
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
@@ -105,6 +108,26 @@ impl RoomId {
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A direct-message room's id starts with this: `dm.` and 32 lowercase hex digits. A `.` is not
+/// allowed in any other room name, so nobody can create, claim or use a DM's id as their own room.
+pub const DM_ROOM_PREFIX: &str = "dm.";
+/// Hex digits after [`DM_ROOM_PREFIX`] (128 bits of the SHA-256 of the two names).
+pub const DM_ROOM_HEX: usize = 32;
+
+/// Whether `raw` has the shape of a direct-message room id (`dm.` + 32 lowercase hex digits).
+pub fn is_dm_room(raw: &str) -> bool {
+    raw.strip_prefix(DM_ROOM_PREFIX).is_some_and(|hex| {
+        hex.len() == DM_ROOM_HEX && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+impl RoomId {
+    /// Whether this is a direct-message room (`dm.<hex>`).
+    pub fn is_dm(&self) -> bool {
+        is_dm_room(&self.0)
     }
 }
 
@@ -133,6 +156,7 @@ enum FrameType {
     React,
     Unreact,
     Typing,
+    Read,
 }
 
 /// A string field that borrows from the frame when it has no escapes (serde borrows a `Cow`
@@ -200,6 +224,8 @@ pub enum ClientFrame<'a> {
     React { id: i64, emoji: Emoji, add: bool },
     /// The member is typing (ephemeral).
     Typing,
+    /// The member has read the room up to message `id` (their read marker moves forward).
+    Read { id: i64 },
 }
 
 /// Parses and validates one text frame for the room `room`.
@@ -214,7 +240,7 @@ pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ClientFrame<
     }
     let raw: RawClientFrame<'a> = serde_json::from_str(frame).map_err(|e| {
         invalid(format!(
-            "invalid message: expected {{\"content\": string, \"room_id\"?: string}} or {{\"type\": \"edit\"|\"delete\"|\"react\"|\"unreact\"|\"typing\", ...}} ({e})"
+            "invalid message: expected {{\"content\": string, \"room_id\"?: string}} or {{\"type\": \"edit\"|\"delete\"|\"react\"|\"unreact\"|\"typing\"|\"read\", ...}} ({e})"
         ))
     })?;
     if let Some(claimed) = &raw.room_id {
@@ -246,6 +272,7 @@ pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ClientFrame<
             add: kind == FrameType::React,
         },
         FrameType::Typing => ClientFrame::Typing,
+        FrameType::Read => ClientFrame::Read { id: id()? },
     })
 }
 
@@ -408,6 +435,11 @@ pub enum ServerFrame<'a> {
     },
     Presence {
         users: &'a [String],
+    },
+    /// A member's read marker moved forward to message `id` (read receipts).
+    Read {
+        username: &'a str,
+        id: i64,
     },
     Join {
         username: &'a str,
@@ -850,6 +882,51 @@ mod tests {
         assert_eq!(
             plain,
             r#"{"type":"history","messages":[],"truncated":true,"rev":0}"#
+        );
+    }
+
+    #[test]
+    fn dm_room_ids_are_their_own_namespace() {
+        let dm = format!("dm.{}", "0a".repeat(16));
+        assert!(is_dm_room(&dm));
+        assert!(RoomId::parse(&dm).unwrap().is_dm());
+        for not_dm in [
+            "dm-0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a",
+            "dm.0A0A0A0A0A0A0A0A0A0A0A0A0A0A0A0A",
+            "dm.0a0a",
+            "dm.0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a",
+            "dm.0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0g",
+        ] {
+            assert!(!is_dm_room(not_dm), "{not_dm}");
+        }
+        assert!(!RoomId::parse("lobby").unwrap().is_dm());
+        // Any other name with a dot stays invalid: only the DM shape is let through.
+        assert!(RoomId::parse("dm.alice").is_err());
+        assert!(RoomId::parse("a.b").is_err());
+    }
+
+    #[test]
+    fn read_frames() {
+        assert_eq!(
+            parse_client_frame(r#"{"type":"read","id":7}"#, "r"),
+            Ok(ClientFrame::Read { id: 7 })
+        );
+        for bad in [
+            r#"{"type":"read"}"#,
+            r#"{"type":"read","id":0}"#,
+            r#"{"type":"read","id":-3}"#,
+            r#"{"type":"read","id":"7"}"#,
+            r#"{"type":"read","id":1.5}"#,
+        ] {
+            assert!(parse_client_frame(bad, "r").is_err(), "{bad}");
+        }
+        assert_eq!(
+            ServerFrame::Read {
+                username: "ann",
+                id: 4
+            }
+            .to_json(),
+            r#"{"type":"read","username":"ann","id":4}"#
         );
     }
 }

@@ -60,8 +60,9 @@ impl Store {
             .await?)
     }
 
-    /// Deletes an account: it can no longer log in and is in no room, but its row stays, so
-    /// the name stays reserved (signup's UNIQUE constraint) and its messages keep naming it.
+    /// Deletes an account: it can no longer log in, is in no room, lists no rooms and blocks
+    /// nobody, but its row stays, so the name stays reserved (signup's UNIQUE constraint) and
+    /// its messages keep naming it.
     pub async fn delete_user(&self, username: &str, now_ms: f64) -> ApiResult<()> {
         self.db
             .batch(vec![
@@ -72,6 +73,16 @@ impl Store {
                     .bind(&[JsValue::from_f64(now_ms), username.into()])?,
                 self.db
                     .prepare("DELETE FROM room_members WHERE username = ?1")
+                    .bind(&[username.into()])?,
+                // Its list of rooms (`directory.rs`) and its blocks, both ways.
+                self.db
+                    .prepare("DELETE FROM joined_rooms WHERE username = ?1")
+                    .bind(&[username.into()])?,
+                self.db
+                    .prepare("DELETE FROM read_markers WHERE username = ?1")
+                    .bind(&[username.into()])?,
+                self.db
+                    .prepare("DELETE FROM blocks WHERE blocker = ?1 OR blocked = ?1")
                     .bind(&[username.into()])?,
             ])
             .await?;

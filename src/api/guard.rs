@@ -89,6 +89,8 @@ pub async fn room_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<R
         .await?;
     match access {
         RoomAccess::Denied => Err(ApiError::new(403, "this room is private")),
+        // A DM id is never a public room: without its record nobody is a member.
+        RoomAccess::Public if room.is_dm() => Err(ApiError::new(403, "this room is private")),
         RoomAccess::Public => {
             remember(&KNOWN_PUBLIC, room);
             Ok(access)

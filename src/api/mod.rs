@@ -2,8 +2,10 @@
 //! Anything unmatched is a JSON 404; every handler error becomes a JSON `{"detail"}` response.
 
 mod closing;
+mod dm;
 mod guard;
 mod health;
+mod me;
 mod moderation;
 mod page;
 mod rooms;
@@ -165,6 +167,26 @@ async fn route(
         ["rooms", room, "members", user] => {
             only(&[Method::Put, Method::Delete], "PUT, DELETE")?;
             rooms::change_member(req(), env, room, user).await
+        }
+        ["dm", user] => {
+            only(&[Method::Post], "POST")?;
+            dm::open(req(), env, user).await
+        }
+        ["users", "me", "blocks"] => {
+            only(&[Method::Get], "GET")?;
+            dm::list_blocks(req(), env).await
+        }
+        ["users", "me", "blocks", user] => {
+            only(&[Method::Put, Method::Delete], "PUT, DELETE")?;
+            dm::change_block(req(), env, user).await
+        }
+        ["me", "rooms"] => {
+            only(&[Method::Get], "GET")?;
+            me::list(req(), env).await
+        }
+        ["me", "rooms", room] => {
+            only(&[Method::Delete], "DELETE")?;
+            me::leave(req(), env, room).await
         }
         // The browser client: a handful of fixed paths, after every API route.
         _ => match page::find(path) {

@@ -48,6 +48,11 @@ pub async fn create(mut req: Request, env: &Env) -> ApiResult<Response> {
         ))
     })?;
     let room = parse_room(&body.room_id)?;
+    if room.is_dm() {
+        return Err(ApiError::unprocessable(
+            "room names starting with \"dm.\" are direct messages: POST /dm/{username}",
+        ));
+    }
     let owner = badge.username.as_str();
     if RoomStub::new(env, &room).claim(owner, body.private).await? == Claim::Taken {
         return Err(ApiError::new(409, "room already exists"));
@@ -80,6 +85,14 @@ pub async fn info(req: Request, env: &Env, raw_room: &str) -> ApiResult<Response
     let badge = guard::bearer(&req, env).await?;
     let room = parse_room(raw_room)?;
     let access = guard::room_access(env, &room, &badge).await?;
+    if room.is_dm() {
+        // A DM has no owner, and its two members may both see who they are.
+        let members = Store::from_env(env)?.room_members(room.as_str()).await?;
+        return Ok(http::json(
+            200,
+            &serde_json::json!({ "room_id": room, "private": true, "owner": null, "dm": true, "members": members }),
+        ));
+    }
     let members = match &access {
         RoomAccess::Member { owner } if owner.eq_ignore_ascii_case(badge.username.as_str()) => {
             Some(Store::from_env(env)?.room_members(room.as_str()).await?)
@@ -148,6 +161,12 @@ pub async fn change_member(
 ) -> ApiResult<Response> {
     let badge = guard::bearer(&req, env).await?;
     let room = parse_room(raw_room)?;
+    if room.is_dm() {
+        return Err(ApiError::new(
+            403,
+            "a direct message room has exactly its two members: nobody can be added or removed",
+        ));
+    }
     require_owner(env, &room, &badge).await?;
     let username = Username::parse(raw_user).map_err(|e| ApiError::unprocessable(e.0))?;
     let store = Store::from_env(env)?;

@@ -7,12 +7,14 @@
 //! `worker::Request`, whose conversion reads the method, URL, headers and `cf` object up
 //! front: a connect needs three headers and the URL, and a reconnect storm is all connects.
 //!
+//! A DM's id (`dm.<hex>`) always has its membership and blocks read from D1 first (`dm.rs`).
+//!
 //! The badge comes from `Sec-WebSocket-Protocol: bearer, <JWT>` (browsers cannot set headers on
 //! a WebSocket, and a URL ends up in logs and history) or, for older clients, `?token=<JWT>`.
 
 use worker::{worker_sys::web_sys, Env};
 
-use super::{guard, rooms};
+use super::{dm, guard, rooms};
 use crate::auth::badge::Badge;
 use crate::config::Config;
 use crate::http::{self, ApiError, ApiResult};
@@ -72,7 +74,10 @@ pub async fn connect(
     // Public rooms, the common case, need no D1 query: the room is the authority on privacy
     // and answers a socket checked only as public with a marked 403 when it is private. Only
     // then, or for a room this isolate already knows to be private, are memberships read.
-    let mut access = if guard::known_private(&room) {
+    let mut access = if room.is_dm() {
+        // Membership and blocks, from D1, before any upgrade.
+        dm::socket_access(env, &room, &badge).await?
+    } else if guard::known_private(&room) {
         member_access(env, &room, &badge).await?
     } else {
         RoomAccess::Public

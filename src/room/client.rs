@@ -185,6 +185,14 @@ impl<'a> RoomStub<'a> {
             .map(drop)
     }
 
+    /// `user` (a validated username) took this public room off their list: the room records
+    /// their next connect as a join again.
+    pub async fn left(&self, user: &str) -> ApiResult<()> {
+        self.call(Method::Post, &format!("/left?user={user}"), true)
+            .await
+            .map(drop)
+    }
+
     /// Forgets the room's admission of one badge (`jti`, hex) and closes its sockets.
     pub async fn revoke_badge(&self, jti: &str) -> ApiResult<()> {
         self.call(Method::Post, &format!("/revoke?jti={jti}"), true)

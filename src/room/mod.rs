@@ -14,8 +14,11 @@
 //! statement), `outbox.rs` (storing and sending the log in groups) with `pace.rs`, `changes.rs`
 //! (edits, deletions, reactions), `typing.rs`, `presence.rs` (join/leave announcements),
 //! `admissions.rs` (badges the ledger admitted here), `rate_limit.rs` (per-user buckets),
-//! `moderation.rs` (moderators, bans, mutes, slow mode, the audit log).
+//! `moderation.rs` (moderators, bans, mutes, slow mode, the audit log), `reads.rs` (read
+//! markers and receipts), `activity.rs` (what the room writes behind to D1 for its members'
+//! lists of rooms).
 
+pub mod activity;
 pub mod admissions;
 pub mod changes;
 pub mod client;
@@ -25,6 +28,7 @@ pub mod outbox;
 pub mod pace;
 pub mod presence;
 pub mod rate_limit;
+pub mod reads;
 pub mod sockets;
 pub mod storage;
 pub mod typing;
@@ -45,6 +49,7 @@ use crate::protocol::{
     self, error_frame, ChatMessage, ClientFrame, ClientMessage, CloseReason, HistoryItems, LogItem,
     ServerFrame,
 };
+use activity::Activity;
 use admissions::{AdmittedBadges, Revoked};
 use changes::{Change, Changes};
 use client::{ACCESS_HEADER, PRIVATE_HEADER, USER_HEADER};
@@ -53,6 +58,7 @@ use moderation::{Effect, Moderation, PostRefusal, Role};
 use outbox::{Outbox, Outgoing};
 use presence::Presence;
 use rate_limit::{RateLimits, Verdict};
+use reads::Reads;
 use sockets::{send_quietly, server_close, Member, Sockets};
 use storage::{ConnectWrites, RoomMeta, RoomStorage};
 use typing::{AfterTyping, Typing};
@@ -85,6 +91,10 @@ pub struct ChatRoom {
     /// What the first connect of a burst leaves for a moment later.
     writes: Rc<ConnectWrites>,
     rate_limits: RateLimits,
+    /// Members' read markers (`reads.rs`).
+    reads: Rc<Reads>,
+    /// What the room writes behind to D1 for the members' lists of rooms (`activity.rs`).
+    activity: Rc<Activity>,
     /// `ws_connect` and `ws_close` entries waiting for their line.
     connect_log: Rc<SocketLog>,
     close_log: Rc<SocketLog>,
@@ -110,13 +120,20 @@ impl DurableObject for ChatRoom {
         let raw_state = AsRef::<JsValue>::as_ref(state.as_raw()).clone();
         let sockets = Sockets::new(state);
         let writes = ConnectWrites::new(Rc::clone(&storage));
+        let activity = Activity::new(&name, env.clone(), Rc::clone(&storage));
+        let reads = Reads::new(
+            Rc::clone(&storage),
+            Rc::clone(&activity),
+            sockets.fanout().clone(),
+            config.presence_broadcast_max,
+        );
         let outbox = Outbox::new(
             Rc::clone(&storage),
             raw_state,
             sockets.fanout().clone(),
             config.history_cap,
-            wake.last_id,
-            wake.last_rev,
+            (wake.last_id, wake.last_rev),
+            Rc::clone(&reads),
         );
         Self {
             changes: Changes::new(Rc::clone(&storage), Rc::clone(&outbox), &name),
@@ -130,6 +147,8 @@ impl DurableObject for ChatRoom {
             ),
             badges: AdmittedBadges::new(Rc::clone(&storage), Rc::clone(&writes)),
             rate_limits: RateLimits::new(config.rate_per_sec, config.rate_burst),
+            reads,
+            activity,
             connect_log: SocketLog::new("ws_connect", &name),
             close_log: SocketLog::new("ws_close", &name),
             meta: RefCell::new(wake.meta),
@@ -281,6 +300,12 @@ impl ChatRoom {
                 Ok(closed_count(closed.len()))
             }
             (Method::Get, "/stats") => Ok(http::json(200, &self.stats()?)),
+            (Method::Post, "/left") => {
+                // The user took this public room off their list: their next connect joins again.
+                self.activity
+                    .forget_join(&query("user").unwrap_or_default());
+                Ok(http::json(200, &serde_json::json!({ "left": true })))
+            }
             _ => Err(ApiError::not_found()),
         }
     }
@@ -352,6 +377,19 @@ impl ChatRoom {
             }
             // Handled above, before the message limit.
             ClientFrame::Typing => return Ok(()),
+            ClientFrame::Read { id } => {
+                let verdict = self.reads.read(
+                    ws,
+                    &member.user,
+                    *id,
+                    self.outbox.last_id(),
+                    self.sockets.count(),
+                )?;
+                if let Err(detail) = verdict {
+                    send_quietly(ws, &error_frame(detail));
+                }
+                return Ok(());
+            }
             ClientFrame::Edit { id, content } => Change::Edit { id: *id, content },
             ClientFrame::Delete { id } => Change::Delete { id: *id },
             ClientFrame::React { id, emoji, add } => Change::React {
@@ -359,6 +397,11 @@ impl ChatRoom {
                 emoji,
                 add: *add,
             },
+        };
+        // An edit or deletion of the newest message changes what members' lists show of it.
+        let rewrites_newest = match &change {
+            Change::Edit { id, .. } | Change::Delete { id } => *id == self.outbox.last_id(),
+            Change::React { .. } => false,
         };
         let is_delete = matches!(change, Change::Delete { .. });
         if !is_delete {
@@ -375,7 +418,10 @@ impl ChatRoom {
             .changes
             .apply(&member.user, &may_remove, change, now as i64)?
         {
-            Err(refusal) => send_quietly(ws, &error_frame(refusal.detail())),
+            Err(refusal) => {
+                send_quietly(ws, &error_frame(refusal.detail()));
+                return Ok(());
+            }
             Ok(author) if is_delete && !author.eq_ignore_ascii_case(&member.user) => {
                 if let ClientFrame::Delete { id } = frame {
                     self.moderation.record_delete(
@@ -388,6 +434,20 @@ impl ChatRoom {
                 }
             }
             Ok(_) => {}
+        }
+        if rewrites_newest {
+            self.newest_rewritten()?;
+        }
+        Ok(())
+    }
+
+    /// The newest message was edited or deleted: the members' lists get its current state (a
+    /// deleted message's content leaves D1 too).
+    fn newest_rewritten(&self) -> Result<()> {
+        if let Some(newest) = self.storage.message_by_id(self.outbox.last_id())? {
+            let content = newest.content.as_deref().unwrap_or("");
+            self.reads
+                .newest(newest.id, &newest.username, content, newest.ts);
         }
         Ok(())
     }
@@ -484,6 +544,11 @@ impl ChatRoom {
 
         let pair = WebSocketPair::new()?;
         self.sockets.accept(&pair.server, user, jti)?;
+        if !self.is_private() {
+            // Joining a public room is the first successful connect (`activity.rs`).
+            self.activity
+                .joined(user, worker::Date::now().as_millis() as i64);
+        }
         let rev = match handover.rev.map(i64::try_from) {
             None => None,
             Some(Ok(n)) => Some(n),
@@ -512,6 +577,12 @@ impl ChatRoom {
             &pair.server,
             &ServerFrame::Presence { users: &users }.to_json(),
         );
+        if protocol::is_dm_room(&self.name) {
+            // How far the other member has read (read receipts, also after a reconnect).
+            for frame in self.reads.others_for(user)? {
+                send_quietly(&pair.server, &frame);
+            }
+        }
         if !opening.was_online && opening.room_sockets < self.config.presence_broadcast_max {
             self.presence
                 .announce(user, true, std::slice::from_ref(&pair.server));
@@ -575,7 +646,13 @@ impl ChatRoom {
     /// The object is the authority on privacy: a room claimed private after the Worker looked
     /// it up still refuses a request that was only checked as public.
     fn refuses_outsiders(&self, member: bool) -> bool {
-        self.meta.borrow().private && !member
+        self.is_private() && !member
+    }
+
+    /// Claimed private, or a direct-message room, which is private by its name alone: nobody
+    /// can use a DM's id before the DM exists, so its two members always can.
+    fn is_private(&self) -> bool {
+        self.meta.borrow().private || protocol::is_dm_room(&self.name)
     }
 
     /// History sent on connect: the last 50 messages, or every message after `since` (the
@@ -656,7 +733,10 @@ impl ChatRoom {
         if owner.is_empty() {
             return Err(ApiError::bad_request("missing owner"));
         }
-        if self.meta.borrow().used || self.meta.borrow().owner.is_some() {
+        if self.meta.borrow().used
+            || self.meta.borrow().owner.is_some()
+            || protocol::is_dm_room(&self.name)
+        {
             return Err(ApiError::new(409, "room already exists"));
         }
         let private = if private { "1" } else { "0" };

@@ -37,6 +37,7 @@ use worker::wasm_bindgen::{closure::Closure, prelude::wasm_bindgen, JsValue};
 use worker::WebSocket;
 
 use super::pace::{Pace, Way};
+use super::reads::Reads;
 use super::sockets::{send_quietly, Fanout};
 use super::storage::RoomStorage;
 use crate::defer::{weak_callback, Deferred};
@@ -101,6 +102,9 @@ pub struct Outbox {
     groups: Cell<u64>,
     /// Per connection id: whether its messages skip the timer (`pace.rs`).
     paces: RefCell<HashMap<u32, Pace>>,
+    /// Told what was stored: authors' read markers and the room's newest message, written
+    /// behind to D1 (`activity.rs`).
+    reads: Rc<Reads>,
 }
 
 impl Outbox {
@@ -110,8 +114,8 @@ impl Outbox {
         state: JsValue,
         fanout: Fanout,
         history_cap: i64,
-        last_id: i64,
-        last_rev: i64,
+        (last_id, last_rev): (i64, i64),
+        reads: Rc<Reads>,
     ) -> Rc<Self> {
         Rc::new(Self {
             storage,
@@ -130,6 +134,7 @@ impl Outbox {
             stored: Cell::new(0),
             groups: Cell::new(0),
             paces: RefCell::new(HashMap::new()),
+            reads,
         })
     }
 
@@ -290,6 +295,12 @@ impl Outbox {
         if stored > 0 {
             self.stored.set(self.stored.get() + stored as u64);
             self.groups.set(self.groups.get() + 1);
+            for message in &group[..stored] {
+                self.reads.authored(&message.username, message.id);
+            }
+            let newest = &group[stored - 1];
+            self.reads
+                .newest(newest.id, &newest.username, &newest.content, newest.ts);
         }
         for message in &group[stored..] {
             send_quietly(

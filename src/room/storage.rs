@@ -161,7 +161,14 @@ pub struct RoomStorage {
     /// The newest revision of a message the history cap dropped (`meta.dropped_rev`): a
     /// catch-up from before it cannot be exact.
     dropped_rev: Cell<i64>,
+    /// Whether the `read_markers` table exists (`None`: not looked up since the wake-up). Kept
+    /// apart from the schema above: a room stored before read markers has its other tables.
+    markers_table: Cell<Option<bool>>,
 }
+
+/// Each member's read marker (`reads.rs`): created with the first marker written.
+const READ_MARKERS_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS read_markers (username TEXT PRIMARY KEY, last_read_id INTEGER NOT NULL)";
 
 /// One stored message row.
 #[derive(Deserialize)]
@@ -216,6 +223,7 @@ impl RoomStorage {
             ready: Cell::new(SCHEMA.iter().all(|(name, _)| has(name))),
             reacted: Cell::new(false),
             dropped_rev: Cell::new(0),
+            markers_table: Cell::new(None),
         });
         if has("messages") && !has("reactions") {
             for statement in UPGRADE_FROM_PLAIN_MESSAGES {
@@ -621,6 +629,93 @@ impl RoomStorage {
                 None,
             )?
             .one::<MessageCounts>()
+    }
+
+    /// One message in its current state, if stored.
+    pub fn message_by_id(&self, id: i64) -> Result<Option<ChatMessage>> {
+        Ok(self.messages_between(id - 1, id, 1)?.messages.pop())
+    }
+
+    /// `user`'s stored read marker (0: none).
+    pub fn read_marker(&self, user: &str) -> Result<i64> {
+        #[derive(Deserialize)]
+        struct Row {
+            last_read_id: i64,
+        }
+        if !self.has_markers_table()? {
+            return Ok(0);
+        }
+        Ok(self
+            .sql
+            .exec(
+                "SELECT last_read_id FROM read_markers WHERE username = ?",
+                vec![user.into()],
+            )?
+            .to_array::<Row>()?
+            .first()
+            .map_or(0, |r| r.last_read_id))
+    }
+
+    /// Every stored read marker but `user`'s (for a DM: the other member's).
+    pub fn read_markers_of_others(&self, user: &str) -> Result<Vec<(String, i64)>> {
+        #[derive(Deserialize)]
+        struct Row {
+            username: String,
+            last_read_id: i64,
+        }
+        if !self.has_markers_table()? {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .sql
+            .exec(
+                "SELECT username, last_read_id FROM read_markers WHERE username <> ? LIMIT 10",
+                vec![user.into()],
+            )?
+            .to_array::<Row>()?
+            .into_iter()
+            .map(|r| (r.username, r.last_read_id))
+            .collect())
+    }
+
+    /// Moves each (user, id) marker forward (never back), in the current event's commit.
+    pub fn save_read_markers(&self, markers: &[(String, i64)]) -> Result<()> {
+        if markers.is_empty() {
+            return Ok(());
+        }
+        if !self.has_markers_table()? {
+            self.sql.exec(READ_MARKERS_TABLE, None)?;
+            self.markers_table.set(Some(true));
+        }
+        for (user, id) in markers {
+            self.sql.exec(
+                "INSERT INTO read_markers (username, last_read_id) VALUES (?, ?)
+                 ON CONFLICT(username) DO UPDATE SET last_read_id = MAX(last_read_id, excluded.last_read_id)",
+                vec![user.as_str().into(), (*id).into()],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn has_markers_table(&self) -> Result<bool> {
+        if let Some(known) = self.markers_table.get() {
+            return Ok(known);
+        }
+        #[derive(Deserialize)]
+        struct Found {
+            n: i64,
+        }
+        let found = self
+            .sql
+            .exec(
+                "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'read_markers'",
+                None,
+            )?
+            .one::<Found>()?
+            .n
+            > 0;
+        self.markers_table.set(Some(found));
+        Ok(found)
     }
 
     /// The size of the room's database, in bytes.

@@ -629,9 +629,24 @@ async fn a_deleted_account_is_gone_but_its_name_stays_reserved() {
         .unwrap();
     expect_json_error(no_body, 422, "no confirmation").await;
 
+    // A block of the account, to see it go with it.
+    let block = c
+        .request(reqwest::Method::PUT, &format!("/users/me/blocks/{user}"))
+        .bearer_auth(&owner_badge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(block.status(), 200, "block");
+
     let resp = delete_account(&c, &badge, DEFAULT_PASSWORD).await;
     assert_eq!(resp.status(), 200);
     ws.expect_policy_close("the deleted account's socket").await;
+    let blocks = c.get_ok("/users/me/blocks", &owner_badge).await;
+    assert_eq!(
+        blocks["blocks"],
+        json!([]),
+        "blocks of a deleted account go with it"
+    );
 
     // Its badges and refresh tokens are refused, and it cannot log in.
     expect_json_error(
