@@ -59,6 +59,8 @@ pub const RECENT_HISTORY: i64 = 50;
 pub const MAX_CATCH_UP: i64 = 1000;
 /// Largest page of `GET /rooms/{id}/messages`.
 pub const MAX_PAGE: i64 = 100;
+/// How long a message's `client_id` makes a resend of it idempotent (milliseconds).
+pub const DEDUPE_WINDOW_MS: i64 = 10 * 60 * 1000;
 
 #[durable_object(fetch)]
 pub struct ChatRoom {
@@ -336,6 +338,11 @@ impl ChatRoom {
 
     /// A new message from `member`: given its id and revision, and handed to the outbox.
     fn post(&self, ws: &WebSocket, member: Member, message: &ClientMessage, ts: i64) -> Result<()> {
+        if let Some(client_id) = message.client_id.as_deref() {
+            if self.answer_resend(ws, &member.user, client_id, ts)? {
+                return Ok(());
+            }
+        }
         // The first write ever creates the tables, in this event's commit.
         self.storage.ensure_tables()?;
         let (id, rev) = (self.outbox.next_id(), self.outbox.next_rev());
@@ -346,6 +353,7 @@ impl ChatRoom {
             content: &message.content,
             ts,
             rev,
+            client_id: message.client_id.as_deref(),
         }
         .to_json();
         self.outbox.accept(
@@ -355,12 +363,45 @@ impl ChatRoom {
                 username: member.user,
                 content: message.content.to_string(),
                 ts,
+                client_id: message.client_id.as_ref().map(|c| c.to_string()),
                 frame,
                 sender: ws.clone(),
             },
             member.conn,
         );
         Ok(())
+    }
+
+    /// Whether a message is a resend: `user` sent one with the same `client_id` within
+    /// `DEDUPE_WINDOW_MS`. Then it is not stored again, and only the sender hears back: the stored
+    /// message as its echo, or nothing while the original waits for its group (its broadcast
+    /// reaches this socket too).
+    fn answer_resend(&self, ws: &WebSocket, user: &str, client_id: &str, now: i64) -> Result<bool> {
+        if self.outbox.is_waiting(user, client_id) {
+            return Ok(true);
+        }
+        let Some(original) =
+            self.storage
+                .message_by_client_id(user, client_id, now - DEDUPE_WINDOW_MS)?
+        else {
+            return Ok(false);
+        };
+        let echo = match original.content.as_deref() {
+            Some(content) => ServerFrame::Message {
+                id: original.id,
+                room_id: &self.name,
+                username: user,
+                content,
+                ts: original.ts,
+                rev: original.rev,
+                client_id: Some(client_id),
+            }
+            .to_json(),
+            // A resend of a message deleted since: said apart from a refused deletion.
+            None => error_frame("the message with this client_id was deleted"),
+        };
+        send_quietly(ws, &echo);
+        Ok(true)
     }
 
     /// Closes a connection that keeps flooding past its limit (1008).

@@ -13,6 +13,7 @@ mod badges;
 mod changes;
 mod findings;
 mod history;
+mod idempotency;
 mod limits;
 mod ops;
 mod presence;
