@@ -600,13 +600,15 @@ impl ChatRoom {
 
     /// `GET /rooms/{id}/messages?before=&limit=`: a page of history, oldest first.
     fn page(&self, before: Option<String>, limit: Option<String>) -> ApiResult<Response> {
+        // The largest integer JS holds exactly (ids never get near it): the default, and the
+        // largest `before` a client may name (openapi.json states it).
+        const MAX_BEFORE: i64 = (1i64 << 53) - 1;
         let before = match before.map(|b| b.parse::<i64>()) {
-            // The largest integer JS holds exactly (ids never get near it).
-            None => (1i64 << 53) - 1,
-            Some(Ok(b)) if b >= 0 => b,
+            None => MAX_BEFORE,
+            Some(Ok(b)) if (0..=MAX_BEFORE).contains(&b) => b,
             Some(_) => {
                 return Err(ApiError::unprocessable(
-                    "before must be a non-negative integer",
+                    "before must be an integer from 0 to 9007199254740991",
                 ))
             }
         };

@@ -9,6 +9,7 @@
 mod harness;
 
 mod accounts;
+mod api_documents;
 mod badges;
 mod changes;
 mod findings;
