@@ -95,3 +95,25 @@ async fn before_beyond_the_largest_safe_integer_is_refused() {
         assert!(e["detail"].as_str().unwrap().contains("before"), "{e}");
     }
 }
+
+/// Schemathesis sent `TRACE /ws/{room_id}` with `Upgrade: websocket` and got 401: under
+/// `wrangler dev` an upgrade request reaches the Worker as a GET whatever its method, so that
+/// check is off for /ws (tests/contract/schemathesis.toml). Without `Upgrade`, every other
+/// method is refused with 405 and `Allow: GET`, before any badge check.
+#[tokio::test]
+async fn other_methods_on_ws_are_405_with_allow_get() {
+    let c = client();
+    for method in [
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::HEAD,
+    ] {
+        let resp = c.request(method.clone(), "/ws/lobby").send().await.unwrap();
+        assert_eq!(resp.status(), 405, "{method} /ws/lobby");
+        assert_eq!(header(&resp, "allow"), "GET", "{method} /ws/lobby");
+    }
+}
