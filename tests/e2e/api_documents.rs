@@ -97,9 +97,10 @@ async fn before_beyond_the_largest_safe_integer_is_refused() {
 }
 
 /// Schemathesis sent `TRACE /ws/{room_id}` with `Upgrade: websocket` and got 401: under
-/// `wrangler dev` an upgrade request reaches the Worker as a GET whatever its method, so that
-/// check is off for /ws (tests/contract/schemathesis.toml). Without `Upgrade`, every other
-/// method is refused with 405 and `Allow: GET`, before any badge check.
+/// `wrangler dev` an upgrade request reaches the Worker as a GET whatever its method, and a GET
+/// without a badge is 401 (openapi.json now declares the upgrade's badge schemes, so a 401 is a
+/// documented answer). Without `Upgrade`, every other method is refused with 405 and
+/// `Allow: GET`, before any badge check.
 #[tokio::test]
 async fn other_methods_on_ws_are_405_with_allow_get() {
     let c = client();
