@@ -45,6 +45,10 @@ export interface ConnectOptions {
   /** Reconnect delays: full jitter between 0 and min(maxDelayMs, minDelayMs · 2^attempt). */
   minDelayMs?: number;
   maxDelayMs?: number;
+  /** A `ping` this often while open (default 30000; 0: none). */
+  heartbeatMs?: number;
+  /** A socket silent this long after a ping is given up and replaced (default 10000). */
+  heartbeatTimeoutMs?: number;
   /** Called when the badge is refused (expired or revoked): a new badge to go on with. Without it, the room closes. */
   refreshToken?: () => string | Promise<string>;
 }
@@ -194,6 +198,8 @@ export class Room {
   react(id: number, emoji: string): void;
   unreact(id: number, emoji: string): void;
   typing(): void;
+  /** While waiting to reconnect: tries now instead of after the backoff. */
+  reconnectNow(): void;
   /** Leaves for good; pending sends reject. */
   close(): void;
 }

@@ -153,6 +153,8 @@ export class Room {
   #attempt = 0;
   #timer = null;
   #everOpened = false;
+  #heartbeat = null;
+  #silence = null;
 
   constructor(club, room, options) {
     this.#club = club;
@@ -160,6 +162,8 @@ export class Room {
     this.#options = {
       minDelayMs: 250,
       maxDelayMs: 10_000,
+      heartbeatMs: 30_000,
+      heartbeatTimeoutMs: 10_000,
       ...options,
     };
     if (Number.isInteger(options.rev)) this.lastRev = options.rev;
@@ -241,6 +245,14 @@ export class Room {
     this.#sendNow({ type: 'typing' });
   }
 
+  /** While waiting to reconnect: tries now instead of after the backoff. */
+  reconnectNow() {
+    if (this.state !== 'reconnecting' || this.#timer === null) return;
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#open();
+  }
+
   /** Leaves the room for good: pending sends are rejected. */
   close() {
     this.#finish({ code: 1000, reason: 'closed by the client' });
@@ -296,11 +308,15 @@ export class Room {
       opened = true;
     };
     socket.onmessage = (event) => {
-      if (this.#socket === socket) this.#receive(event.data);
+      if (this.#socket !== socket) return;
+      clearTimeout(this.#silence);
+      this.#silence = null;
+      this.#receive(event.data);
     };
     socket.onclose = (event) => {
       if (this.#socket !== socket) return;
       this.#socket = null;
+      this.#stopHeartbeat();
       this.#dropped({ code: event.code, reason: event.reason, opened });
     };
     socket.onerror = () => {
@@ -360,6 +376,7 @@ export class Room {
     if (frame.rev > this.lastRev) this.lastRev = frame.rev;
     this.#emit('history', { ...frame, messages: resumed ? [] : items, resumed });
     this.#emit('open', { resumed });
+    this.#startHeartbeat();
     // Messages sent before a drop go again with the same client_id: stored once.
     this.#flush();
   }
@@ -420,6 +437,43 @@ export class Room {
     this.#flush();
   }
 
+  /**
+   * A `ping` every `heartbeatMs` while open; a socket that then stays silent for
+   * `heartbeatTimeoutMs` (a connection that died without a close) is given up and replaced.
+   */
+  #startHeartbeat() {
+    this.#stopHeartbeat();
+    if (!(this.#options.heartbeatMs > 0)) return;
+    const socket = this.#socket;
+    this.#heartbeat = setInterval(() => {
+      if (this.#socket !== socket || this.state !== 'open') return;
+      try {
+        socket.send('ping');
+      } catch {
+        return;
+      }
+      // The first unanswered ping starts the clock; later pings do not restart it.
+      if (this.#silence !== null) return;
+      this.#silence = setTimeout(() => {
+        if (this.#socket !== socket) return;
+        this.#socket = null;
+        this.#stopHeartbeat();
+        try {
+          socket.close(4000, 'heartbeat timeout');
+        } catch {
+          /* already closing */
+        }
+        this.#dropped({ code: 4000, reason: 'heartbeat timeout' });
+      }, this.#options.heartbeatTimeoutMs);
+    }, this.#options.heartbeatMs);
+  }
+
+  #stopHeartbeat() {
+    clearInterval(this.#heartbeat);
+    clearTimeout(this.#silence);
+    this.#silence = null;
+  }
+
   /** The socket closed (or never opened): find out whether to retry, and when. */
   async #dropped({ code, reason }) {
     if (this.state === 'closed') return;
@@ -468,6 +522,7 @@ export class Room {
     if (this.state === 'closed') return;
     this.state = 'closed';
     clearTimeout(this.#timer);
+    this.#stopHeartbeat();
     const socket = this.#socket;
     this.#socket = null;
     try {

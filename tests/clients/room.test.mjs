@@ -172,6 +172,35 @@ describe('clients/js', () => {
     rb.close();
   });
 
+  test('a connection that goes silent is given up after a missed heartbeat and replaced', async () => {
+    const alice = await newClient(server, 'alice');
+    let sockets = 0;
+    /** The first socket stops hearing anything once open: a connection that died silently. */
+    class DeafAfterOpen extends WebSocketImpl {
+      constructor(...args) {
+        super(...args);
+        this.deaf = sockets++ === 0;
+      }
+      set onmessage(listener) {
+        let heard = 0;
+        super.onmessage = (event) => {
+          heard += 1;
+          if (!this.deaf || heard <= 2) listener(event); // history and presence, then nothing
+        };
+      }
+    }
+    const club = new Clubhouse({ baseUrl: server.baseUrl, token: alice.token, WebSocket: DeafAfterOpen });
+    const room = uniqueName('deaf');
+    const r = club.connect(room, { ...FAST, heartbeatMs: 200, heartbeatTimeoutMs: 300 });
+    await nextEvent(r, 'open');
+    const dropped = await nextEvent(r, 'reconnecting');
+    assert.equal(dropped.code, 4000);
+    assert.equal((await nextEvent(r, 'open')).resumed, true);
+    assert.equal(sockets, 2);
+    assert.equal((await r.send('heard again')).content, 'heard again');
+    r.close();
+  });
+
   test('a server restart under traffic: nothing lost, nothing twice, with exact catch-up', async () => {
     const [alice, bob] = [await newClient(server, 'alice'), await newClient(server, 'bob')];
     const room = uniqueName('restart');
