@@ -16,6 +16,8 @@ pub const MAX_CONTENT_CHARS: usize = 4000;
 pub const USERNAME_CHARS: std::ops::RangeInclusive<usize> = 3..=32;
 pub const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=128;
 pub const ROOM_ID_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
+/// A message's `client_id` (the sender's own id for it, which makes a resend idempotent).
+pub const CLIENT_ID_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
 
 /// A client mistake in a value, with a message fit to show the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,12 +181,17 @@ struct RawClientFrame<'a> {
     id: Option<i64>,
     #[serde(borrow, default)]
     emoji: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    client_id: Option<Text<'a>>,
 }
 
 /// A validated chat message from a client, ready to store and broadcast.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ClientMessage<'a> {
     pub content: Cow<'a, str>,
+    /// The sender's id for this message: a resend with the same one within
+    /// `room::DEDUPE_WINDOW_MS` is answered with the stored message instead of stored again.
+    pub client_id: Option<Cow<'a, str>>,
 }
 
 /// One reaction: a single emoji, 1–32 bytes of UTF-8 with no ASCII letters or digits, no
@@ -260,6 +267,7 @@ pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ClientFrame<
     Ok(match kind {
         FrameType::Message => ClientFrame::Message(ClientMessage {
             content: content(raw.content)?,
+            client_id: client_id(raw.client_id)?,
         }),
         FrameType::Edit => ClientFrame::Edit {
             id: id()?,
@@ -274,6 +282,15 @@ pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ClientFrame<
         FrameType::Typing => ClientFrame::Typing,
         FrameType::Read => ClientFrame::Read { id: id()? },
     })
+}
+
+/// A message's optional `client_id`: 1–64 characters.
+fn client_id(raw: Option<Text<'_>>) -> Result<Option<Cow<'_, str>>, Invalid> {
+    match raw {
+        None => Ok(None),
+        Some(Text(id)) if CLIENT_ID_CHARS.contains(&id.chars().count()) => Ok(Some(id)),
+        Some(_) => Err(invalid("client_id must be 1-64 characters")),
+    }
 }
 
 /// A message's content: present, not blank ([`is_blank`]), at most `MAX_CONTENT_CHARS` characters.
@@ -400,6 +417,9 @@ pub enum ServerFrame<'a> {
         content: &'a str,
         ts: i64,
         rev: i64,
+        /// The sender's `client_id`, when it sent one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<&'a str>,
     },
     History {
         messages: HistoryItems<'a>,
@@ -581,7 +601,7 @@ mod tests {
         #[test]
         fn any_frame_is_handled(frame in ".{0,300}") {
             match parse_client_frame(&frame, "lobby") {
-                Ok(ClientFrame::Message(ClientMessage { content }) | ClientFrame::Edit { content, .. }) => {
+                Ok(ClientFrame::Message(ClientMessage { content, .. }) | ClientFrame::Edit { content, .. }) => {
                     prop_assert!(!is_blank(&content) && content.chars().count() <= MAX_CONTENT_CHARS)
                 }
                 Ok(_) => {}
@@ -668,9 +688,27 @@ mod tests {
         assert_eq!(
             m,
             ClientMessage {
-                content: "hi".into()
+                content: "hi".into(),
+                client_id: None,
             }
         );
+    }
+
+    #[test]
+    fn client_ids_are_one_to_64_characters() {
+        let m = parse_client_message(r#"{"content":"hi","client_id":"a-1"}"#, "r").unwrap();
+        assert_eq!(m.client_id.as_deref(), Some("a-1"));
+        let longest = format!(r#"{{"content":"hi","client_id":"{}"}}"#, "é".repeat(64));
+        assert!(parse_client_message(&longest, "r").is_ok());
+        for bad in [
+            r#"{"content":"hi","client_id":""}"#.to_owned(),
+            format!(r#"{{"content":"hi","client_id":"{}"}}"#, "a".repeat(65)),
+        ] {
+            let err = parse_client_message(&bad, "r").unwrap_err();
+            assert!(err.0.contains("client_id"), "{bad}: {err}");
+        }
+        let err = parse_client_message(r#"{"content":"hi","client_id":7}"#, "r").unwrap_err();
+        assert!(err.0.contains("invalid message"), "{err}");
     }
 
     #[test]
@@ -724,6 +762,7 @@ mod tests {
             content: "<b>\"hi\"</b>",
             ts: 1700000000000,
             rev: 9,
+            client_id: None,
         };
         let v: serde_json::Value = serde_json::from_str(&f.to_json()).unwrap();
         assert_eq!(

@@ -7,7 +7,7 @@ mod guard;
 mod health;
 mod me;
 mod moderation;
-mod page;
+pub mod page;
 mod rooms;
 mod token;
 mod users;
@@ -75,6 +75,131 @@ pub async fn handle(req: web_sys::Request, env: Env) -> web_sys::Response {
     response.into()
 }
 
+/// What a route does: the router finds the path's row in `ROUTES` and dispatches on this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Signup,
+    Login,
+    Logout,
+    Health,
+    Connect,
+    CreateRoom,
+    /// `GET` its info, `PATCH` its settings (slow mode).
+    Room,
+    RoomMessages,
+    RoomMembers,
+    RoomStats,
+    RoomMember,
+    RoomAudit,
+    Moderator,
+    Kick,
+    Ban,
+    Mute,
+    DeleteAccount,
+    ChangePassword,
+    Blocks,
+    Block,
+    OpenDm,
+    MyRooms,
+    LeaveRoom,
+    /// A file of Workers Static Assets (wrangler.toml `[assets]`, built by scripts/assets): the
+    /// API documents and /docs, kept out of the WASM and fetched from the `ASSETS` binding.
+    Asset,
+}
+
+/// One row of the route table: a path template (`{name}` matches one path segment), the
+/// methods it answers (the `Allow` header of a 405) and what it does.
+#[derive(Debug)]
+pub struct Route {
+    pub path: &'static str,
+    pub allow: &'static str,
+    pub endpoint: Endpoint,
+}
+
+const fn row(path: &'static str, allow: &'static str, endpoint: Endpoint) -> Route {
+    Route {
+        path,
+        allow,
+        endpoint,
+    }
+}
+
+/// Every HTTP route but the browser client's files (`page::FILES`), in matching order: the first
+/// row whose template fits the path wins. The API documents (`docs/api/openapi.json`) list
+/// exactly these paths and methods; `tests/contract` fails on any difference.
+pub const ROUTES: &[Route] = &[
+    // FastAPI serves `/users/`; accept the slash-less spelling too rather than redirect.
+    row("/users/", "POST", Endpoint::Signup),
+    row("/users", "POST", Endpoint::Signup),
+    row("/users/me", "DELETE", Endpoint::DeleteAccount),
+    row("/users/me/password", "POST", Endpoint::ChangePassword),
+    row("/users/me/blocks", "GET", Endpoint::Blocks),
+    row(
+        "/users/me/blocks/{username}",
+        "PUT, DELETE",
+        Endpoint::Block,
+    ),
+    row("/dm/{username}", "POST", Endpoint::OpenDm),
+    row("/me/rooms", "GET", Endpoint::MyRooms),
+    row("/me/rooms/{room_id}", "DELETE", Endpoint::LeaveRoom),
+    row("/token", "POST", Endpoint::Login),
+    row("/logout", "POST", Endpoint::Logout),
+    row("/healthz", "GET", Endpoint::Health),
+    row("/ws/{room_id}", "GET", Endpoint::Connect),
+    row("/rooms", "POST", Endpoint::CreateRoom),
+    row("/rooms/", "POST", Endpoint::CreateRoom),
+    row("/rooms/{room_id}", "GET, PATCH", Endpoint::Room),
+    row("/rooms/{room_id}/audit", "GET", Endpoint::RoomAudit),
+    row("/rooms/{room_id}/messages", "GET", Endpoint::RoomMessages),
+    row("/rooms/{room_id}/members", "GET", Endpoint::RoomMembers),
+    row("/rooms/{room_id}/stats", "GET", Endpoint::RoomStats),
+    row(
+        "/rooms/{room_id}/members/{username}",
+        "PUT, DELETE",
+        Endpoint::RoomMember,
+    ),
+    row(
+        "/rooms/{room_id}/moderators/{username}",
+        "PUT, DELETE",
+        Endpoint::Moderator,
+    ),
+    row("/rooms/{room_id}/kick/{username}", "POST", Endpoint::Kick),
+    row(
+        "/rooms/{room_id}/bans/{username}",
+        "PUT, DELETE",
+        Endpoint::Ban,
+    ),
+    row(
+        "/rooms/{room_id}/mutes/{username}",
+        "PUT, DELETE",
+        Endpoint::Mute,
+    ),
+    row("/openapi.json", "GET, HEAD", Endpoint::Asset),
+    row("/asyncapi.json", "GET, HEAD", Endpoint::Asset),
+    row("/docs", "GET, HEAD", Endpoint::Asset),
+    row("/docs/{file}", "GET, HEAD", Endpoint::Asset),
+];
+
+/// The route whose template fits `path`, and the segments its `{name}`s matched, in order.
+pub fn find_route(path: &str) -> Option<(&'static Route, Vec<&str>)> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    ROUTES.iter().find_map(|route| {
+        let template = route.path.trim_start_matches('/').split('/');
+        if template.clone().count() != segments.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (want, got) in template.zip(&segments) {
+            if want.starts_with('{') {
+                params.push(*got);
+            } else if want != *got {
+                return None;
+            }
+        }
+        Some((route, params))
+    })
+}
+
 async fn route(
     raw: web_sys::Request,
     url: &str,
@@ -88,116 +213,68 @@ async fn route(
     }
     // A handle on the same JS object (not `Request.clone()`, which would copy the body).
     let req = || Request::from(Clone::clone(&raw));
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let only = |allowed: &[Method], allow: &'static str| -> ApiResult<()> {
-        if method.is_some_and(|m| allowed.contains(m)) {
-            Ok(())
-        } else {
-            Err(ApiError::method_not_allowed(allow))
-        }
+    let Some((found, params)) = find_route(path) else {
+        // The browser client: a handful of fixed paths, after every API route.
+        return match page::find(path) {
+            Some(file) => {
+                if !matches!(method, Some(Method::Get | Method::Head)) {
+                    return Err(ApiError::method_not_allowed("GET, HEAD"));
+                }
+                page::serve(&req(), file).map(Reply::Built)
+            }
+            None => Err(ApiError::not_found()),
+        };
     };
-    let built = match segments.as_slice() {
-        // FastAPI serves `/users/`; accept the slash-less spelling too rather than redirect.
-        ["users", ""] | ["users"] => {
-            only(&[Method::Post], "POST")?;
-            users::signup(req(), env).await
-        }
-        ["users", "me"] => {
-            only(&[Method::Delete], "DELETE")?;
-            users::delete_me(req(), env).await
-        }
-        ["users", "me", "password"] => {
-            only(&[Method::Post], "POST")?;
-            users::change_password(req(), env).await
-        }
-        ["token"] => {
-            only(&[Method::Post], "POST")?;
-            token::login(req(), env).await
-        }
-        ["logout"] => {
-            only(&[Method::Post], "POST")?;
-            token::logout(req(), env).await
-        }
-        ["healthz"] => {
-            only(&[Method::Get], "GET")?;
-            Ok(health::healthz(env).await)
-        }
-        ["ws", room] => {
-            only(&[Method::Get], "GET")?;
-            return ws::connect(&raw, url, env, room, request_id)
+    if !method.is_some_and(|m| found.allow.split(", ").any(|a| a == m.as_ref())) {
+        return Err(ApiError::method_not_allowed(found.allow));
+    }
+    let param = |i: usize| params.get(i).copied().unwrap_or_default();
+    let built = match found.endpoint {
+        Endpoint::Signup => users::signup(req(), env).await,
+        Endpoint::Login => token::login(req(), env).await,
+        Endpoint::Logout => token::logout(req(), env).await,
+        Endpoint::Health => Ok(health::healthz(env).await),
+        Endpoint::Connect => {
+            return ws::connect(&raw, url, env, param(0), request_id)
                 .await
                 .map(Reply::Passed);
         }
-        ["rooms"] | ["rooms", ""] => {
-            only(&[Method::Post], "POST")?;
-            rooms::create(req(), env).await
+        Endpoint::CreateRoom => rooms::create(req(), env).await,
+        Endpoint::Room if method == Some(&Method::Patch) => {
+            moderation::settings(req(), env, param(0)).await
         }
-        ["rooms", room] => {
-            only(&[Method::Get, Method::Patch], "GET, PATCH")?;
-            if method == Some(&Method::Patch) {
-                moderation::settings(req(), env, room).await
-            } else {
-                rooms::info(req(), env, room).await
-            }
-        }
-        ["rooms", room, "audit"] => {
-            only(&[Method::Get], "GET")?;
-            moderation::audit(req(), env, room).await
-        }
-        ["rooms", room, "moderators", user] => {
-            only(&[Method::Put, Method::Delete], "PUT, DELETE")?;
-            moderation::moderator(req(), env, room, user).await
-        }
-        ["rooms", room, "kick", user] => {
-            only(&[Method::Post], "POST")?;
-            moderation::kick(req(), env, room, user).await
-        }
-        ["rooms", room, kind @ ("bans" | "mutes"), user] => {
-            only(&[Method::Put, Method::Delete], "PUT, DELETE")?;
-            moderation::sanction(req(), env, room, kind, user).await
-        }
-        ["rooms", room, what @ ("messages" | "members")] => {
-            only(&[Method::Get], "GET")?;
-            rooms::read(req(), env, room, what).await
-        }
-        ["rooms", room, "stats"] => {
-            only(&[Method::Get], "GET")?;
-            rooms::stats(req(), env, room).await
-        }
-        ["rooms", room, "members", user] => {
-            only(&[Method::Put, Method::Delete], "PUT, DELETE")?;
-            rooms::change_member(req(), env, room, user).await
-        }
-        ["dm", user] => {
-            only(&[Method::Post], "POST")?;
-            dm::open(req(), env, user).await
-        }
-        ["users", "me", "blocks"] => {
-            only(&[Method::Get], "GET")?;
-            dm::list_blocks(req(), env).await
-        }
-        ["users", "me", "blocks", user] => {
-            only(&[Method::Put, Method::Delete], "PUT, DELETE")?;
-            dm::change_block(req(), env, user).await
-        }
-        ["me", "rooms"] => {
-            only(&[Method::Get], "GET")?;
-            me::list(req(), env).await
-        }
-        ["me", "rooms", room] => {
-            only(&[Method::Delete], "DELETE")?;
-            me::leave(req(), env, room).await
-        }
-        // The browser client: a handful of fixed paths, after every API route.
-        _ => match page::find(path) {
-            Some(file) => {
-                only(&[Method::Get, Method::Head], "GET, HEAD")?;
-                page::serve(&req(), file)
-            }
-            None => Err(ApiError::not_found()),
-        },
+        Endpoint::Room => rooms::info(req(), env, param(0)).await,
+        Endpoint::RoomMessages => rooms::read(req(), env, param(0), "messages").await,
+        Endpoint::RoomMembers => rooms::read(req(), env, param(0), "members").await,
+        Endpoint::RoomStats => rooms::stats(req(), env, param(0)).await,
+        Endpoint::RoomMember => rooms::change_member(req(), env, param(0), param(1)).await,
+        Endpoint::RoomAudit => moderation::audit(req(), env, param(0)).await,
+        Endpoint::Moderator => moderation::moderator(req(), env, param(0), param(1)).await,
+        Endpoint::Kick => moderation::kick(req(), env, param(0), param(1)).await,
+        Endpoint::Ban => moderation::sanction(req(), env, param(0), "bans", param(1)).await,
+        Endpoint::Mute => moderation::sanction(req(), env, param(0), "mutes", param(1)).await,
+        Endpoint::DeleteAccount => users::delete_me(req(), env).await,
+        Endpoint::ChangePassword => users::change_password(req(), env).await,
+        Endpoint::Blocks => dm::list_blocks(req(), env).await,
+        Endpoint::Block => dm::change_block(req(), env, param(0)).await,
+        Endpoint::OpenDm => dm::open(req(), env, param(0)).await,
+        Endpoint::MyRooms => me::list(req(), env).await,
+        Endpoint::LeaveRoom => me::leave(req(), env, param(0)).await,
+        Endpoint::Asset => asset(req(), env).await,
     };
     built.map(Reply::Built)
+}
+
+/// A file of the static assets, or a JSON 404 when there is none (or no assets at all).
+async fn asset(req: Request, env: &Env) -> ApiResult<Response> {
+    let Ok(assets) = env.assets("ASSETS") else {
+        return Err(ApiError::not_found());
+    };
+    let response = assets.fetch_request(req).await?;
+    if response.status_code() == 404 {
+        return Err(ApiError::not_found());
+    }
+    Ok(response)
 }
 
 /// The methods the Worker knows; `None` for any other name (HTTP methods are case-sensitive,
@@ -270,6 +347,51 @@ mod tests {
         }
         assert_eq!(shown_method("PROP\nFIND"), "PROPFIND");
         assert_eq!(shown_method(&"X".repeat(100)).len(), 16);
+    }
+
+    #[test]
+    fn paths_find_their_route_and_parameters() {
+        let endpoint = |path| find_route(path).map(|(r, p)| (r.endpoint, p));
+        assert_eq!(endpoint("/users/"), Some((Endpoint::Signup, vec![])));
+        assert_eq!(endpoint("/users"), Some((Endpoint::Signup, vec![])));
+        assert_eq!(endpoint("/rooms/"), Some((Endpoint::CreateRoom, vec![])));
+        assert_eq!(
+            endpoint("/ws/lobby"),
+            Some((Endpoint::Connect, vec!["lobby"]))
+        );
+        assert_eq!(
+            endpoint("/rooms/r/members/bob"),
+            Some((Endpoint::RoomMember, vec!["r", "bob"]))
+        );
+        assert_eq!(
+            endpoint("/rooms/r/members"),
+            Some((Endpoint::RoomMembers, vec!["r"]))
+        );
+        for unknown in [
+            "/",
+            "/app.js",
+            "/rooms/r/other",
+            "/ws",
+            "/ws/a/b",
+            "/users/x",
+        ] {
+            assert!(find_route(unknown).is_none(), "{unknown}");
+        }
+    }
+
+    #[test]
+    fn every_route_is_unique_and_allows_known_methods() {
+        for (i, route) in ROUTES.iter().enumerate() {
+            assert!(route.path.starts_with('/'), "{}", route.path);
+            assert!(
+                ROUTES[..i].iter().all(|r| r.path != route.path),
+                "{} is listed twice",
+                route.path
+            );
+            for method in route.allow.split(", ") {
+                assert!(known_method(method).is_some(), "{}: {method}", route.path);
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The browser client (`public/`), compiled into the Worker and served by it.
 //!
-//! Why not Workers static assets: a Worker with `[assets]` gets every request through the assets
-//! router first, WebSocket upgrades and API calls included, and each socket's frames then cross
-//! one more Worker on their way to the client. The chat path is what this service is for, so the
-//! five small files of the page ride in the WASM instead (about 50 KB) and the router is gone.
+//! Why not Workers static assets, where the API documents and /docs live (wrangler.toml `[assets]`,
+//! fetched through `Endpoint::Asset`): the page is what every visitor loads first, and its five
+//! small files (about 50 KB) answer from the Worker itself, with their ETags, without a second hop
+//! to the assets binding. The documents' 2 MB of renderer stay out of the WASM.
 //!
 //! Files are revalidated on every use (`no-cache` plus a strong ETag of their bytes), since their
 //! names carry no version; the security headers are the page's Content-Security-Policy and

@@ -69,6 +69,8 @@ pub const RECENT_HISTORY: i64 = 50;
 pub const MAX_CATCH_UP: i64 = 1000;
 /// Largest page of `GET /rooms/{id}/messages`.
 pub const MAX_PAGE: i64 = 100;
+/// How long a message's `client_id` makes a resend of it idempotent (milliseconds).
+pub const DEDUPE_WINDOW_MS: i64 = 10 * 60 * 1000;
 
 #[durable_object(fetch)]
 pub struct ChatRoom {
@@ -454,6 +456,11 @@ impl ChatRoom {
 
     /// A new message from `member`: given its id and revision, and handed to the outbox.
     fn post(&self, ws: &WebSocket, member: Member, message: &ClientMessage, ts: i64) -> Result<()> {
+        if let Some(client_id) = message.client_id.as_deref() {
+            if self.answer_resend(ws, &member.user, client_id, ts)? {
+                return Ok(());
+            }
+        }
         // The first write ever creates the tables, in this event's commit.
         self.storage.ensure_tables()?;
         let (id, rev) = (self.outbox.next_id(), self.outbox.next_rev());
@@ -464,6 +471,7 @@ impl ChatRoom {
             content: &message.content,
             ts,
             rev,
+            client_id: message.client_id.as_deref(),
         }
         .to_json();
         self.outbox.accept(
@@ -473,12 +481,45 @@ impl ChatRoom {
                 username: member.user,
                 content: message.content.to_string(),
                 ts,
+                client_id: message.client_id.as_ref().map(|c| c.to_string()),
                 frame,
                 sender: ws.clone(),
             },
             member.conn,
         );
         Ok(())
+    }
+
+    /// Whether a message is a resend: `user` sent one with the same `client_id` within
+    /// `DEDUPE_WINDOW_MS`. Then it is not stored again, and only the sender hears back: the stored
+    /// message as its echo, or nothing while the original waits for its group (its broadcast
+    /// reaches this socket too).
+    fn answer_resend(&self, ws: &WebSocket, user: &str, client_id: &str, now: i64) -> Result<bool> {
+        if self.outbox.is_waiting(user, client_id) {
+            return Ok(true);
+        }
+        let Some(original) =
+            self.storage
+                .message_by_client_id(user, client_id, now - DEDUPE_WINDOW_MS)?
+        else {
+            return Ok(false);
+        };
+        let echo = match original.content.as_deref() {
+            Some(content) => ServerFrame::Message {
+                id: original.id,
+                room_id: &self.name,
+                username: user,
+                content,
+                ts: original.ts,
+                rev: original.rev,
+                client_id: Some(client_id),
+            }
+            .to_json(),
+            // A resend of a message deleted since: said apart from a refused deletion.
+            None => error_frame("the message with this client_id was deleted"),
+        };
+        send_quietly(ws, &echo);
+        Ok(true)
     }
 
     /// Closes a connection that keeps flooding past its limit (1008).
@@ -701,13 +742,15 @@ impl ChatRoom {
 
     /// `GET /rooms/{id}/messages?before=&limit=`: a page of history, oldest first.
     fn page(&self, before: Option<String>, limit: Option<String>) -> ApiResult<Response> {
+        // The largest integer JS holds exactly (ids never get near it): the default, and the
+        // largest `before` a client may name (openapi.json states it).
+        const MAX_BEFORE: i64 = (1i64 << 53) - 1;
         let before = match before.map(|b| b.parse::<i64>()) {
-            // The largest integer JS holds exactly (ids never get near it).
-            None => (1i64 << 53) - 1,
-            Some(Ok(b)) if b >= 0 => b,
+            None => MAX_BEFORE,
+            Some(Ok(b)) if (0..=MAX_BEFORE).contains(&b) => b,
             Some(_) => {
                 return Err(ApiError::unprocessable(
-                    "before must be a non-negative integer",
+                    "before must be an integer from 0 to 9007199254740991",
                 ))
             }
         };

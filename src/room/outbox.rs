@@ -51,6 +51,8 @@ pub struct Outgoing {
     pub username: String,
     pub content: String,
     pub ts: i64,
+    /// The sender's id for the message (`protocol::ClientMessage::client_id`).
+    pub client_id: Option<String>,
     /// The `message` frame every member gets.
     pub frame: String,
     /// Told if the message could not be stored (it is then not sent to anyone).
@@ -226,6 +228,15 @@ impl Outbox {
         self.after_commit(rev);
     }
 
+    /// Whether a message from `username` with `client_id` was accepted and waits to be stored
+    /// (it then reaches every socket of the room, the sender's included, once it is).
+    pub fn is_waiting(&self, username: &str, client_id: &str) -> bool {
+        self.waiting
+            .borrow()
+            .iter()
+            .any(|m| m.username == username && m.client_id.as_deref() == Some(client_id))
+    }
+
     /// The connection closed: forgets its pace.
     pub fn forget(&self, conn: u32) {
         self.paces.borrow_mut().remove(&conn);
@@ -314,8 +325,14 @@ impl Outbox {
     /// Writes one message and drops the oldest beyond the history cap (in batches of 1% of
     /// the cap rather than one row per insert).
     fn store(&self, m: &Outgoing) -> worker::Result<()> {
-        self.storage
-            .insert_message(m.id, &m.username, &m.content, m.ts, m.rev)?;
+        self.storage.insert_message(
+            m.id,
+            &m.username,
+            &m.content,
+            m.ts,
+            m.rev,
+            m.client_id.as_deref(),
+        )?;
         let cap = self.history_cap;
         if m.id > cap && m.id % (cap / 100).max(1) == 0 {
             self.storage.drop_messages_through(m.id - cap)?;

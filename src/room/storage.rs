@@ -26,7 +26,7 @@ const WRITE_AFTER_MS: u32 = 100;
 /// `changed_rev` the latest of them (indexed, for catch-up by revision). Revisions only grow, and
 /// the newest is the larger of the newest message's `rev` and the largest `changed_rev`, so it is
 /// read back on wake-up without a counter written per message.
-const SCHEMA: [(&str, &str); 4] = [
+const SCHEMA: [(&str, &str); 5] = [
     (
         "messages",
         "CREATE TABLE IF NOT EXISTS messages (
@@ -48,6 +48,14 @@ const SCHEMA: [(&str, &str); 4] = [
         "CREATE TABLE IF NOT EXISTS reactions (
             id INTEGER NOT NULL, emoji TEXT NOT NULL, username TEXT NOT NULL, rev INTEGER NOT NULL,
             PRIMARY KEY (id, emoji, username))",
+    ),
+    // The message a sender's `client_id` named most recently (a resend within
+    // `DEDUPE_WINDOW_MS` gets that message back). Written with the message, dropped with it.
+    (
+        "client_ids",
+        "CREATE TABLE IF NOT EXISTS client_ids (
+            username TEXT NOT NULL, client_id TEXT NOT NULL, id INTEGER NOT NULL,
+            PRIMARY KEY (username, client_id))",
     ),
 ];
 
@@ -80,8 +88,11 @@ const UPSERT_META: &str = "INSERT INTO meta (key, value) VALUES (?, ?)
 // array, a JS value per binding and a cursor handle, each a crossing between WASM and JS, and
 // pass the query text across every time.
 #[wasm_bindgen(inline_js = r#"
-export function insertMessage(sql, id, username, content, ts, rev) {
+export function insertMessage(sql, id, username, content, ts, rev, clientId) {
   sql.exec("INSERT INTO messages (id, username, content, ts, rev) VALUES (?, ?, ?, ?, ?)", id, username, content, ts, rev);
+  if (clientId !== undefined) {
+    sql.exec("INSERT OR REPLACE INTO client_ids (username, client_id, id) VALUES (?, ?, ?)", username, clientId, id);
+  }
 }"#)]
 extern "C" {
     /// Inserts one row into `messages` (`sql`: the object's `SqlStorage`).
@@ -93,6 +104,7 @@ extern "C" {
         content: &str,
         ts: f64,
         rev: f64,
+        client_id: Option<&str>,
     ) -> std::result::Result<(), JsValue>;
 }
 
@@ -209,7 +221,7 @@ impl RoomStorage {
         let tables: Vec<String> = sql
             .exec(
                 "SELECT name FROM sqlite_master WHERE type = 'table'
-                 AND name IN ('messages', 'meta', 'badges', 'reactions')",
+                 AND name IN ('messages', 'meta', 'badges', 'reactions', 'client_ids')",
                 None,
             )?
             .to_array::<Table>()?
@@ -230,6 +242,9 @@ impl RoomStorage {
                 storage.sql.exec(statement, None)?;
             }
             storage.ready.set(false);
+            storage.ensure_tables()?;
+        } else if has("messages") && !storage.ready.get() {
+            // A room stored before a newer table (`client_ids`) existed: created on this wake.
             storage.ensure_tables()?;
         }
         let mut wake = Wake {
@@ -294,7 +309,8 @@ impl RoomStorage {
         Ok(())
     }
 
-    /// Writes one message (the hot path: one call into JS).
+    /// Writes one message (the hot path: one call into JS), and which message the sender's
+    /// `client_id` names.
     pub fn insert_message(
         &self,
         id: i64,
@@ -302,6 +318,7 @@ impl RoomStorage {
         content: &str,
         ts: i64,
         rev: i64,
+        client_id: Option<&str>,
     ) -> Result<()> {
         insert_message_js(
             self.sql.as_ref(),
@@ -310,8 +327,29 @@ impl RoomStorage {
             content,
             ts as f64,
             rev as f64,
+            client_id,
         )?;
         Ok(())
+    }
+
+    /// The stored message `username` last sent with `client_id`, if it was sent at `since_ts`
+    /// or later.
+    pub fn message_by_client_id(
+        &self,
+        username: &str,
+        client_id: &str,
+        since_ts: i64,
+    ) -> Result<Option<ChatMessage>> {
+        if !self.ready.get() {
+            return Ok(None);
+        }
+        let rows = self.rows(
+            "id = (SELECT id FROM client_ids WHERE username = ? AND client_id = ?) AND ts >= ?",
+            vec![username.into(), client_id.into(), since_ts.into()],
+        )?;
+        Ok(rows
+            .first()
+            .map(|row| self.message(row, Reactions::default())))
     }
 
     /// Drops the messages with ids up to `last_dropped`, with their reactions (the history
@@ -334,6 +372,10 @@ impl RoomStorage {
         )?;
         self.sql.exec(
             "DELETE FROM reactions WHERE id <= ?",
+            vec![last_dropped.into()],
+        )?;
+        self.sql.exec(
+            "DELETE FROM client_ids WHERE id <= ?",
             vec![last_dropped.into()],
         )?;
         if let Some(rev) = dropped.rev {

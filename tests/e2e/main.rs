@@ -9,12 +9,14 @@
 mod harness;
 
 mod accounts;
+mod api_documents;
 mod badges;
 mod changes;
 mod dms;
 mod durability;
 mod findings;
 mod history;
+mod idempotency;
 mod limits;
 mod moderation;
 mod my_rooms;

@@ -1,0 +1,240 @@
+// clients/js against the built Worker under `wrangler dev`: chat, refusals, idempotent resends,
+// reconnects under traffic and sockets dropped between a send and its echo.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  Clubhouse, WebSocketImpl, allMessages, expiredBadge, newClient, nextEvent, start, uniqueName, until,
+} from './helpers.mjs';
+
+const FAST = { minDelayMs: 10, maxDelayMs: 200 };
+
+let server;
+before(async () => {
+  server = await start();
+});
+after(async () => {
+  await server?.stop();
+  server?.cleanup();
+});
+
+/** Connects and waits for the room's history. */
+async function joined(club, room, options = {}) {
+  const r = club.connect(room, { ...FAST, ...options });
+  await nextEvent(r, 'open');
+  return r;
+}
+
+describe('clients/js', () => {
+  test('connects with the badge as a subprotocol, chats, and gets typed frames', async () => {
+    const [alice, bob] = [await newClient(server, 'alice'), await newClient(server, 'bob')];
+    const room = uniqueName('room');
+    const ra = await joined(alice, room);
+    const presence = nextEvent(ra, 'join');
+    const rb = bob.connect(room, FAST);
+    const [history] = await Promise.all([nextEvent(rb, 'history'), nextEvent(rb, 'open')]);
+    assert.equal(history.resumed, false);
+    assert.deepEqual(history.messages, []);
+    assert.equal((await presence).username, bob.username);
+
+    const seen = [];
+    rb.on('message', (m) => seen.push(m));
+    const echo = await ra.send('hello <b>bob</b>');
+    assert.equal(echo.type, 'message');
+    assert.equal(echo.username, alice.username);
+    assert.equal(echo.content, 'hello <b>bob</b>');
+    assert.match(echo.client_id, /.+/);
+    await until(() => seen.length === 1, 'bob gets the message');
+    assert.equal(seen[0].id, echo.id);
+
+    const edited = nextEvent(rb, 'edited');
+    ra.edit(echo.id, 'hello bob');
+    assert.equal((await edited).content, 'hello bob');
+    const reacted = nextEvent(ra, 'reactions');
+    rb.react(echo.id, '👍');
+    assert.deepEqual((await reacted).reactions, { '👍': [bob.username] });
+    const typing = nextEvent(ra, 'typing');
+    rb.typing();
+    assert.equal((await typing).username, bob.username);
+
+    // An error frame about a change is an `error` event; a refused send rejects.
+    const error = nextEvent(rb, 'error');
+    rb.edit(echo.id, 'not mine');
+    assert.equal((await error).detail, 'not your message');
+    await assert.rejects(rb.send('   '), /empty/);
+    await assert.rejects(rb.send('x'.repeat(4001)), /too long/);
+    ra.close();
+    rb.close();
+    assert.equal(ra.state, 'closed');
+  });
+
+  test('an expired badge closes the room with 401, or is replaced by refreshToken', async () => {
+    const alice = await newClient(server, 'alice');
+    const good = alice.token;
+    alice.token = expiredBadge(alice.username);
+    const room = uniqueName('room');
+    const r = alice.connect(room, FAST);
+    const pending = r.send('never stored');
+    const closed = await nextEvent(r, 'close');
+    assert.equal(closed.error.status, 401);
+    assert.equal(r.state, 'closed');
+    await assert.rejects(pending, (e) => e.status === 401);
+
+    alice.token = expiredBadge(alice.username);
+    let refreshed = 0;
+    const again = alice.connect(room, {
+      ...FAST,
+      refreshToken: () => {
+        refreshed += 1;
+        return good;
+      },
+    });
+    const echo = await again.send('after a refresh');
+    assert.equal(echo.content, 'after a refresh');
+    assert.equal(refreshed, 1);
+    again.close();
+  });
+
+  test('a private room refuses a non-member with 403, for good', async () => {
+    const [owner, other] = [await newClient(server, 'owner'), await newClient(server, 'other')];
+    const room = uniqueName('priv');
+    const created = await owner.fetch(`${server.baseUrl}/rooms`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${owner.token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ room_id: room }),
+    });
+    assert.equal(created.status, 201);
+    const r = other.connect(room, FAST);
+    const reconnects = [];
+    r.on('reconnecting', (e) => reconnects.push(e));
+    const closed = await nextEvent(r, 'close');
+    assert.equal(closed.error.status, 403);
+    assert.equal(reconnects.length, 0, 'a refusal is not retried');
+    const mine = await joined(owner, room);
+    assert.equal((await mine.send('members only')).content, 'members only');
+    mine.close();
+  });
+
+  test('a resend with the same client_id resolves with the original message, stored once', async () => {
+    const [alice, bob] = [await newClient(server, 'alice'), await newClient(server, 'bob')];
+    const room = uniqueName('room');
+    const ra = await joined(alice, room);
+    const first = await ra.send('only once', { clientId: 'fixed-id-1' });
+    ra.close();
+    const ra2 = await joined(alice, room);
+    const second = await ra2.send('only once', { clientId: 'fixed-id-1' });
+    assert.equal(second.id, first.id);
+    assert.equal(second.ts, first.ts);
+    const rb = await joined(bob, room);
+    const other = await rb.send('only once', { clientId: 'fixed-id-1' });
+    assert.notEqual(other.id, first.id, "another user's client_id is another message");
+    const stored = await allMessages(alice, room);
+    assert.deepEqual(stored.map((m) => m.content), ['only once', 'only once']);
+    ra2.close();
+    rb.close();
+  });
+
+  test('sockets dropped between a send and its echo: every message stored and delivered exactly once', async () => {
+    const [alice, bob] = [await newClient(server, 'alice'), await newClient(server, 'bob')];
+    const room = uniqueName('drop');
+    let drops = 0;
+    const sentTimes = new Map();
+    /** Drops the connection just after a message frame goes out, every other time or so. */
+    class DroppingWebSocket extends WebSocketImpl {
+      send(data) {
+        const clientId = JSON.parse(data).client_id;
+        if (clientId) sentTimes.set(clientId, (sentTimes.get(clientId) ?? 0) + 1);
+        super.send(data);
+        if (data.includes('"client_id"') && Math.random() < 0.5) {
+          drops += 1;
+          setTimeout(() => this.terminate(), Math.floor(Math.random() * 3));
+        }
+      }
+    }
+    const flaky = new Clubhouse({ baseUrl: server.baseUrl, token: alice.token, WebSocket: DroppingWebSocket });
+    const rb = await joined(bob, room);
+    const received = [];
+    rb.on('message', (m) => received.push(m));
+    const ra = flaky.connect(room, FAST);
+    const COUNT = 60;
+    const echoes = await Promise.all(Array.from({ length: COUNT }, (_, i) => ra.send(`m${i}`)));
+    assert.ok(drops >= 10, `the socket was dropped ${drops} times`);
+    const resent = [...sentTimes.values()].filter((n) => n > 1).length;
+    assert.ok(resent >= 5, `${resent} messages went out more than once`);
+    assert.equal(new Set(echoes.map((e) => e.id)).size, COUNT, 'one id per message');
+    await until(() => received.length >= COUNT, 'bob gets every message');
+    await new Promise((r) => setTimeout(r, 300));
+    const contents = received.map((m) => m.content).sort();
+    assert.deepEqual(contents, Array.from({ length: COUNT }, (_, i) => `m${i}`).sort(), 'each once for bob');
+    const stored = await allMessages(bob, room);
+    assert.equal(stored.length, COUNT, 'each stored once');
+    assert.deepEqual(stored.map((m) => m.content), echoes.slice().sort((a, b) => a.id - b.id).map((e) => e.content));
+    ra.close();
+    rb.close();
+  });
+
+  test('a connection that goes silent is given up after a missed heartbeat and replaced', async () => {
+    const alice = await newClient(server, 'alice');
+    let sockets = 0;
+    /** The first socket stops hearing anything once open: a connection that died silently. */
+    class DeafAfterOpen extends WebSocketImpl {
+      constructor(...args) {
+        super(...args);
+        this.deaf = sockets++ === 0;
+      }
+      set onmessage(listener) {
+        let heard = 0;
+        super.onmessage = (event) => {
+          heard += 1;
+          if (!this.deaf || heard <= 2) listener(event); // history and presence, then nothing
+        };
+      }
+    }
+    const club = new Clubhouse({ baseUrl: server.baseUrl, token: alice.token, WebSocket: DeafAfterOpen });
+    const room = uniqueName('deaf');
+    const r = club.connect(room, { ...FAST, heartbeatMs: 200, heartbeatTimeoutMs: 300 });
+    await nextEvent(r, 'open');
+    const dropped = await nextEvent(r, 'reconnecting');
+    assert.equal(dropped.code, 4000);
+    assert.equal((await nextEvent(r, 'open')).resumed, true);
+    assert.equal(sockets, 2);
+    assert.equal((await r.send('heard again')).content, 'heard again');
+    r.close();
+  });
+
+  test('a server restart under traffic: nothing lost, nothing twice, with exact catch-up', async () => {
+    const [alice, bob] = [await newClient(server, 'alice'), await newClient(server, 'bob')];
+    const room = uniqueName('restart');
+    const ra = await joined(alice, room);
+    const rb = await joined(bob, room);
+    const received = new Map();
+    rb.on('message', (m) => received.set(m.id, (received.get(m.id) ?? 0) + 1));
+    const resumed = [];
+    rb.on('history', (h) => resumed.push(h.resumed));
+
+    await ra.send('before the restart');
+    const sends = [];
+    let stop = false;
+    const traffic = (async () => {
+      for (let i = 0; !stop; i++) {
+        sends.push(ra.send(`t${i}`));
+        await new Promise((r) => setTimeout(r, 40));
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 300));
+    await server.restart();
+    await new Promise((r) => setTimeout(r, 500));
+    stop = true;
+    await traffic;
+    const echoes = await Promise.all(sends);
+    await until(() => echoes.every((e) => received.has(e.id)), 'bob gets every message');
+    await new Promise((r) => setTimeout(r, 300));
+    for (const [id, count] of received) assert.equal(count, 1, `message ${id} delivered once`);
+    const stored = await allMessages(bob, room);
+    assert.equal(stored.length, echoes.length + 1, 'each stored once');
+    assert.deepEqual([...received.keys()].sort((a, b) => a - b), stored.map((m) => m.id));
+    assert.ok(resumed.includes(true), 'bob resumed after the restart');
+    assert.ok(rb.lastRev >= Math.max(...echoes.map((e) => e.rev)));
+    ra.close();
+    rb.close();
+  });
+});

@@ -1,0 +1,120 @@
+//! The API documents and /docs, served as static assets through the Worker, and the answers
+//! Schemathesis (tests/contract/schemathesis.mjs) found at odds with them.
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn the_documents_and_docs_are_served_with_a_strict_policy() {
+    let c = client();
+    for (path, key, version) in [
+        ("/openapi.json", "openapi", "3.1.0"),
+        ("/asyncapi.json", "asyncapi", "3.0.0"),
+    ] {
+        let resp = c.get(path).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert!(
+            header(&resp, "content-type").starts_with("application/json"),
+            "{path}"
+        );
+        assert_eq!(header(&resp, "x-content-type-options"), "nosniff", "{path}");
+        let doc: Value = resp.json().await.unwrap();
+        assert_eq!(doc[key], version, "{path}");
+    }
+    let resp = c.get("/docs").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "content-type").starts_with("text/html"));
+    let csp = header(&resp, "content-security-policy");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    let page = resp.text().await.unwrap();
+    for script in ["/docs/swagger-ui-bundle.js", "/docs/docs.js"] {
+        assert!(page.contains(script), "{script} in the page");
+        let resp = c.get(script).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{script}");
+        assert!(
+            header(&resp, "content-type").contains("javascript"),
+            "{script}"
+        );
+    }
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing from elsewhere"
+    );
+}
+
+#[tokio::test]
+async fn other_methods_and_unknown_files_get_the_apis_json_answers() {
+    let c = client();
+    for path in ["/docs", "/openapi.json", "/asyncapi.json", "/docs/docs.js"] {
+        for method in [Method::POST, Method::PUT, Method::DELETE] {
+            let resp = c.request(method.clone(), path).send().await.unwrap();
+            assert_eq!(header(&resp, "allow"), "GET, HEAD", "{method} {path}");
+            expect_json_error(resp, 405, &format!("{method} {path}")).await;
+        }
+    }
+    for path in ["/docs/nothing.js", "/docs/..%2Fopenapi.json"] {
+        let resp = c.get(path).send().await.unwrap();
+        expect_json_error(resp, 404, path).await;
+    }
+}
+
+/// Schemathesis: `before` above the largest id a client can name exactly (2^53 - 1, the bound
+/// openapi.json states) was answered 200 instead of 422.
+#[tokio::test]
+async fn before_beyond_the_largest_safe_integer_is_refused() {
+    let c = client();
+    let (_, token) = c.new_user("bef").await;
+    let room = unique_name("bef");
+    let ok = c
+        .get_bearer(
+            &format!("/rooms/{room}/messages?before=9007199254740991"),
+            &token,
+        )
+        .await;
+    assert_eq!(ok.status(), 200);
+    for before in [
+        "9007199254740992",
+        "9223372036854775807",
+        "99999999999999999999",
+        "-1",
+    ] {
+        let resp = c
+            .get_bearer(&format!("/rooms/{room}/messages?before={before}"), &token)
+            .await;
+        let e = expect_json_error(resp, 422, before).await;
+        assert!(e["detail"].as_str().unwrap().contains("before"), "{e}");
+    }
+}
+
+/// Schemathesis sent `TRACE /ws/{room_id}` with `Upgrade: websocket` and got 401: under
+/// `wrangler dev` an upgrade request reaches the Worker as a GET whatever its method, and a GET
+/// without a badge is 401 (openapi.json now declares the upgrade's badge schemes, so a 401 is a
+/// documented answer). Without `Upgrade`, every other method is refused with 405 and
+/// `Allow: GET`, before any badge check.
+#[tokio::test]
+async fn other_methods_on_ws_are_405_with_allow_get() {
+    let c = client();
+    for method in [
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::HEAD,
+    ] {
+        let resp = c.request(method.clone(), "/ws/lobby").send().await.unwrap();
+        assert_eq!(resp.status(), 405, "{method} /ws/lobby");
+        assert_eq!(header(&resp, "allow"), "GET", "{method} /ws/lobby");
+    }
+}
