@@ -72,12 +72,18 @@ let status = 1;
 try {
   const badge = await newBadge(server.baseUrl, 'st_user');
 
-  // Three runs: /logout revokes the badge it is called with and /rooms/{room_id}/stats takes the
-  // operators' token, so each gets credentials of its own; everything else shares one badge.
+  // Four runs: /logout revokes the badge it is called with, DELETE /users/me would end the account
+  // (were the password ever guessed) and /rooms/{room_id}/stats takes the operators' token, so each
+  // gets credentials of its own; everything else shares one badge.
   const runs = [
-    { header: `Bearer ${badge}`, exclude: ['/logout', '/rooms/{room_id}/stats'], maxTime: TIME },
+    {
+      header: `Bearer ${badge}`,
+      exclude: ['/logout', '/users/me', '/rooms/{room_id}/stats'],
+      maxTime: TIME,
+    },
     { header: `Bearer ${ADMIN_TOKEN}`, include: ['/rooms/{room_id}/stats'], maxTime: 20 },
     { header: `Bearer ${await newBadge(server.baseUrl, 'st_logout')}`, include: ['/logout'], maxTime: 20 },
+    { header: `Bearer ${await newBadge(server.baseUrl, 'st_delete')}`, include: ['/users/me'], maxTime: 20 },
   ];
   status = 0;
   for (const run of runs) {
