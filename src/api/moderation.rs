@@ -128,9 +128,32 @@ pub async fn kick(req: Request, env: &Env, raw_room: &str, raw_user: &str) -> Ap
     forward(env, &room, &badge, "kick", Some(&target), None, None).await
 }
 
+/// A JSON number with no fractional part, as JSON Schema's `integer` (the API documents) reads
+/// it: `300` and `300.0` (or `3e2`) alike, within the integers a double holds exactly.
+fn whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<i64, D::Error> {
+    const MAX_EXACT: f64 = 9_007_199_254_740_991.0;
+    let number = serde_json::Number::deserialize(de)?;
+    if let Some(n) = number.as_i64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() <= MAX_EXACT => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected an integer, got {number}"
+        ))),
+    }
+}
+
+fn optional_whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Whole(#[serde(deserialize_with = "whole_number")] i64);
+    Ok(Option::<Whole>::deserialize(de)?.map(|w| w.0))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Until {
+    #[serde(default, deserialize_with = "optional_whole_number")]
     until: Option<i64>,
 }
 
@@ -165,6 +188,7 @@ pub async fn sanction(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RoomSettings {
+    #[serde(deserialize_with = "whole_number")]
     slow_mode_secs: i64,
 }
 
@@ -201,4 +225,38 @@ pub async fn audit(req: Request, env: &Env, raw_room: &str) -> ApiResult<Respons
     RoomStub::new(env, &room)
         .audit(&query, badge.username.as_str())
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        let secs = |body: &str| {
+            serde_json::from_str::<RoomSettings>(body)
+                .map(|s| s.slow_mode_secs)
+                .ok()
+        };
+        assert_eq!(secs(r#"{"slow_mode_secs": 301}"#), Some(301));
+        assert_eq!(secs(r#"{"slow_mode_secs": 301.0}"#), Some(301));
+        assert_eq!(secs(r#"{"slow_mode_secs": 3e2}"#), Some(300));
+        for bad in [
+            r#"{"slow_mode_secs": 1.5}"#,
+            r#"{"slow_mode_secs": 1e300}"#,
+            r#"{"slow_mode_secs": "5"}"#,
+            r#"{"slow_mode_secs": null}"#,
+            r#"{}"#,
+        ] {
+            assert_eq!(secs(bad), None, "{bad}");
+        }
+        let until = |body: &str| serde_json::from_str::<Until>(body).map(|u| u.until).ok();
+        assert_eq!(
+            until(r#"{"until": 1795000000000.0}"#),
+            Some(Some(1_795_000_000_000))
+        );
+        assert_eq!(until(r#"{"until": null}"#), Some(None));
+        assert_eq!(until(r#"{}"#), Some(None));
+        assert_eq!(until(r#"{"until": 0.5}"#), None);
+    }
 }
