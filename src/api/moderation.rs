@@ -129,15 +129,20 @@ pub async fn kick(req: Request, env: &Env, raw_room: &str, raw_user: &str) -> Ap
 }
 
 /// A JSON number with no fractional part, as JSON Schema's `integer` (the API documents) reads
-/// it: `300` and `300.0` (or `3e2`) alike, within the integers a double holds exactly.
+/// it: `300` and `300.0` (or `3e2`) alike, within the integers a double holds exactly (±(2^53 - 1)):
+/// the request to the room is JSON read by JavaScript, which would turn a larger one into a float
+/// the room refuses.
 fn whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<i64, D::Error> {
-    const MAX_EXACT: f64 = 9_007_199_254_740_991.0;
+    const MAX_EXACT: i64 = 9_007_199_254_740_991;
     let number = serde_json::Number::deserialize(de)?;
-    if let Some(n) = number.as_i64() {
+    if let Some(n) = number
+        .as_i64()
+        .filter(|n| (-MAX_EXACT..=MAX_EXACT).contains(n))
+    {
         return Ok(n);
     }
     match number.as_f64() {
-        Some(f) if f.fract() == 0.0 && f.abs() <= MAX_EXACT => Ok(f as i64),
+        Some(f) if f.fract() == 0.0 && f.abs() <= MAX_EXACT as f64 => Ok(f as i64),
         _ => Err(serde::de::Error::custom(format!(
             "expected an integer, got {number}"
         ))),
@@ -244,6 +249,8 @@ mod tests {
         for bad in [
             r#"{"slow_mode_secs": 1.5}"#,
             r#"{"slow_mode_secs": 1e300}"#,
+            r#"{"slow_mode_secs": 86954318169283940}"#,
+            r#"{"slow_mode_secs": -9223372036854775808}"#,
             r#"{"slow_mode_secs": "5"}"#,
             r#"{"slow_mode_secs": null}"#,
             r#"{}"#,
