@@ -869,12 +869,14 @@ impl ChatRoom {
             Some(Role::Member) => return Err(moderation::Denied::NotModerator.into()),
             Some(_) => {}
         }
+        // As for messages: the largest `before` a client may name (openapi.json states it).
+        const MAX_BEFORE: i64 = (1i64 << 53) - 1;
         let before = match before.map(|b| b.parse::<i64>()) {
-            None => i64::MAX,
-            Some(Ok(b)) if b >= 0 => b,
+            None => MAX_BEFORE,
+            Some(Ok(b)) if (0..=MAX_BEFORE).contains(&b) => b,
             Some(_) => {
                 return Err(ApiError::unprocessable(
-                    "before must be a non-negative integer",
+                    "before must be an integer from 0 to 9007199254740991",
                 ))
             }
         };

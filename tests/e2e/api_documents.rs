@@ -179,3 +179,34 @@ async fn integers_with_a_zero_fraction_are_integers_in_moderation_bodies() {
         expect_json_error(resp, 422, body).await;
     }
 }
+
+/// Schemathesis: `GET /rooms/{room_id}/audit?before=9501527567394036`, over the bound openapi.json
+/// states (2^53 - 1, as for messages), was answered 200 instead of 422.
+#[tokio::test]
+async fn audit_before_beyond_the_largest_safe_integer_is_refused() {
+    let c = client();
+    let (_, token) = c.new_user("aud").await;
+    let room = unique_name("aud");
+    let resp = c
+        .post("/rooms")
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"room_id": room, "private": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let ok = c
+        .get_bearer(
+            &format!("/rooms/{room}/audit?before=9007199254740991"),
+            &token,
+        )
+        .await;
+    assert_eq!(ok.status(), 200);
+    for before in ["9007199254740992", "9501527567394036", "-1"] {
+        let resp = c
+            .get_bearer(&format!("/rooms/{room}/audit?before={before}"), &token)
+            .await;
+        let e = expect_json_error(resp, 422, before).await;
+        assert!(e["detail"].as_str().unwrap().contains("before"), "{e}");
+    }
+}
