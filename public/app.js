@@ -34,6 +34,8 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   token: null,
+  /** Set while a request of ours (deleting the account) is about to make the server close our sockets. */
+  closingExpected: false,
   username: null,
   exp: 0,
   iat: 0,
@@ -395,7 +397,11 @@ async function deleteAccount(event) {
   event.preventDefault();
   const password = $('delete-password').value;
   if (!password) return settingsMessage('delete-result', 'Enter your password to confirm.');
-  const res = await api('DELETE', '/users/me', { json: { password }, cookie: true });
+  // On success the server closes our sockets before it answers: that close is ours, not news.
+  state.closingExpected = true;
+  const res = await api('DELETE', '/users/me', { json: { password }, cookie: true }).finally(() => {
+    state.closingExpected = false;
+  });
   if (!state.token) return;
   if (res.ok) {
     $('delete-password').value = '';
@@ -987,6 +993,7 @@ function connect(forceQuery = false) {
       }
       if (frame && typeof frame.code === 'number') {
         state.gen += 1;
+        if (state.closingExpected) return;
         onSocketClosed({ code: frame.code, reason: String(frame.reason || '') }, opened, viaQuery);
         return;
       }
@@ -994,7 +1001,7 @@ function connect(forceQuery = false) {
     handleFrame(event.data);
   });
   ws.addEventListener('close', (event) => {
-    if (gen !== state.gen) return;
+    if (gen !== state.gen || state.closingExpected) return;
     onSocketClosed(event, opened, viaQuery);
   });
 }
