@@ -152,7 +152,23 @@ export interface PresenceChangesFrame {
 export interface ErrorFrame {
   type: 'error';
   detail: string;
+  /** `muted` or `slow_mode` when moderation refused the frame. */
+  code?: 'muted' | 'slow_mode';
   retry_after_ms?: number;
+  /** When a mute ends (ms since the epoch); null until lifted. */
+  until?: number | null;
+}
+/** Someone's read marker moved (read receipts). */
+export interface ReadFrame {
+  type: 'read';
+  username: string;
+  id: number;
+}
+/** The server's last frame before it closes the socket, with the close's code and reason. */
+export interface ClosingFrame {
+  type: 'closing';
+  code: number;
+  reason: string;
 }
 
 export interface RoomEvents {
@@ -169,6 +185,9 @@ export interface RoomEvents {
   presence_changes: PresenceChangesFrame;
   /** Error frames that are not the answer to a `send()` (which rejects instead). */
   error: ErrorFrame;
+  read: ReadFrame;
+  /** The server is closing the socket: a kick (4001) ends the room; otherwise as a drop. */
+  closing: ClosingFrame;
   pong: 'pong';
   /** The room has the socket (after its history). */
   open: { resumed: boolean };

@@ -18,7 +18,7 @@ export const MAX_CONTENT_CHARS = 4000;
 
 const FRAME_TYPES = new Set([
   'history', 'presence', 'message', 'edited', 'deleted', 'reactions', 'typing', 'join', 'leave',
-  'presence_changes', 'error',
+  'presence_changes', 'error', 'read', 'closing',
 ]);
 
 /** Error frames about edits, deletions and reactions: never the answer to a `send()`. */
@@ -347,9 +347,36 @@ export class Room {
       case 'error':
         this.#error(frame);
         return;
+      case 'closing':
+        this.#closing(frame);
+        return;
       default:
         this.#change(frame);
     }
+  }
+
+  /**
+   * The server's last frame before it closes the socket: acted on at once, because the close
+   * itself may reach a client late (a runtime that keeps the connection open after its close
+   * frame: docs/runtime). A kick (4001) ends the room here, so it is not undone by a reconnect.
+   */
+  #closing(frame) {
+    this.#emit('closing', frame);
+    const socket = this.#socket;
+    this.#socket = null;
+    this.#stopHeartbeat();
+    try {
+      socket?.close(1000);
+    } catch {
+      /* already closing */
+    }
+    const code = Number(frame.code) || 1008;
+    const reason = String(frame.reason ?? '');
+    if (code === 4001) {
+      this.#finish({ code, reason, error: new ClubhouseError(`kicked from ${this.room}`, { status: 403 }) });
+      return;
+    }
+    this.#dropped({ code, reason });
   }
 
   /**
@@ -510,7 +537,8 @@ export class Room {
   /** The API's answer for this badge and room when it is a refusal for good, else null. */
   async #refusal() {
     try {
-      await this.#club.get(`/rooms/${encodeURIComponent(this.room)}`);
+      const info = await this.#club.get(`/rooms/${encodeURIComponent(this.room)}`);
+      if (info && info.banned) return new ClubhouseError(`banned from ${this.room}`, { status: 403 });
       return null;
     } catch (e) {
       if (e instanceof ClubhouseError && [401, 403, 404, 422].includes(e.status)) return e;

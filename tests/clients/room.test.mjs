@@ -237,4 +237,32 @@ describe('clients/js', () => {
     ra.close();
     rb.close();
   });
+
+  test('a kick ends the room at its closing frame; a ban is a refusal for good', async () => {
+    const [owner, user] = [await newClient(server, 'owner'), await newClient(server, 'user')];
+    const room = uniqueName('mod');
+    const api = (method, path, body) =>
+      fetch(`${server.baseUrl}${path}`, {
+        method,
+        headers: { Authorization: `Bearer ${owner.token}`, 'Content-Type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    assert.equal((await api('POST', '/rooms', { room_id: room, private: false })).status, 201);
+
+    const first = await joined(user, room);
+    const closing = nextEvent(first, 'closing');
+    const closed = nextEvent(first, 'close');
+    assert.equal((await api('POST', `/rooms/${room}/kick/${user.username}`)).status, 200);
+    assert.deepEqual(await closing, { type: 'closing', code: 4001, reason: 'kicked' });
+    const kicked = await closed;
+    assert.equal(kicked.code, 4001);
+    assert.equal(first.state, 'closed', 'a kick is not undone by a reconnect');
+
+    const second = await joined(user, room);
+    const banned = nextEvent(second, 'close', 20_000);
+    assert.equal((await api('PUT', `/rooms/${room}/bans/${user.username}`)).status, 200);
+    const end = await banned;
+    assert.equal(end.error?.status, 403, `a ban ends the room: ${JSON.stringify(end)}`);
+    assert.equal(second.state, 'closed');
+  });
 });
