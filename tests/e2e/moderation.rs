@@ -26,6 +26,14 @@ async fn owned_public_room(c: &Client, token: &str, room: &str, owner: &str) {
     );
 }
 
+/// An owned public room of `owner` (name, badge) with `moderator` appointed; asserts both.
+async fn owned_room_with_moderator(c: &Client, room: &str, owner: (&str, &str), moderator: &str) {
+    let (owner, token) = owner;
+    owned_public_room(c, token, room, owner).await;
+    let path = format!("/rooms/{room}/moderators/{moderator}");
+    act_ok(c, Method::PUT, &path, token, None).await;
+}
+
 /// `method path` as `token` with an optional JSON body: the response.
 async fn act(
     c: &Client,
@@ -292,15 +300,7 @@ async fn a_ban_closes_refuses_the_upgrade_and_history_until_lifted_or_over() {
     let c = client();
     let (room, [(owner, to), (m, tm), (user, tu)]) =
         c.room_with_users("ban", ["owner", "mod", "user"]).await;
-    owned_public_room(&c, &to, &room, &owner).await;
-    act_ok(
-        &c,
-        Method::PUT,
-        &format!("/rooms/{room}/moderators/{m}"),
-        &to,
-        None,
-    )
-    .await;
+    owned_room_with_moderator(&c, &room, (&owner, &to), &m).await;
     let mut wu = c.ws_ready(&room, &tu).await;
     let ban_path = format!("/rooms/{room}/bans/{user}");
 
@@ -540,15 +540,7 @@ async fn moderators_delete_members_messages_not_the_owners_and_the_audit_says_so
     let c = client();
     let (room, [(owner, to), (m, tm), (user, tu)]) =
         c.room_with_users("moddel", ["owner", "mod", "user"]).await;
-    owned_public_room(&c, &to, &room, &owner).await;
-    act_ok(
-        &c,
-        Method::PUT,
-        &format!("/rooms/{room}/moderators/{m}"),
-        &to,
-        None,
-    )
-    .await;
+    owned_room_with_moderator(&c, &room, (&owner, &to), &m).await;
     let mut wo = c.ws_ready(&room, &to).await;
     let mut wm = c.ws_ready(&room, &tm).await;
     let mut wu = c.ws_ready(&room, &tu).await;
