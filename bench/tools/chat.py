@@ -9,6 +9,7 @@ stopped by that group's id; nothing is ever killed by name.
 import http.client
 import json
 import os
+import re
 import random
 import shutil
 import signal
@@ -57,6 +58,35 @@ def rss_kib(pid):
     return None
 
 
+WASM32_RESERVATION = 4 << 30  # V8 reserves a memory32's whole 4 GiB address range and commits it as it grows
+
+
+def wasm_kib(pid):
+    """Resident KiB of the isolate's WebAssembly linear memory (the Worker's Rust heap and statics):
+    the read-write start of an anonymous 4 GiB reservation (read-write part + inaccessible rest).
+    Linear memory never shrinks, so its size is the Rust side's high-water mark; the rest of the
+    process (V8's JS heap, the runtime's native allocations, SQLite) is VmRSS minus this."""
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    maps, current = [], None
+    for line in lines:
+        m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ (\d+)", line)
+        if m:
+            current = dict(start=int(m[1], 16), end=int(m[2], 16), perms=m[3], anon=m[4] == "0", rss=0)
+            maps.append(current)
+        elif line.startswith("Rss:") and current is not None:
+            current["rss"] = int(line.split()[1])
+    total = 0
+    for rw, rest in zip(maps, maps[1:]):
+        if (rw["perms"].startswith("rw") and rest["perms"] == "---p" and rw["anon"] and rest["anon"]
+                and rw["end"] == rest["start"] and rest["end"] - rw["start"] == WASM32_RESERVATION):
+            total += rw["rss"]
+    return total
+
+
 class Server:
     """`wrangler dev` on the prepared config, with `--persist-to` a folder of its own that survives
     restarts."""
@@ -75,7 +105,9 @@ class Server:
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout=120):
+    def start(self, timeout=120, ready_path="/healthz"):
+        """Starts wrangler dev and waits until `ready_path` answers 200 (None: until anything answers,
+        for a server without a health route)."""
         self.port, inspector = free_port(), free_port()
         self.starts += 1
         self.log_path = os.path.join(self.work, f"wrangler.{self.starts}.log")
@@ -94,8 +126,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"wrangler dev exited; see {self.log_path}")
             try:
-                status, _ = request(self.url, "GET", "/healthz", timeout=3)
-                if status == 200:
+                status, _ = request(self.url, "GET", ready_path or "/", timeout=3)
+                if status == 200 or ready_path is None:
                     return
             except OSError:
                 pass

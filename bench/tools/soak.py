@@ -7,6 +7,9 @@ room's last message). `expected` counts those ids, `delivered` the ones that cam
 difference, `duplicated` ids seen twice. Latency is from send to each delivery (one clock: this
 process). Every server-initiated close must be announced by a `closing` frame and arrive within 2 s
 of the logout or removal. The Worker's workerd RSS is sampled every minute.
+With --baseline the server is the JavaScript baseline (../shared/peers/js-do): the same steady load
+and churn, without what it lacks (history on join, private rooms, logout), so the two memory curves
+can be set side by side; a socket's first expected id is then the first one it receives.
 Run by bench/soak.sh, which prepares the server; prints a summary and one JSON line.
 """
 
@@ -51,10 +54,11 @@ class Sock:
         self.ws = await websockets.connect(url, max_size=2**22, open_timeout=30, close_timeout=2,
                                            ping_interval=None)
         self.token = token
-        history = json.loads(await asyncio.wait_for(self.ws.recv(), 30))
-        assert history["type"] == "history", history
-        msgs = history["messages"]
-        self.first = (msgs[-1]["id"] + 1) if msgs else 1
+        if not self.soak.args.baseline:
+            history = json.loads(await asyncio.wait_for(self.ws.recv(), 30))
+            assert history["type"] == "history", history
+            msgs = history["messages"]
+            self.first = (msgs[-1]["id"] + 1) if msgs else 1
         self.soak.totals.opened += 1
         self.task = asyncio.create_task(self.read())
 
@@ -68,6 +72,8 @@ class Sock:
                 kind = frame.get("type")
                 if kind == "message":
                     mid = frame["id"]
+                    if self.first is None:
+                        self.first = mid
                     if mid in self.seen:
                         t.duplicated += 1
                         continue
@@ -93,7 +99,7 @@ class Sock:
         """Adds this socket's lifetime to the totals: ids from `first` to the last seen (or `until`)."""
         t = self.soak.totals
         top = until if until is not None else self.last
-        if top is not None and top >= self.first:
+        if top is not None and self.first is not None and top >= self.first:
             t.expected += top - self.first + 1
             t.delivered += sum(1 for i in self.seen if self.first <= i <= top)
         t.unacked_closed += len(self.pending)
@@ -238,9 +244,11 @@ class Soak:
     def sample_rss(self, minute):
         pid = self.server.worker_pid()
         kib = chat.rss_kib(pid) if pid else None
-        self.rss.append((minute, self.totals.acked, kib))
+        wasm = chat.wasm_kib(pid) if pid else None
+        self.rss.append((minute, self.totals.acked, kib, wasm))
         print(f"minute {minute}: {len(self.live())} sockets, sent {self.totals.sent}, acked {self.totals.acked}, "
-              f"duplicated {self.totals.duplicated}, workerd RSS {kib} KiB", file=sys.stderr, flush=True)
+              f"duplicated {self.totals.duplicated}, workerd RSS {kib} KiB (WASM linear memory {wasm} KiB)",
+              file=sys.stderr, flush=True)
 
     async def run(self):
         a = self.args
@@ -279,9 +287,12 @@ class Soak:
         def pct(p):
             return round(lat[min(len(lat) - 1, int(len(lat) * p))] * 1000, 1) if lat else None
         warm = [r for r in self.rss if r[0] >= min(2, a.minutes) and r[2]]
-        growth = None
+        growth = wasm_growth = None
         if len(warm) >= 2 and warm[-1][1] > warm[0][1]:
-            growth = round((warm[-1][2] - warm[0][2]) / (warm[-1][1] - warm[0][1]) * 10_000)
+            per_10k = 10_000 / (warm[-1][1] - warm[0][1])
+            growth = round((warm[-1][2] - warm[0][2]) * per_10k)
+            if warm[-1][3] is not None and warm[0][3] is not None:
+                wasm_growth = round((warm[-1][3] - warm[0][3]) * per_10k)
         return dict(sockets=a.sockets, rooms=a.rooms, minutes=a.minutes, rate=a.rate, churn=a.churn,
                     logouts_per_min=a.logouts_per_min, member_changes_per_min=a.member_changes_per_min,
                     expected=t.expected, delivered=t.delivered, lost=t.expected - t.delivered,
@@ -290,7 +301,9 @@ class Soak:
                     max_ms=pct(1.0), server_closes=t.server_closes, closes_announced=t.closes_announced,
                     closes_late=t.closes_late, sockets_opened=t.opened, open_failures=t.open_failures,
                     churned=t.churned, rss_kib=[r[2] for r in self.rss],
-                    rss_growth_kib_per_10k_messages_after_warmup=growth)
+                    rss_growth_kib_per_10k_messages_after_warmup=growth,
+                    wasm_kib=[r[3] for r in self.rss],
+                    wasm_growth_kib_per_10k_messages_after_warmup=wasm_growth)
 
 
 async def main():
@@ -310,11 +323,15 @@ async def main():
     p.add_argument("--member-changes-per-min", type=int, default=2)
     p.add_argument("--private-rooms", type=int, default=2)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--baseline", action="store_true",
+                   help="the server is the JS baseline: no history, private rooms, logouts or membership changes")
     args = p.parse_args()
+    if args.baseline:
+        args.private_rooms = args.logouts_per_min = args.member_changes_per_min = 0
     random.seed(args.seed)
     server = chat.Server(args.wrangler, args.cfgdir, args.state, args.work, args.var)
     try:
-        await asyncio.to_thread(server.start)
+        await asyncio.to_thread(server.start, ready_path=None if args.baseline else "/healthz")
         soak = Soak(args, server)
         await soak.run()
     finally:
@@ -324,7 +341,9 @@ async def main():
           f"{r['churn']:.0%}/min: delivered {r['delivered']}/{r['expected']}, lost {r['lost']}, duplicated "
           f"{r['duplicated']}, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms; server closes {r['server_closes']} "
           f"(announced {r['closes_announced']}, late {r['closes_late']}); RSS KiB per minute {r['rss_kib']}, "
-          f"growth per 10k messages after warm-up {r['rss_growth_kib_per_10k_messages_after_warmup']} KiB")
+          f"growth per 10k messages after warm-up {r['rss_growth_kib_per_10k_messages_after_warmup']} KiB; "
+          f"of which WASM linear memory (KiB per minute {r['wasm_kib']}): "
+          f"{r['wasm_growth_kib_per_10k_messages_after_warmup']} KiB")
     print(json.dumps(r))
     bad = r["lost"] or r["duplicated"] or r["closes_late"] or r["closes_announced"] != r["server_closes"]
     return 1 if bad else 0
