@@ -66,7 +66,10 @@ export async function openClient(browser, baseUrl, { viewport = DESKTOP, isMobil
 /** The login card shows one action at a time ("Create your account" or "Log in"): switches to the
  *  one of `button` if the other is showing. */
 export async function chooseAuthMode(page, button) {
-  if (await page.locator(button).isHidden()) await page.click('#auth-switch');
+  const mode = button === '#signup-btn' ? 'signup' : 'login';
+  // The card is shown (and its mode chosen) once the page has booted.
+  await page.locator('#auth-form').waitFor({ state: 'visible' });
+  if ((await page.getAttribute('#auth-form', 'data-mode')) !== mode) await page.click('#auth-switch');
   await page.locator(button).waitFor({ state: 'visible' });
 }
 

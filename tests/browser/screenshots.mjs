@@ -35,7 +35,7 @@ await withServerAndBrowser(startServer, { vars: RELAXED_LIMITS }, async ({ serve
 
   const lines = [
     [maya, 'Hi Theo! Did you get to the last chapter yet?'],
-    [maya, 'No spoilers, promise 🙂'],
+    [maya, 'No spoilers, promise :)'],
     [theo, 'Finished it on the train this morning.'],
     [theo, 'That ending! I did not see it coming.'],
     [maya, 'Right?! The author talks about it here: https://example.com/interview'],
