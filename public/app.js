@@ -319,7 +319,7 @@ function setAuthMode(mode) {
 function switchAuthMode() {
   setAuthMode(authMode === 'signup' ? 'login' : 'signup');
   authError('');
-  $(($('auth-username').value ? 'auth-password' : 'auth-username')).focus();
+  $($('auth-username').value ? 'auth-password' : 'auth-username').focus();
 }
 
 /** A 401 on login. The server does not say whether the name exists (that would list accounts),
