@@ -265,6 +265,79 @@ async function logout(everywhere = false) {
 
 let authCountdown = 0;
 
+// Names that logged in from this browser (lowercase, newest first): the card opens on "Log in" for
+// a returning person and on "Sign up" for a newcomer, and a wrong password for a name never seen
+// here suggests signing up. Only names are kept, never a secret.
+const ACCOUNTS_KEY = 'clubhouse.accounts';
+const ACCOUNTS_KEPT = 20;
+let authMode = 'signup';
+
+function knownAccounts() {
+  try {
+    const list = JSON.parse(localStorage.getItem(ACCOUNTS_KEY) || '[]');
+    return Array.isArray(list) ? list.filter((n) => typeof n === 'string') : [];
+  } catch {
+    return [];
+  }
+}
+
+function rememberAccount(name) {
+  if (typeof name !== 'string') return;
+  const key = name.toLowerCase();
+  const list = [key, ...knownAccounts().filter((n) => n !== key)].slice(0, ACCOUNTS_KEPT);
+  try {
+    localStorage.setItem(ACCOUNTS_KEY, JSON.stringify(list));
+  } catch {
+    /* not persisted: the card opens on Sign up next time */
+  }
+}
+
+function forgetAccount(name) {
+  const key = String(name).toLowerCase();
+  try {
+    localStorage.setItem(ACCOUNTS_KEY, JSON.stringify(knownAccounts().filter((n) => n !== key)));
+  } catch {
+    /* nothing stored */
+  }
+}
+
+/** Shows the card as "Create your account" or "Log in": one primary button, so Enter does what it says. */
+function setAuthMode(mode) {
+  authMode = mode === 'login' ? 'login' : 'signup';
+  const signup = authMode === 'signup';
+  $('auth-form').dataset.mode = authMode;
+  $('auth-title').textContent = signup ? 'Create your account' : 'Log in';
+  $('signup-btn').hidden = !signup;
+  $('login-btn').hidden = signup;
+  $('username-hint').hidden = !signup;
+  $('password-hint').hidden = !signup;
+  $('auth-password').autocomplete = signup ? 'new-password' : 'current-password';
+  $('switch-text').textContent = signup ? 'Already have an account?' : 'New to Clubhouse?';
+  $('auth-switch').textContent = signup ? 'Log in instead' : 'Create an account';
+}
+
+function switchAuthMode() {
+  setAuthMode(authMode === 'signup' ? 'login' : 'signup');
+  authError('');
+  $($('auth-username').value ? 'auth-password' : 'auth-username').focus();
+}
+
+/** A 401 on login. The server does not say whether the name exists (that would list accounts),
+ *  but a name that never logged in from this browser is likely new: offer to sign up with it. */
+function wrongPassword(username) {
+  authError('Wrong username or password.');
+  if (knownAccounts().includes(username.toLowerCase()) || !USERNAME_RE.test(username)) return;
+  const node = $('auth-error');
+  const offer = el('button', 'link', `Sign up as “${username}”`);
+  offer.type = 'button';
+  offer.id = 'signup-offer';
+  offer.addEventListener('click', () => {
+    setAuthMode('signup');
+    $('auth-form').requestSubmit($('signup-btn'));
+  });
+  node.append(el('span', '', ' New here? '), offer, el('span', '', ' with this password.'));
+}
+
 function authError(text, kind = 'error') {
   const node = $('auth-error');
   node.dataset.kind = kind;
@@ -301,10 +374,12 @@ async function doLogin(username, password) {
     setSession(res.data.access_token, username);
     $('auth-password').value = '';
     authError('');
+    rememberAccount(state.username);
+    reading.focusComposer = true;
     enterChat();
     return;
   }
-  if (res.status === 401) return authError('Wrong username or password.');
+  if (res.status === 401) return wrongPassword(username);
   if (res.status === 429) return rateLimited(res.retryAfter);
   authError(res.status === 0 ? res.detail : `Could not log in: ${res.detail}`);
 }
@@ -336,7 +411,7 @@ let authBusy = false;
 async function onAuthSubmit(event) {
   event.preventDefault();
   if (authBusy) return;
-  const action = event.submitter && event.submitter.dataset.action === 'signup' ? 'signup' : 'login';
+  const action = authMode;
   const username = $('auth-username').value.trim();
   const password = $('auth-password').value;
   authBusy = true;
@@ -405,6 +480,7 @@ async function deleteAccount(event) {
   if (!state.token) return;
   if (res.ok) {
     $('delete-password').value = '';
+    forgetAccount(state.username);
     closeSettings();
     leaveRoom();
     clearSession();
@@ -426,6 +502,7 @@ function showAuth(message, kind = 'error') {
   $('settings-view').hidden = true;
   $('session').hidden = true;
   $('auth-view').hidden = false;
+  setAuthMode(knownAccounts().length > 0 ? 'login' : 'signup');
   authError(message || '', kind);
   document.title = 'Clubhouse';
   $('auth-username').focus();
@@ -763,6 +840,7 @@ function resetView() {
   renderReceipt();
   renderOnline();
   updateOlder();
+  resetReading();
   show($('send-error'), '');
   banner('');
   $('retry-now').textContent = 'Retry now';
@@ -910,6 +988,7 @@ function banner(text, kind = 'warn', retry = false) {
 function setComposerEnabled(on) {
   $('message-input').disabled = !on;
   $('send-btn').disabled = !on;
+  if (on) focusComposerIfWanted();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1491,14 +1570,80 @@ function toModel(m) {
   };
 }
 
+/** A time in the reader's zone and locale: `short` the hour ("4:36 PM", no leading zero; the day is
+ *  on the separator above), `full` the tooltip, `iso` for <time datetime>. */
 function formatTime(ts) {
   const d = new Date(Number(ts));
-  if (Number.isNaN(d.getTime())) return { short: '', full: '' };
-  const sameDay = d.toDateString() === new Date().toDateString();
-  const short = sameDay
-    ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
-    : d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
-  return { short, full: d.toISOString() };
+  if (Number.isNaN(d.getTime())) return { short: '', full: '', iso: '' };
+  return {
+    short: d.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' }),
+    full: d.toLocaleString([], { dateStyle: 'full', timeStyle: 'short' }),
+    iso: d.toISOString(),
+  };
+}
+
+/** The local calendar day of a timestamp, as a key that day separators compare. */
+function dayKey(ts) {
+  const d = new Date(Number(ts));
+  return Number.isNaN(d.getTime()) ? '' : `${d.getFullYear()}-${d.getMonth() + 1}-${d.getDate()}`;
+}
+
+/** "Today", "Yesterday", or "Monday, December 7" (with the year when it is not this one). */
+function dayLabel(ts) {
+  const d = new Date(Number(ts));
+  if (Number.isNaN(d.getTime())) return '';
+  const now = new Date();
+  const yesterday = new Date(now.getFullYear(), now.getMonth(), now.getDate() - 1);
+  if (dayKey(d) === dayKey(now)) return 'Today';
+  if (dayKey(d) === dayKey(yesterday)) return 'Yesterday';
+  const options = { weekday: 'long', month: 'long', day: 'numeric' };
+  if (d.getFullYear() !== now.getFullYear()) options.year = 'numeric';
+  return d.toLocaleDateString([], options);
+}
+
+// Links in messages: only http(s) URLs become <a>, built node by node (the rest stays text).
+const URL_RE = /\bhttps?:\/\/[^\s<>"]+/gi;
+const URL_TRAILING = '.,;:!?\'"';
+
+/** A URL as typed in prose, without the punctuation that ends its sentence or closes its bracket. */
+function trimUrl(text) {
+  let url = text;
+  for (;;) {
+    const last = url[url.length - 1];
+    const opens = (ch) => url.split(ch).length - 1;
+    if (URL_TRAILING.includes(last)) url = url.slice(0, -1);
+    else if (last === ')' && opens('(') < opens(')')) url = url.slice(0, -1);
+    else if (last === ']' && opens('[') < opens(']')) url = url.slice(0, -1);
+    else return url;
+  }
+}
+
+function safeHref(text) {
+  try {
+    const url = new URL(text);
+    return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Fills `node` with `content`: text nodes, and an <a> (new tab, no opener, no referrer) per web link. */
+function paintText(node, content) {
+  clearChildren(node);
+  let at = 0;
+  for (const match of content.matchAll(URL_RE)) {
+    const url = trimUrl(match[0]);
+    const href = safeHref(url);
+    if (!href) continue;
+    if (match.index > at) node.append(document.createTextNode(content.slice(at, match.index)));
+    const link = el('a', '', url);
+    link.href = href;
+    link.rel = 'noopener noreferrer';
+    link.target = '_blank';
+    node.append(link);
+    at = match.index + url.length;
+  }
+  if (at < content.length) node.append(document.createTextNode(content.slice(at)));
 }
 
 function button(className, text, label) {
@@ -1516,8 +1661,8 @@ function renderMessage(m) {
   meta.append(el('span', 'who', m.username));
   const when = formatTime(m.ts);
   const time = el('time', '', when.short);
-  if (when.full) {
-    time.dateTime = when.full;
+  if (when.iso) {
+    time.dateTime = when.iso;
     time.title = when.full;
   }
   const edited = el('span', 'edited', 'edited');
@@ -1556,7 +1701,7 @@ function paintMessage(li, m) {
   li.classList.toggle('deleted', m.deleted);
   const text = li.querySelector('.text');
   const shown = m.deleted ? 'message deleted' : m.content;
-  if (text.textContent !== shown) text.textContent = shown;
+  if (text.textContent !== shown) paintText(text, shown);
   const edited = li.querySelector('.edited');
   edited.hidden = m.deleted || m.edited_ts === null;
   if (!edited.hidden) {
@@ -1633,6 +1778,9 @@ function applyItems(list, page = null) {
   const oldTop = log.scrollTop;
   let prepended = false;
   let appended = false;
+  let unseen = 0; // others' messages added below while the reader is scrolled up
+  let mineLive = false; // a message of mine just arrived live: the sender wants to see it
+  if (!page) reading.heardFrom = state.view; // a history or live frame: the room's history is known
   const ul = $('messages');
   for (const item of list) {
     if (!item || typeof item !== 'object') continue;
@@ -1657,6 +1805,8 @@ function applyItems(list, page = null) {
     if (at === state.ids.length) {
       ul.append(node); // newest: after any notices, in arrival order
       appended = true;
+      if (sameUser(model.username, state.username)) mineLive = mineLive || (!page && list.length === 1);
+      else if (!wasAtBottom) unseen += 1;
     } else {
       ul.insertBefore(node, state.els.get(state.ids[at]));
       if (at === 0) prepended = true;
@@ -1667,12 +1817,140 @@ function applyItems(list, page = null) {
     if (model.id > state.lastId) state.lastId = model.id;
     if (page) replayChanges(model.id, page.rev);
   }
-  if (appended && wasAtBottom) {
+  arrangeConversation();
+  if (appended && (wasAtBottom || mineLive)) {
     log.scrollTop = log.scrollHeight;
   } else if (prepended && !appended) {
     log.scrollTop = oldTop + (log.scrollHeight - oldHeight); // keep what the reader was looking at
   }
+  if (unseen > 0 && !mineLive) reading.unseen += unseen;
+  paintReading();
   updateOlder();
+}
+
+// ------------------------------------------------------------------------------------------
+// Reading the conversation: groups, day separators, the welcome, "new messages ↓", focus
+// ------------------------------------------------------------------------------------------
+
+const GROUP_GAP_MS = 5 * 60 * 1000; // a message this soon after the same person's previous one joins its group
+
+const reading = {
+  unseen: 0, // messages from others that arrived below the reader's scroll position
+  heardFrom: null, // the view (state.view) whose history the room has sent: an empty room is then really empty
+  focusComposer: false, // move focus to the message box once it is enabled (after login or a room switch)
+};
+
+/** Consecutive messages of one person (no notice between, same day, minutes apart) form a group:
+ *  name and time are shown on its first message only (and stay readable to screen readers). A
+ *  separator heads each day. Existing separators are kept, so a steady view is not rewritten. */
+function arrangeConversation() {
+  const ul = $('messages');
+  const keep = new Set();
+  let prev = null;
+  let lastDay = null;
+  for (const node of [...ul.children]) {
+    if (node.classList.contains('day')) continue;
+    if (!node.classList.contains('msg')) {
+      prev = null; // a notice ("bob joined") ends a group
+      continue;
+    }
+    const m = state.msgs.get(Number(node.dataset.id));
+    if (!m) continue;
+    const day = dayKey(m.ts);
+    if (day !== lastDay) {
+      let sep = node.previousElementSibling;
+      if (!sep || !sep.classList.contains('day') || sep.dataset.day !== day) {
+        sep = el('li', 'day');
+        sep.dataset.day = day;
+        ul.insertBefore(sep, node);
+      }
+      const label = dayLabel(m.ts);
+      if (sep.textContent !== label) sep.textContent = label;
+      keep.add(sep);
+      lastDay = day;
+      prev = null;
+    }
+    const gap = Number(m.ts) - Number(prev ? prev.ts : NaN);
+    node.classList.toggle('cont', Boolean(prev && sameUser(prev.username, m.username) && gap >= 0 && gap < GROUP_GAP_MS));
+    prev = m;
+  }
+  for (const sep of ul.querySelectorAll(':scope > li.day')) if (!keep.has(sep)) sep.remove();
+}
+
+function atBottom() {
+  const log = $('log');
+  return log.scrollHeight - log.scrollTop - log.clientHeight < 80;
+}
+
+/** The welcome of an empty room and the "new messages ↓" button, from the state of the view. */
+function paintReading() {
+  const empty = Boolean(state.room) && reading.heardFrom === state.view && state.ids.length === 0;
+  const welcome = $('welcome');
+  if (empty) {
+    const dm = DM_RE.test(state.room);
+    const peer = state.dmWith.get(state.room);
+    $('welcome-title').textContent = dm
+      ? `This is the start of your conversation${peer ? ` with ${peer}` : ''}`
+      : `Welcome to #${state.room}, ${state.username}!`;
+    $('welcome-text').textContent = dm
+      ? 'Only the two of you can read it. Say hello below.'
+      : 'Nobody has written here yet. Say hello and start the conversation.';
+    welcome.querySelector('.welcome-tips').hidden = dm;
+  }
+  welcome.hidden = !empty;
+  if (reading.unseen > 0 && atBottom()) reading.unseen = 0;
+  const jump = $('jump-new');
+  jump.hidden = reading.unseen === 0;
+  jump.textContent = `${reading.unseen === 1 ? '1 new message' : `${reading.unseen} new messages`} ↓`;
+}
+
+/** A new view (another room): nothing unseen, no welcome until its history comes. */
+function resetReading() {
+  reading.unseen = 0;
+  paintReading();
+}
+
+function jumpToNewest() {
+  const log = $('log');
+  log.scrollTop = log.scrollHeight;
+  reading.unseen = 0;
+  paintReading();
+  const input = $('message-input');
+  (input.disabled ? log : input).focus();
+}
+
+/** After a login or a room switch the message box gets the focus once it can be used, unless the
+ *  reader has moved on to something else meanwhile. */
+function focusComposerIfWanted() {
+  if (!reading.focusComposer) return;
+  reading.focusComposer = false;
+  const active = document.activeElement;
+  const idle = !active || active === document.body || active.closest('.rooms, #auth-view, #room-list');
+  if (idle) $('message-input').focus();
+}
+
+// ------------------------------------------------------------------------------------------
+// The People panel: a column on wide screens, a panel over the conversation up to 900 px
+// ------------------------------------------------------------------------------------------
+
+function peoplePanelOpen() {
+  return $('chat-view').classList.contains('show-side');
+}
+
+/** Opens or closes the People panel. Open, it starts below the bar that holds its toggle, so the
+ *  toggle stays visible and closes it again; focus moves into it and, on Escape, back. */
+function setPeoplePanel(open, refocus = false) {
+  const toggle = $('toggle-side');
+  const side = $('side');
+  $('chat-view').classList.toggle('show-side', open);
+  toggle.setAttribute('aria-expanded', String(open));
+  if (open) {
+    const head = toggle.closest('.room-head').getBoundingClientRect();
+    side.style.top = `${Math.max(0, Math.round(head.bottom))}px`;
+    if (getComputedStyle(side).position === 'fixed') $('close-side').focus();
+  } else if (refocus) {
+    toggle.focus();
+  }
 }
 
 function replayChanges(id, after) {
@@ -2247,9 +2525,26 @@ function wire() {
   $('retry-now').addEventListener('click', reconnectNow);
   $('online-list').addEventListener('click', onOnlineClick);
   $('online-list').addEventListener('keydown', onOnlineKey);
-  $('toggle-side').addEventListener('click', () => {
-    const open = $('chat-view').classList.toggle('show-side');
-    $('toggle-side').setAttribute('aria-expanded', String(open));
+  $('toggle-side').addEventListener('click', () => setPeoplePanel(!peoplePanelOpen()));
+  $('close-side').addEventListener('click', () => setPeoplePanel(false, true));
+  document.addEventListener('keydown', (event) => {
+    // Menus inside the panel take their own Escape first (they prevent the default).
+    if (event.key !== 'Escape' || event.defaultPrevented || !peoplePanelOpen()) return;
+    setPeoplePanel(false, $('side').contains(document.activeElement));
+  });
+  document.addEventListener('pointerdown', (event) => {
+    if (!peoplePanelOpen()) return;
+    if ($('side').contains(event.target) || $('toggle-side').contains(event.target)) return;
+    setPeoplePanel(false);
+  });
+  $('auth-switch').addEventListener('click', switchAuthMode);
+  $('jump-new').addEventListener('click', jumpToNewest);
+  $('log').addEventListener('scroll', () => {
+    if (reading.unseen > 0 && atBottom()) paintReading();
+  });
+  // A room switch (the sidebar, Join, a DM, the address bar) brings the focus to the message box.
+  window.addEventListener('hashchange', () => {
+    reading.focusComposer = true;
   });
   $('member-form').addEventListener('submit', (event) => {
     event.preventDefault();

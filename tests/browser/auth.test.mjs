@@ -11,17 +11,14 @@ import {
   logIn,
   openClient,
   signUp,
+  submitAuth,
   tokenOf,
   uniqueName,
   waitConnected,
   withServerAndBrowser,
 } from './helpers.mjs';
 
-async function fillAndClick(page, username, password, button) {
-  await page.fill('#auth-username', username);
-  await page.fill('#auth-password', password);
-  await page.click(button);
-}
+const fillAndClick = submitAuth;
 
 test('auth errors inline, log out, revoked token', { timeout: 180_000 }, async () => {
   await withServerAndBrowser(startServer, {}, async ({ server, browser }) => {

@@ -41,10 +41,11 @@ export const PASSWORD = 'correct horse battery staple';
 
 /**
  * A fresh browser context with one page on the app. Records page errors, dialogs and CSP
- * violations so tests can assert there were none.
+ * violations so tests can assert there were none. Other options (locale, timezoneId, colorScheme)
+ * go to the context.
  */
-export async function openClient(browser, baseUrl, { viewport = DESKTOP, isMobile = false } = {}) {
-  const context = await browser.newContext({ viewport, isMobile, hasTouch: isMobile, deviceScaleFactor: 1 });
+export async function openClient(browser, baseUrl, { viewport = DESKTOP, isMobile = false, ...contextOptions } = {}) {
+  const context = await browser.newContext({ viewport, isMobile, hasTouch: isMobile, deviceScaleFactor: 1, ...contextOptions });
   const page = await context.newPage();
   const client = { context, page, errors: [], dialogs: [], cspViolations: [], sockets: [] };
   page.on('pageerror', (e) => client.errors.push(String(e)));
@@ -62,7 +63,19 @@ export async function openClient(browser, baseUrl, { viewport = DESKTOP, isMobil
   return client;
 }
 
-async function submitAuth(page, username, password, button) {
+/** The login card shows one action at a time ("Create your account" or "Log in"): switches to the
+ *  one of `button` if the other is showing. */
+export async function chooseAuthMode(page, button) {
+  const mode = button === '#signup-btn' ? 'signup' : 'login';
+  // The card is shown (and its mode chosen) once the page has booted.
+  await page.locator('#auth-form').waitFor({ state: 'visible' });
+  if ((await page.getAttribute('#auth-form', 'data-mode')) !== mode) await page.click('#auth-switch');
+  await page.locator(button).waitFor({ state: 'visible' });
+}
+
+/** Fills the login card and clicks `button` (#signup-btn or #login-btn), in its mode. */
+export async function submitAuth(page, username, password, button) {
+  await chooseAuthMode(page, button);
   await page.fill('#auth-username', username);
   await page.fill('#auth-password', password);
   await page.click(button);
@@ -335,4 +348,39 @@ export async function clickChip(page, id, emoji) {
   // Returns once the room's echo is shown, as reactViaPalette does.
   const mineChip = messageItem(page, id).locator(`.reactions .chip[data-emoji="${emoji}"][aria-pressed="true"]`);
   await mineChip.waitFor({ state: wasMine ? 'detached' : 'visible' });
+}
+
+// ------------------------------------------------------------------------------------------
+// Accessibility: axe-core (pinned in package.json) on the page as it is
+// ------------------------------------------------------------------------------------------
+
+/** The WCAG 2.0, 2.1 and 2.2 A and AA rules. */
+export const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'];
+const AXE_SOURCE = path.join(REPO_ROOT, 'node_modules', 'axe-core', 'axe.min.js');
+
+/**
+ * Runs axe-core on the page and answers its violations as readable lines ([] when there are none).
+ * The page's CSP allows no inline or foreign script, so axe's source is evaluated through the
+ * DevTools protocol (Playwright's evaluate), which the CSP does not govern; the page itself is
+ * unchanged and no CSP is bypassed for the app.
+ */
+export async function axeViolations(page) {
+  const loaded = await page.evaluate(() => typeof window.axe === 'object');
+  if (!loaded) await page.evaluate(fs.readFileSync(AXE_SOURCE, 'utf8'));
+  const violations = await page.evaluate(
+    (tags) => window.axe.run(document, { runOnly: { type: 'tag', values: tags }, resultTypes: ['violations'] }).then((r) => r.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary.replace(/\s+/g, ' ')}`),
+    }))),
+    AXE_TAGS,
+  );
+  return violations.map((v) => `${v.id} (${v.impact}): ${v.help}\n    ${v.nodes.join('\n    ')}`);
+}
+
+/** Asserts axe-core finds no WCAG 2.2 A/AA violation on the page's current screen. */
+export async function assertAccessible(page, screen) {
+  const found = await axeViolations(page);
+  assert.deepEqual(found, [], `axe-core on ${screen}:\n${found.join('\n')}`);
 }

@@ -14,6 +14,7 @@ import {
   openClient,
   send,
   signUp,
+  submitAuth,
   tokenOf,
   uniqueName,
   waitConnected,
@@ -114,9 +115,7 @@ test('staying logged in, settings: change password, delete account', { timeout: 
       await waitConnected(page);
 
       // Only the new password logs in.
-      await there.page.fill('#auth-username', name);
-      await there.page.fill('#auth-password', PASSWORD);
-      await there.page.click('#login-btn');
+      await submitAuth(there.page, name, PASSWORD, '#login-btn');
       await authErrorMatching(there.page, /Wrong username or password/);
       await logIn(there, name, 'a brand new passphrase');
       await waitConnected(there.page);
@@ -148,11 +147,9 @@ test('staying logged in, settings: change password, delete account', { timeout: 
       // Gone for good: a reload stays logged out, the password no longer works, the name is kept.
       await page.reload();
       await page.locator('#auth-view').waitFor({ state: 'visible' });
-      await page.fill('#auth-username', name);
-      await page.fill('#auth-password', PASSWORD);
-      await page.click('#login-btn');
+      await submitAuth(page, name, PASSWORD, '#login-btn');
       await authErrorMatching(page, /Wrong username or password/);
-      await page.click('#signup-btn');
+      await submitAuth(page, name, PASSWORD, '#signup-btn');
       await authErrorMatching(page, /already taken/);
       assertClean(client);
       await client.context.close();
