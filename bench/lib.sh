@@ -8,6 +8,8 @@ BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 BASELINE_SRC="${BASELINE_SRC:-$REPO_ROOT/../shared/peers/js-do}"
 [ -d "$BASELINE_SRC" ] || BASELINE_SRC=/work/shared/peers/js-do
+FLOOR_SRC="${FLOOR_SRC:-$REPO_ROOT/../shared/peers/js-floor}"
+[ -d "$FLOOR_SRC" ] || FLOOR_SRC=/work/shared/peers/js-floor
 NODE_HELPER="$BENCH_DIR/tools/probe.mjs"
 WRANGLER="$REPO_ROOT/node_modules/.bin/wrangler"
 # The limits a load test must lift on Clubhouse (`--var` flags): the per-connection rate limit at its maximum
@@ -216,6 +218,21 @@ prepare_baseline() {
   mkdir -p "$WORK/state-$name"
   BASE_DIR="$WORK/$name-src"
   BASE_WRANGLER="$WORK/$name-src/node_modules/.bin/wrangler"
+}
+
+# prepare_floor NAME: the relay floor (shared/peers/js-floor) beside the baseline's install (same wrangler, so its
+# node_modules are copied rather than installed again); sets FLOOR_DIR / FLOOR_WRANGLER. State dir: $WORK/state-NAME.
+prepare_floor() {
+  local name="$1"
+  install_baseline "$WORK/js-do"
+  rm -rf "$WORK/$name-src"
+  cp -r "$FLOOR_SRC" "$WORK/$name-src"
+  chmod -R u+w "$WORK/$name-src"
+  rm -rf "$WORK/$name-src/node_modules" "$WORK/$name-src/.wrangler"
+  cp -a "$BASELINE_READY/node_modules" "$WORK/$name-src/node_modules"
+  mkdir -p "$WORK/state-$name"
+  FLOOR_DIR="$WORK/$name-src"
+  FLOOR_WRANGLER="$WORK/$name-src/node_modules/.bin/wrangler"
 }
 
 # prepare_clubhouse NAME: snapshot of build/ (+ asset dirs) beside a generated wrangler.toml (absolute paths, no

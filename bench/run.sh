@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: Clubhouse (A) vs the JavaScript Durable Object baseline (B), same scenarios, alternating
-# A B / B A for N repeats, then a table of A/B ratios (median of the per-repeat ratios). See bench/README.md.
+# Side-by-side benchmark: Clubhouse (A) vs the JavaScript Durable Object baseline (B) and the JavaScript relay floor
+# (C, shared/peers/js-floor: a room that only relays frames), same scenarios, alternating A B C / C B A for N
+# repeats, then a table of A/B and A/C ratios (median of the per-repeat ratios). See bench/README.md.
 #
 #   bash bench/run.sh                              start Clubhouse + baseline under wrangler dev, run everything
 #   bash bench/run.sh --baseline-only              two baseline instances (A = B: ratios should be ~1.0)
@@ -11,7 +12,10 @@
 #   --baseline-only        A is a second baseline instance instead of Clubhouse
 #   --urls A B             use running servers (CPU is read from the processes on each URL's port, if local)
 #   --repeats N            repeats per scenario (default 3)
-#   --scenarios LIST       comma list of room100,room1000,rooms50,solo,login (default: all five), or custom
+#   --scenarios LIST       comma list of room100,room100b,room1000,room1000b,rooms50,solo,paced,login (default: all),
+#                          or custom; room100b/room1000b are room100/room1000 with batched delivery (--batch: the
+#                          servers without batches ignore it), paced one sender at 100 msg/s into a room of 100
+#   --no-floor             don't start the relay floor (C); with --urls and --baseline-only there is none
 #   --custom "ARGS"        the clubhouse-bench arguments of scenario "custom" (e.g. "--clients 20 --rooms 1
 #                          --senders 1 --messages 2000 --window 1"); adds it to --scenarios if missing
 #   --quick                smaller sizes (smoke test)
@@ -37,9 +41,10 @@ EXPLORER_GIVEN="${X_LOCAL_EXPLORER:+yes}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 mode=both
-URL_A="" URL_B=""
+URL_A="" URL_B="" URL_C="" PORT_C="" LABEL_C=""
 REPEATS=3
-SCENARIOS="room100,room1000,rooms50,solo,login"
+SCENARIOS="room100,room100b,room1000,room1000b,rooms50,solo,paced,login"
+FLOOR=1
 QUICK=0
 BUILD=1
 OUT=""
@@ -53,6 +58,7 @@ while [ $# -gt 0 ]; do
     --repeats) REPEATS="$2"; shift ;;
     --scenarios) SCENARIOS="$2"; shift ;;
     --quick) QUICK=1 ;;
+    --no-floor) FLOOR=0 ;;
     --no-build) BUILD=0 ;;
     --out) OUT="$2"; shift ;;
     --evict-wait) EVICT_WAIT="$2"; shift ;;
@@ -85,6 +91,13 @@ start_baseline() {  # start_baseline NAME: sets SERVER_URL / SERVER_PORT once it
   wait_http
 }
 
+start_floor() {  # start_floor NAME: the relay floor, like the baseline
+  prepare_floor "$1"
+  log "starting $1 (relay floor)"
+  spawn_server "$1" "$FLOOR_DIR" "$FLOOR_WRANGLER"
+  wait_http
+}
+
 # Clubhouse: build once (scripts/build) unless --no-build, then build/ under wrangler dev from a snapshot with a
 # generated config (lib.sh: prepare_clubhouse), the limits a load test must lift (LOAD_TEST_VARS) and
 # CLUBHOUSE_EXTRA_VARS="NAME:VALUE ..." (a later --var wins). The snapshot matters: wrangler dev watches `main`
@@ -106,7 +119,8 @@ load_tool
 case "$mode" in
   both)
     start_clubhouse; URL_A="$SERVER_URL"; PORT_A="$SERVER_PORT"; LABEL_A=clubhouse
-    start_baseline baseline; URL_B="$SERVER_URL"; PORT_B="$SERVER_PORT"; LABEL_B=baseline ;;
+    start_baseline baseline; URL_B="$SERVER_URL"; PORT_B="$SERVER_PORT"; LABEL_B=baseline
+    if [ "$FLOOR" = 1 ]; then start_floor floor; URL_C="$SERVER_URL"; PORT_C="$SERVER_PORT"; LABEL_C=floor; fi ;;
   baseline-only)
     start_baseline baseline-a; URL_A="$SERVER_URL"; PORT_A="$SERVER_PORT"; LABEL_A=baseline-a
     start_baseline baseline-b; URL_B="$SERVER_URL"; PORT_B="$SERVER_PORT"; LABEL_B=baseline-b ;;
@@ -114,7 +128,7 @@ case "$mode" in
     PORT_A="$(sed -E 's#^[a-z]+://[^:/]+:?([0-9]*).*#\1#' <<<"$URL_A")"; PORT_A="${PORT_A:-80}"; LABEL_A=A
     PORT_B="$(sed -E 's#^[a-z]+://[^:/]+:?([0-9]*).*#\1#' <<<"$URL_B")"; PORT_B="${PORT_B:-80}"; LABEL_B=B ;;
 esac
-log "A = $LABEL_A $URL_A   B = $LABEL_B $URL_B   (local data explorer: ${EXPLORER_JSON/null/unknown}; each run starts $EVICT_WAIT s after the previous one ended, servers idle)"
+log "A = $LABEL_A $URL_A   B = $LABEL_B $URL_B${URL_C:+   C = $LABEL_C $URL_C}   (local data explorer: ${EXPLORER_JSON/null/unknown}; each run starts $EVICT_WAIT s after the previous one ended, servers idle)"
 
 scenario_args() {
   local s="$1"
@@ -125,7 +139,10 @@ scenario_args() {
   if [ "$QUICK" = 1 ]; then
     case "$s" in
       room100)  echo "--clients 20 --rooms 1 --senders 1 --messages 200 --window $WINDOW" ;;
+      room100b) echo "--clients 20 --rooms 1 --senders 1 --messages 200 --window $WINDOW --batch" ;;
       room1000) echo "--clients 200 --rooms 1 --senders 1 --messages 50 --window $WINDOW" ;;
+      room1000b) echo "--clients 200 --rooms 1 --senders 1 --messages 50 --window $WINDOW --batch" ;;
+      paced)    echo "--clients 20 --rooms 1 --senders 1 --messages 200 --rate 100" ;;
       rooms50)  echo "--clients 100 --rooms 10 --senders 10 --messages 50 --window 1" ;;
       login)    echo "--clients 0 --users 10 --login-burst 40 --login-concurrency 8" ;;
       solo)     echo "--clients 1 --rooms 1 --senders 1 --messages 500 --window $WINDOW" ;;
@@ -134,7 +151,10 @@ scenario_args() {
   else
     case "$s" in
       room100)  echo "--clients 100 --rooms 1 --senders 1 --messages 1000 --window $WINDOW" ;;
+      room100b) echo "--clients 100 --rooms 1 --senders 1 --messages 1000 --window $WINDOW --batch" ;;
       room1000) echo "--clients 1000 --rooms 1 --senders 1 --messages 200 --window $WINDOW" ;;
+      room1000b) echo "--clients 1000 --rooms 1 --senders 1 --messages 200 --window $WINDOW --batch" ;;
+      paced)    echo "--clients 100 --rooms 1 --senders 1 --messages 1000 --rate 100" ;;
       rooms50)  echo "--clients 1000 --rooms 50 --senders 50 --messages 100 --window 1" ;;
       login)    echo "--clients 0 --users 20 --login-burst 200 --login-concurrency 8" ;;
       solo)     echo "--clients 1 --rooms 1 --senders 1 --messages 5000 --window $WINDOW" ;;
@@ -145,7 +165,11 @@ scenario_args() {
 
 run_one() {  # run_one SCENARIO REPEAT SIDE(A|B)
   local s="$1" r="$2" side="$3" url port label out
-  if [ "$side" = A ]; then url="$URL_A"; port="$PORT_A"; label="$LABEL_A"; else url="$URL_B"; port="$PORT_B"; label="$LABEL_B"; fi
+  case "$side" in
+    A) url="$URL_A"; port="$PORT_A"; label="$LABEL_A" ;;
+    B) url="$URL_B"; port="$PORT_B"; label="$LABEL_B" ;;
+    C) url="$URL_C"; port="$PORT_C"; label="$LABEL_C" ;;
+  esac
   out="$WORK/run-$s-$r-$side.out"
   local connect_log=()
   if [ -n "${CONNECT_LOG_DIR:-}" ]; then
@@ -169,8 +193,8 @@ IFS=, read -r -a SCEN <<<"$SCENARIOS"
 for s in "${SCEN[@]}"; do
   scenario_args "$s" >/dev/null
   for r in $(seq 1 "$REPEATS"); do
-    # alternate the order (A B, B A, ...) so drift on the machine hits both sides alike
-    if [ $((r % 2)) = 1 ]; then order="A B"; else order="B A"; fi
+    # alternate the order (A B C, C B A, ...) so drift on the machine hits every side alike
+    if [ $((r % 2)) = 1 ]; then order="A B${URL_C:+ C}"; else order="${URL_C:+C }B A"; fi
     for side in $order; do
       log "$s #$r/$REPEATS: $side"
       sleep_until_evicted "$LAST_RUN_END"
@@ -183,4 +207,4 @@ done
 
 # ---------------------------------------------------------------------------------------------------------------
 # Ratio table (node is there: wrangler needs it): bench/tools/table.mjs, which also pools runs (--pool).
-node "$BENCH_DIR/tools/table.mjs" "$RAW" "$OUT" "$LABEL_A" "$LABEL_B"
+node "$BENCH_DIR/tools/table.mjs" "$RAW" "$OUT" "$LABEL_A" "$LABEL_B" ${LABEL_C:+"$LABEL_C"}

@@ -555,6 +555,51 @@ pub fn error_frame(detail: &str) -> String {
     .to_json()
 }
 
+/// Most bytes of frames one `batch` frame carries (a single larger frame still goes, alone): a
+/// client's parser handles the batch in one piece, so a burst is split into a few of these
+/// rather than one unbounded string.
+pub const MAX_BATCH_BYTES: usize = 128 * 1024;
+
+/// What a client that opted into batched delivery (`?batch=1`) receives for `frames`, the
+/// serialised frames of one outbox flush in order: `{"type":"batch","frames":[...]}`, split
+/// where the next frame would take a batch past [`MAX_BATCH_BYTES`]. A batch of one frame is
+/// sent as that frame itself: no client waits on a wrapper around a single frame, and every
+/// client already reads bare frames (presence, typing and the rest are never batched).
+///
+/// The frames are JSON objects already, so a batch is their text joined, serialised once for
+/// all its recipients.
+pub fn batch_frames<S: AsRef<str>>(frames: &[S]) -> Vec<String> {
+    const HEAD: &str = r#"{"type":"batch","frames":["#;
+    const TAIL: &str = "]}";
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < frames.len() {
+        let mut end = start + 1;
+        let mut bytes = frames[start].as_ref().len();
+        while end < frames.len() && bytes + 1 + frames[end].as_ref().len() <= MAX_BATCH_BYTES {
+            bytes += 1 + frames[end].as_ref().len();
+            end += 1;
+        }
+        let chunk = &frames[start..end];
+        if let [only] = chunk {
+            batches.push(only.as_ref().to_owned());
+        } else {
+            let mut text = String::with_capacity(HEAD.len() + bytes + TAIL.len());
+            text.push_str(HEAD);
+            for (i, frame) in chunk.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(frame.as_ref());
+            }
+            text.push_str(TAIL);
+            batches.push(text);
+        }
+        start = end;
+    }
+    batches
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -967,5 +1012,59 @@ mod tests {
             .to_json(),
             r#"{"type":"read","username":"ann","id":4}"#
         );
+    }
+
+    #[test]
+    fn a_batch_holds_the_frames_in_order_and_parses_as_one_json_frame() {
+        let frames = [
+            ServerFrame::Join { username: "ann" }.to_json(),
+            error_frame("x"),
+            ServerFrame::Leave { username: "bo" }.to_json(),
+        ];
+        let batches = batch_frames(&frames);
+        assert_eq!(batches.len(), 1);
+        let parsed: serde_json::Value = serde_json::from_str(&batches[0]).unwrap();
+        assert_eq!(parsed["type"], "batch");
+        let inner: Vec<serde_json::Value> = frames
+            .iter()
+            .map(|f| serde_json::from_str(f).unwrap())
+            .collect();
+        assert_eq!(parsed["frames"], serde_json::Value::Array(inner));
+    }
+
+    #[test]
+    fn a_batch_of_one_is_the_bare_frame_and_none_is_nothing() {
+        let one = [error_frame("only")];
+        assert_eq!(batch_frames(&one), vec![one[0].clone()]);
+        assert!(batch_frames::<String>(&[]).is_empty());
+    }
+
+    #[test]
+    fn batches_split_at_the_byte_limit_and_keep_every_frame_once_in_order() {
+        // Frames of 9,997 bytes: 13 fit under 128 KiB with their commas, the 14th starts a new batch.
+        let frames: Vec<String> = (0..30)
+            .map(|i| format!(r#"{{"n":{i:>2},"pad":"{}"}}"#, "x".repeat(10_000 - 20)))
+            .collect();
+        let batches = batch_frames(&frames);
+        let mut seen = Vec::new();
+        for batch in &batches {
+            let parsed: serde_json::Value = serde_json::from_str(batch).unwrap();
+            let items = match parsed["type"].as_str() {
+                Some("batch") => parsed["frames"].as_array().unwrap().clone(),
+                _ => vec![parsed],
+            };
+            let inner_bytes: usize = items.iter().map(|f| f.to_string().len() + 1).sum();
+            assert!(inner_bytes <= MAX_BATCH_BYTES + 1, "{inner_bytes}");
+            seen.extend(items.iter().map(|f| f["n"].as_i64().unwrap()));
+        }
+        assert_eq!(seen, (0..30).collect::<Vec<i64>>());
+        assert_eq!(batches.len(), 3);
+        // A frame larger than the limit still goes, alone and bare.
+        let huge = vec![
+            "{\"a\":1}".to_owned(),
+            format!(r#"{{"b":"{}"}}"#, "y".repeat(MAX_BATCH_BYTES)),
+        ];
+        let split = batch_frames(&huge);
+        assert_eq!(split, huge);
     }
 }

@@ -75,6 +75,11 @@ struct Args {
     /// Closed loop: give up waiting for an echo after this many seconds (counted as ack_timeouts).
     #[arg(long, default_value_t = 5.0)]
     ack_timeout: f64,
+    /// Opt into batched delivery (`/ws/{room}?batch=1`): the frames of one flush arrive as one
+    /// `batch` frame, each message in it counted as a delivery. A server without batches
+    /// ignores the parameter.
+    #[arg(long)]
+    batch: bool,
     /// Concurrent WebSocket connects.
     #[arg(long, default_value_t = 32)]
     connect_concurrency: usize,

@@ -124,7 +124,12 @@ pub async fn connect(ctx: &Ctx, layout: &Layout, accounts: &Accounts) -> Connect
             .unwrap();
         let started_ms = t_conn.elapsed().as_secs_f64() * 1e3;
         let room = &layout.room_names[layout.conn_room[k]];
-        (k, started_ms, connect_ws(&ctx.base_ws, room, tok).await)
+        let batch = ctx.args.batch;
+        (
+            k,
+            started_ms,
+            connect_ws(&ctx.base_ws, room, tok, batch).await,
+        )
     })
     .await;
     let wall_s = t_conn.elapsed().as_secs_f64();
@@ -163,8 +168,14 @@ pub async fn connect(ctx: &Ctx, layout: &Layout, accounts: &Accounts) -> Connect
 }
 
 /// One socket: TCP connect and WebSocket handshake, and the time both took (ms).
-async fn connect_ws(base_ws: &str, room: &str, token: &str) -> Result<(Ws, f64), String> {
-    let url = format!("{base_ws}/ws/{room}?token={token}");
+async fn connect_ws(
+    base_ws: &str,
+    room: &str,
+    token: &str,
+    batch: bool,
+) -> Result<(Ws, f64), String> {
+    let batch = if batch { "&batch=1" } else { "" };
+    let url = format!("{base_ws}/ws/{room}?token={token}{batch}");
     let req = url
         .as_str()
         .into_client_request()
@@ -421,12 +432,17 @@ pub struct RecvStats {
     pub lat_us: Vec<u32>,
 }
 
+/// A received frame, as far as counting needs it. `type` is absent only from the relay floor
+/// (`shared/peers/js-floor`), which sends the client's own frame back as it came; a `batch`
+/// frame holds frames of its own.
 #[derive(Deserialize)]
 struct Frame<'a> {
-    #[serde(rename = "type", borrow)]
-    t: Cow<'a, str>,
+    #[serde(rename = "type", borrow, default)]
+    t: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    frames: Vec<Frame<'a>>,
 }
 
 /// Parse `b|<sender>|<seq>|<send_ns>`.
@@ -453,12 +469,18 @@ async fn reader(
     mut stop: watch::Receiver<bool>,
 ) -> RecvStats {
     let room = layout.conn_room[conn];
-    let m = layout.messages;
-    let nbits = layout.room_nsenders[room] * m;
+    let nbits = layout.room_nsenders[room] * layout.messages;
     let mut seen = vec![0u64; nbits.div_ceil(64)];
     let mut st = RecvStats {
         lat_us: Vec::with_capacity(nbits),
         ..Default::default()
+    };
+    let mine = Mine {
+        room,
+        my_sender,
+        ack,
+        layout,
+        shared: shared.clone(),
     };
     loop {
         if *stop.borrow_and_update() {
@@ -501,55 +523,84 @@ async fn reader(
                 continue;
             }
         };
-        match f.t.as_ref() {
-            "message" => {}
-            "error" => {
-                st.errors += 1;
-                // A rejected send never echoes: release the sender's window slot.
-                if let Some(a) = &ack {
-                    a.add_permits(1);
-                }
-                continue;
+        if f.t.as_deref() == Some("batch") {
+            for inner in &f.frames {
+                count(inner, now_ns, &mut seen, &mut st, &mine);
             }
-            _ => {
-                st.other_types += 1;
-                continue;
-            }
-        }
-        let Some((s, q, send_ns)) = f.content.as_deref().and_then(parse_content) else {
-            st.foreign += 1;
-            continue;
-        };
-        st.deliveries += 1;
-        if s >= layout.sender_room.len() || q >= m {
-            st.foreign += 1;
-            continue;
-        }
-        if layout.sender_room[s] != room {
-            st.misrouted += 1;
-            continue;
-        }
-        let bit = layout.sender_local[s] * m + q;
-        let (w, b) = (bit / 64, 1u64 << (bit % 64));
-        if seen[w] & b != 0 {
-            st.dups += 1;
-            continue;
-        }
-        seen[w] |= b;
-        st.unique += 1;
-        st.lat_us
-            .push((now_ns.saturating_sub(send_ns) / 1000).min(u32::MAX as u64) as u32);
-        shared.last_delivery_ns.fetch_max(now_ns, Ordering::Relaxed);
-        if my_sender == Some(s) {
-            if let Some(a) = &ack {
-                a.add_permits(1);
-            }
-        }
-        let u = shared.unique.fetch_add(1, Ordering::AcqRel) + 1;
-        if shared.measuring.load(Ordering::Acquire) && u == shared.expected.load(Ordering::Acquire)
-        {
-            shared.all_delivered.notify_one();
+        } else {
+            count(&f, now_ns, &mut seen, &mut st, &mine);
         }
     }
     st
+}
+
+/// What a reader counts against: its socket's room and sender, and the run's counters.
+struct Mine {
+    room: usize,
+    my_sender: Option<usize>,
+    ack: Option<Arc<Semaphore>>,
+    layout: Arc<Layout>,
+    shared: Arc<Shared>,
+}
+
+/// Counts one frame (on its own, or from a batch) received at `now_ns`: each (sender, seq) of the
+/// socket's room once in `seen` (again: a duplicate; from another room: misrouted); an `error`
+/// frame frees the sender's window slot.
+fn count(f: &Frame, now_ns: u64, seen: &mut [u64], st: &mut RecvStats, mine: &Mine) {
+    match f.t.as_deref() {
+        // The relay floor's frames are the client's own, with no type.
+        Some("message") | None => {}
+        Some("error") => {
+            st.errors += 1;
+            // A rejected send never echoes: release the sender's window slot.
+            if let Some(a) = &mine.ack {
+                a.add_permits(1);
+            }
+            return;
+        }
+        Some(_) => {
+            st.other_types += 1;
+            return;
+        }
+    }
+    let layout = &mine.layout;
+    let m = layout.messages;
+    let Some((s, q, send_ns)) = f.content.as_deref().and_then(parse_content) else {
+        if f.t.is_none() {
+            st.other_types += 1;
+        } else {
+            st.foreign += 1;
+        }
+        return;
+    };
+    st.deliveries += 1;
+    if s >= layout.sender_room.len() || q >= m {
+        st.foreign += 1;
+        return;
+    }
+    if layout.sender_room[s] != mine.room {
+        st.misrouted += 1;
+        return;
+    }
+    let bit = layout.sender_local[s] * m + q;
+    let (w, b) = (bit / 64, 1u64 << (bit % 64));
+    if seen[w] & b != 0 {
+        st.dups += 1;
+        return;
+    }
+    seen[w] |= b;
+    st.unique += 1;
+    st.lat_us
+        .push((now_ns.saturating_sub(send_ns) / 1000).min(u32::MAX as u64) as u32);
+    let shared = &mine.shared;
+    shared.last_delivery_ns.fetch_max(now_ns, Ordering::Relaxed);
+    if mine.my_sender == Some(s) {
+        if let Some(a) = &mine.ack {
+            a.add_permits(1);
+        }
+    }
+    let u = shared.unique.fetch_add(1, Ordering::AcqRel) + 1;
+    if shared.measuring.load(Ordering::Acquire) && u == shared.expected.load(Ordering::Acquire) {
+        shared.all_delivered.notify_one();
+    }
 }

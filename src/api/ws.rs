@@ -46,7 +46,8 @@ pub async fn connect(
     check_origin(&headers, url, &Config::from_env(env))?;
 
     // The query read once: a reconnect storm is all connects.
-    let [query_token, since, rev] = http::raw_query_params(url, ["token", "since", "rev"]);
+    let [query_token, since, rev, batch] =
+        http::raw_query_params(url, ["token", "since", "rev", "batch"]);
     let (token, via_subprotocol) = match subprotocol_token(&headers)? {
         Some(token) => (Some(token), true),
         None => (query_token, false),
@@ -56,6 +57,7 @@ pub async fn connect(
     let badge = guard::verify_signature(env, token.as_deref())?;
     let since = position(since, "since")?;
     let rev = position(rev, "rev")?;
+    let batch = batch_option(batch)?;
     // Handed over as a public room's socket first; `member` changes if the room says private.
     let mut handover = Handover {
         user: badge.username.as_str().to_owned(),
@@ -69,6 +71,7 @@ pub async fn connect(
         bearer: via_subprotocol,
         since,
         rev,
+        batch,
     };
 
     // Public rooms, the common case, need no D1 query: the room is the authority on privacy
@@ -125,6 +128,16 @@ fn position(value: Option<String>, name: &'static str) -> ApiResult<Option<u64>>
             "{name} must be a non-negative integer"
         ))),
         None => Ok(None),
+    }
+}
+
+/// `?batch=`: `1` opts into batched delivery (`protocol::batch_frames`), `0` or none keeps one
+/// frame per message.
+fn batch_option(value: Option<String>) -> ApiResult<bool> {
+    match value.as_deref() {
+        None | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(_) => Err(ApiError::unprocessable("batch must be 0 or 1")),
     }
 }
 
@@ -194,6 +207,17 @@ mod tests {
         assert_eq!(parse_bearer_subprotocol("bearer"), None);
         assert_eq!(parse_bearer_subprotocol("bearer, "), None);
         assert_eq!(parse_bearer_subprotocol("chat, abc"), None);
+    }
+
+    #[test]
+    fn batch_is_0_or_1() {
+        assert!(!batch_option(None).unwrap());
+        assert!(!batch_option(Some("0".into())).unwrap());
+        assert!(batch_option(Some("1".into())).unwrap());
+        for bad in ["", "true", "2", "01"] {
+            let err = batch_option(Some(bad.into())).unwrap_err();
+            assert_eq!(err.status, 422, "{bad}");
+        }
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl Changes {
         now_ms: i64,
     ) -> Result<std::result::Result<String, Refusal>> {
         // Every accepted message is stored first: the change sees it, and follows it.
-        self.outbox.store_waiting();
+        let group = self.outbox.store_waiting();
         let id = change.id();
         let target = self.storage.target(id)?;
         if let Err(refusal) = check(&change, target.as_ref(), user, may_remove) {
@@ -191,7 +191,7 @@ impl Changes {
                 .to_json()
             }
         };
-        self.outbox.changed(rev, frame);
+        self.outbox.changed(group, rev, frame);
         Ok(Ok(author))
     }
 }

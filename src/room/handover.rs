@@ -38,6 +38,10 @@ pub struct Handover {
     /// `?rev=`: the room's revision the client's copy reflects (a catch-up of changes too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rev: Option<u64>,
+    /// `?batch=1`: the client takes the frames of one outbox flush as one `batch` frame
+    /// (`protocol::batch_frames`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batch: bool,
 }
 
 impl Handover {
@@ -79,6 +83,7 @@ mod tests {
             bearer: true,
             since: Some(42),
             rev: Some(7),
+            batch: true,
         }
     }
 
@@ -90,6 +95,7 @@ mod tests {
         let without_since = Handover {
             since: None,
             rev: None,
+            batch: false,
             ..sample()
         };
         assert_eq!(

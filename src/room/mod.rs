@@ -584,7 +584,8 @@ impl ChatRoom {
         }
 
         let pair = WebSocketPair::new()?;
-        self.sockets.accept(&pair.server, user, jti)?;
+        self.sockets
+            .accept(&pair.server, user, jti, handover.batch)?;
         if !self.is_private() {
             // Joining a public room is the first successful connect (`activity.rs`).
             self.activity

@@ -28,6 +28,10 @@
 //! waits (for its timer, or for its commit) gets the history up to the last message sent
 //! ([`Outbox::sent_id`]) and then the group as live frames, so nothing is missed or repeated
 //! (`mod.rs`, `connect`).
+//!
+//! What one durable commit releases is one flush: its frames go one by one to plain sockets and
+//! as one `batch` frame to sockets that opted in (`Fanout::to_all_grouped`). A change takes the
+//! group stored in its event along ([`StoredGroup`]), so the two share a flush.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -57,6 +61,25 @@ pub struct Outgoing {
     pub frame: String,
     /// Told if the message could not be stored (it is then not sent to anyone).
     pub sender: WebSocket,
+}
+
+/// A group stored by [`Outbox::store_waiting`] ahead of a change in the same event. Handed to
+/// [`Outbox::changed`], the group and the change go out together once their commit is durable;
+/// dropped without a change (the change was refused, or failed), the group goes out alone.
+#[must_use = "dropping it sends the group alone; hand it to `Outbox::changed` to send it with the change"]
+pub struct StoredGroup {
+    outbox: Rc<Outbox>,
+    /// The group's last revision, while it still has to be sent (`None`: empty, or taken by a
+    /// change).
+    last_rev: Option<i64>,
+}
+
+impl Drop for StoredGroup {
+    fn drop(&mut self) {
+        if let Some(last_rev) = self.last_rev.take() {
+            self.outbox.after_commit(last_rev);
+        }
+    }
 }
 
 /// Stored, waiting for its commit to be durable before it is sent.
@@ -197,14 +220,14 @@ impl Outbox {
     }
 
     /// Before a change is written: stores the waiting group now, in the current event, so that
-    /// the change sees every accepted message and lands after them in the same commit.
-    pub fn store_waiting(self: &Rc<Self>) {
+    /// the change sees every accepted message and lands after them in the same commit. The
+    /// group goes out with the change ([`Outbox::changed`]), one flush for both; if no change
+    /// follows, dropping the returned [`StoredGroup`] sends the group alone.
+    pub fn store_waiting(self: &Rc<Self>) -> StoredGroup {
         let mut group = self.waiting.take();
         let stored = self.store_group(&group);
         group.truncate(stored);
-        let Some(last_rev) = group.last().map(|m| m.rev) else {
-            return;
-        };
+        let last_rev = group.last().map(|m| m.rev);
         self.unsent
             .borrow_mut()
             .extend(group.into_iter().map(|m| Unsent {
@@ -212,13 +235,18 @@ impl Outbox {
                 id: Some(m.id),
                 frame: m.frame,
             }));
-        self.after_commit(last_rev);
+        StoredGroup {
+            outbox: Rc::clone(self),
+            last_rev,
+        }
     }
 
-    /// A change with revision [`Outbox::next_rev`] was written in the current event (after
-    /// [`Outbox::store_waiting`]): `frame` goes to the room once it is durable, in order.
-    pub fn changed(self: &Rc<Self>, rev: i64, frame: String) {
+    /// A change with revision [`Outbox::next_rev`] was written in the current event, after
+    /// `group` was stored in it: `frame` goes to the room with the group once the commit is
+    /// durable, in order.
+    pub fn changed(self: &Rc<Self>, mut group: StoredGroup, rev: i64, frame: String) {
         debug_assert_eq!(rev, self.next_rev());
+        group.last_rev = None;
         self.last_rev.set(rev);
         self.unsent.borrow_mut().push_back(Unsent {
             rev,
@@ -258,7 +286,7 @@ impl Outbox {
     /// transaction) and has what was stored sent once the commit is durable.
     fn flush(self: &Rc<Self>) {
         self.flush_timer.fired();
-        self.store_waiting();
+        drop(self.store_waiting());
     }
 
     /// What is unsent up to revision `last_rev` goes out once the current commit is durable.
@@ -277,15 +305,20 @@ impl Outbox {
         let Some(mark) = self.durable_marks.borrow_mut().pop_front() else {
             return;
         };
-        let mut unsent = self.unsent.borrow_mut();
-        while unsent.front().is_some_and(|u| u.rev <= mark) {
-            let item = unsent.pop_front().unwrap();
-            self.fanout.to_all(&item.frame);
-            if let Some(id) = item.id {
-                self.sent_id.set(id);
+        let mut frames = Vec::new();
+        {
+            let mut unsent = self.unsent.borrow_mut();
+            while unsent.front().is_some_and(|u| u.rev <= mark) {
+                let item = unsent.pop_front().unwrap();
+                if let Some(id) = item.id {
+                    self.sent_id.set(id);
+                }
+                self.sent_rev.set(item.rev);
+                frames.push(item.frame);
             }
-            self.sent_rev.set(item.rev);
         }
+        // One flush: a batch for the sockets that opted in, the frames one by one for the rest.
+        self.fanout.to_all_grouped(&frames);
     }
 
     /// Stores `group` in order in the current event's commit; returns how many were stored. If a

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use worker::{js_sys, Result, State, WebSocket};
 
-use crate::protocol::CloseReason;
+use crate::protocol::{self, CloseReason};
 
 /// Who a socket belongs to; stored as its hibernation attachment. It is kept as one compact
 /// JSON string (about 40 bytes of the 16 KB allowed): reading one JS string and parsing it in
@@ -51,31 +51,53 @@ fn badge_tag(jti: &str) -> String {
 // holds, with no crossing between WASM and JS and no per-socket handle for Rust to manage.
 // This is the hot path of the whole service (a message to N members is N sends).
 //
-// The list of sockets is kept between broadcasts: `getWebSockets()` builds a new array of N
-// wrapped sockets on every call, per message. It is dropped (`forgetSockets`) when a socket is
-// accepted, so a new member never misses a message, and when sockets go; a socket that closed
-// while listed makes its `send` throw, as it would from a fresh list, and the list is dropped.
+// The lists of sockets are kept between broadcasts: `getWebSockets()` builds a new array of N
+// wrapped sockets on every call, per message. They are dropped (`forgetSockets`) when a socket
+// is accepted, so a new member never misses a message, and when sockets go; a socket that closed
+// while listed makes its `send` throw, as it would from a fresh list, and the lists are dropped.
 // Keyed by the object's `DurableObjectState`, which a hibernated object gets anew on wake-up.
+//
+// Sockets that opted into batched delivery carry the tag `BATCH_TAG`: the runtime lists them
+// in one call, so a room splits its sockets into plain and batched once per list, without
+// reading any socket's attachment. With none batched, `plain` is `all` itself.
 #[wasm_bindgen(inline_js = r#"
 const listed = new WeakMap();
-function sockets(state) {
-  let list = listed.get(state);
-  if (list === undefined) {
-    list = state.getWebSockets();
-    listed.set(state, list);
+function lists(state) {
+  let lists = listed.get(state);
+  if (lists === undefined) {
+    const all = state.getWebSockets();
+    const batched = state.getWebSockets("batch");
+    let plain = all;
+    if (batched.length > 0) {
+      const skip = new Set(batched);
+      plain = all.filter((ws) => !skip.has(ws));
+    }
+    lists = { all, plain, batched };
+    listed.set(state, lists);
   }
-  return list;
+  return lists;
 }
-export function broadcast(state, frame, except) {
-  const skip = except === undefined ? null : except;
+function sendEach(state, list, frame, skip) {
   let sent = 0, closed = false;
-  for (const ws of sockets(state)) {
+  for (const ws of list) {
     if (skip !== null && skip.includes(ws)) continue;
     // A closing socket throws: the others still get the frame, and the next list leaves it out.
     try { ws.send(frame); sent++; } catch (_) { closed = true; }
   }
   if (closed) listed.delete(state);
   return sent;
+}
+export function broadcast(state, frame, except) {
+  return sendEach(state, lists(state).all, frame, except === undefined ? null : except);
+}
+export function broadcastPlain(state, frame) {
+  return sendEach(state, lists(state).plain, frame, null);
+}
+export function broadcastBatched(state, frame) {
+  return sendEach(state, lists(state).batched, frame, null);
+}
+export function batchedCount(state) {
+  return lists(state).batched.length;
 }
 export function forgetSockets(state) {
   listed.delete(state);
@@ -86,7 +108,15 @@ export function socketCount(state, tag) {
 extern "C" {
     #[wasm_bindgen(js_name = broadcast)]
     fn broadcast_js(state: &JsValue, frame: &str, except: &JsValue) -> u32;
-    /// Drops the list of sockets `broadcast` keeps: call after every accept and close.
+    /// Sends to the sockets that did not opt into batched delivery.
+    #[wasm_bindgen(js_name = broadcastPlain)]
+    fn broadcast_plain_js(state: &JsValue, frame: &str) -> u32;
+    /// Sends to the sockets that opted into batched delivery.
+    #[wasm_bindgen(js_name = broadcastBatched)]
+    fn broadcast_batched_js(state: &JsValue, frame: &str) -> u32;
+    #[wasm_bindgen(js_name = batchedCount)]
+    fn batched_count_js(state: &JsValue) -> u32;
+    /// Drops the lists of sockets `broadcast` keeps: call after every accept and close.
     #[wasm_bindgen(js_name = forgetSockets)]
     fn forget_sockets_js(state: &JsValue);
     /// How many sockets the room holds (with `tag`: how many carry it), without a WASM
@@ -94,6 +124,12 @@ extern "C" {
     #[wasm_bindgen(js_name = socketCount)]
     fn socket_count_js(state: &JsValue, tag: Option<&str>) -> u32;
 }
+
+/// The tag of a socket that opted into batched delivery (`?batch=1`). A tag rather than a field
+/// of the attachment: it survives hibernation the same way, and the fan-out finds every batched
+/// socket with one runtime call instead of reading each socket's attachment. User tags start
+/// with `u:` and badge tags with `j:`, so no other tag is ever this one.
+const BATCH_TAG: &str = "batch";
 
 /// Sends frames to every socket of the room; a cheap handle for the parts of the room that
 /// broadcast (the outbox, presence) without owning the sockets.
@@ -108,6 +144,28 @@ impl Fanout {
     /// from Rust to JS once, whatever the number of recipients.
     pub fn to_all(&self, frame: &str) -> u32 {
         broadcast_js(&self.state, frame, &JsValue::UNDEFINED)
+    }
+
+    /// Sends the frames of one outbox flush, in order: each frame to every socket that did not
+    /// opt into batched delivery, and [`protocol::batch_frames`] of them to every socket that
+    /// did (serialised once for all of them).
+    pub fn to_all_grouped<S: AsRef<str>>(&self, frames: &[S]) {
+        if let [only] = frames {
+            self.to_all(only.as_ref());
+            return;
+        }
+        if batched_count_js(&self.state) == 0 {
+            for frame in frames {
+                self.to_all(frame.as_ref());
+            }
+            return;
+        }
+        for frame in frames {
+            broadcast_plain_js(&self.state, frame.as_ref());
+        }
+        for batch in protocol::batch_frames(frames) {
+            broadcast_batched_js(&self.state, &batch);
+        }
     }
 
     /// [`Fanout::to_all`] but `except`.
@@ -172,14 +230,20 @@ impl Sockets {
         socket_count_js(&self.fanout.state, Some(&user_tag(user))) as usize
     }
 
-    /// Accepts `ws` (hibernatable) for `user`, opened with badge `jti`; returns who it belongs to.
-    pub fn accept(&self, ws: &WebSocket, user: &str, jti: &str) -> Result<Member> {
+    /// Accepts `ws` (hibernatable) for `user`, opened with badge `jti`, with batched delivery if
+    /// `batch`; returns who it belongs to.
+    pub fn accept(&self, ws: &WebSocket, user: &str, jti: &str, batch: bool) -> Result<Member> {
         let member = Member {
             user: user.to_owned(),
             conn: self.new_conn_id()?,
         };
-        self.state
-            .accept_websocket_with_tags(ws, &[&user_tag(user), &badge_tag(jti)]);
+        let (user_tag, badge_tag) = (user_tag(user), badge_tag(jti));
+        let tags: &[&str] = if batch {
+            &[&user_tag, &badge_tag, BATCH_TAG]
+        } else {
+            &[&user_tag, &badge_tag]
+        };
+        self.state.accept_websocket_with_tags(ws, tags);
         forget_sockets_js(&self.fanout.state);
         if let Some(n) = self.open.get() {
             self.open.set(Some(n + 1));

@@ -11,6 +11,7 @@ mod harness;
 mod accounts;
 mod api_documents;
 mod badges;
+mod batching;
 mod changes;
 mod dms;
 mod durability;
