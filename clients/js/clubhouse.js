@@ -678,11 +678,14 @@ export class Room extends Emitter {
     this.#opened({ ...frame, messages: [], resumed, complete: true });
   }
 
-  /** Catch-up items, in order, each as its own event. */
-  #deliver(items) {
+  /**
+   * Catch-up items, in order, each as its own event. `overHttp`: pages read at some revision we do
+   * not know, so their messages' `rev` does not say how far the room's changes were applied.
+   */
+  #deliver(items, { overHttp = false } = {}) {
     for (const item of items) {
       const type = item?.type ?? 'message';
-      if (type === 'message') this.#message({ ...item, type });
+      if (type === 'message') this.#message({ ...item, type }, { overHttp });
       else this.#change(item);
     }
   }
@@ -713,7 +716,7 @@ export class Room extends Emitter {
           upTo,
         );
         if (epoch !== this.#epoch) return;
-        this.#deliver(messages.filter((m) => m.id > before).map((m) => ({ ...m, type: 'message' })));
+        this.#deliver(messages.filter((m) => m.id > before), { overHttp: true });
         this.#deliver(items);
         complete = all;
       }
@@ -775,10 +778,10 @@ export class Room extends Emitter {
     }
   }
 
-  #message(frame) {
+  #message(frame, { overHttp = false } = {}) {
     const fresh = !this.#seen.has(frame.id);
     this.#remember(frame.id);
-    this.#raiseRev(frame.rev);
+    if (!overHttp) this.#raiseRev(frame.rev);
     const mine = frame.client_id !== undefined ? this.#pending.get(frame.client_id) : undefined;
     if (mine) {
       this.#pending.delete(frame.client_id);

@@ -15,7 +15,16 @@ let server;
 before(async () => {
   server = await start();
 });
+/** Every room a test connects, closed at the end even when the test failed half-way. */
+const rooms = [];
+const connect = Clubhouse.prototype.connect;
+Clubhouse.prototype.connect = function track(...args) {
+  const room = connect.apply(this, args);
+  rooms.push(room);
+  return room;
+};
 after(async () => {
+  for (const room of rooms) room.close();
   await server?.stop();
   server?.cleanup();
 });

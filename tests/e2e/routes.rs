@@ -13,7 +13,11 @@ async fn the_page_is_served_by_the_worker_with_etags_and_its_security_headers() 
         ("/app.js", "public/app.js", "text/javascript"),
         ("/app.css", "public/app.css", "text/css"),
         ("/favicon.svg", "public/favicon.svg", "image/svg+xml"),
-        ("/clubhouse.js", "clients/js/clubhouse.js", "text/javascript"),
+        (
+            "/clubhouse.js",
+            "clients/js/clubhouse.js",
+            "text/javascript",
+        ),
     ] {
         let resp = c.get(path).send().await.unwrap();
         assert_eq!(resp.status(), 200, "GET {path}");
