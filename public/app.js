@@ -2,35 +2,39 @@
 // (no inline code, no eval, no innerHTML). Every piece of text that came from the network is put
 // into the page with textContent, so markup in a message is shown as the characters it is.
 //
+// The protocol (HTTP requests, the socket with its reconnects, heartbeat and exact catch-up, the
+// badge's refresh) is the client library's, clients/js/clubhouse.js, served at /clubhouse.js: this
+// file is the page around it.
+//
 // The token lives in sessionStorage only (per tab, gone when the tab closes), travels in the
 // Authorization header over HTTP and in Sec-WebSocket-Protocol ("bearer", <JWT>) on the socket, so
 // it never appears in a URL unless the server predates that transport (then ?token= is used).
 // The refresh token never reaches this script: the server keeps it in an HttpOnly cookie sent to
-// /token only. The page trades it for a new token on load and a little before each token expires,
-// so a person stays logged in across reloads; open sockets are not touched by a refresh.
+// /token only. The library trades it for a new token on load and a little before each token
+// expires, so a person stays logged in across reloads; open sockets are not touched by a refresh.
+
+import { Clubhouse, ClubhouseError, MAX_CONTENT_CHARS, badgeClaims } from '/clubhouse.js';
 
 const TOKEN_KEY = 'clubhouse.token';
 const USERNAME_RE = /^[A-Za-z0-9_.-]{3,32}$/;
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const DM_RE = /^dm\.[0-9a-f]{32}$/; // a direct-message room: the server derives it from the two names
 const MY_ROOMS_REFRESH_MS = 10000; // how often the sidebar asks GET /me/rooms for other rooms' unread counts
+const MY_ROOMS_HIDDEN_REFRESH_MS = 30000; // the same while the tab is hidden (the title still counts unread)
 const READ_SEND_EVERY_MS = 1000; // at most one read marker a second: read frames share the message rate limit
 const SNIPPET_CHARS = 100;
-const MAX_CONTENT_CHARS = 4000;
 const PAGE_SIZE = 50;
-const BACKOFF_BASE_MS = 500;
-const BACKOFF_CAP_MS = 15000;
-const HEARTBEAT_MS = 25000;
-const HEARTBEAT_TIMEOUT_MS = 10000;
-const GAP_FILL_MAX_PAGES = 10;
-const RELOAD_MAX_PAGES = 30; // after a truncated catch-up: at most this many pages of 100 reloaded
+// The socket's reconnects and heartbeat (clubhouse.js ConnectOptions).
+const CONNECT_OPTIONS = { minDelayMs: 500, maxDelayMs: 15000, heartbeatMs: 25000, heartbeatTimeoutMs: 10000 };
 const TYPING_SEND_EVERY_MS = 3200; // at most one "typing" frame this often while typing (the server forwards one per 3 s: a little over it, so none is dropped)
 const TYPING_SHOW_MS = 5000; // how long "alice is typing…" stays after her last typing frame
-const REFRESH_LEAD_MS = 60_000; // refresh this long before the token expires (or at half its life, if shorter)
-const REFRESH_RETRY_MS = 10_000; // after a refresh that could not reach the server
 const REACTION_PALETTE = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
 
 const $ = (id) => document.getElementById(id);
+
+// Same origin: the refresh cookie, a badge refreshed before it expires (and when a socket finds it
+// refused), and `?token=` for a server without the `bearer` subprotocol.
+const club = new Clubhouse({ baseUrl: location.origin, cookie: true, autoRefresh: true, transport: 'auto' });
 
 const state = {
   token: null,
@@ -38,29 +42,20 @@ const state = {
   closingExpected: false,
   username: null,
   exp: 0,
-  iat: 0,
-  refreshTimer: 0,
   room: null,
+  entered: null, // replaced by each enterRoom: an older one's work arriving late is dropped
   roomInfo: null,
-  ws: null,
-  gen: 0, // bumped whenever the current socket is abandoned on purpose; stale events are ignored
+  conn: null, // the library's Room for the room in view; its events are ignored once replaced
   status: 'idle',
-  transport: 'unknown', // 'bearer' once the subprotocol worked, 'query' if only ?token= did
-  attempt: 0,
-  reconnectTimer: 0,
   countdownTimer: 0,
   nextAttemptAt: 0,
-  held: false, // test hook: keep the socket down until resume()
   stopped: false, // no more reconnects in this room (removed, forbidden)
-  heartbeatTimer: 0,
-  pongTimer: 0,
   // The view: messages by id, kept in id order.
   els: new Map(), // id -> <li>
   msgs: new Map(), // id -> { id, username, ts, rev, content, deleted, edited_ts, reactions: [[emoji, [user…]]…] }
   ids: [], // sorted ascending
   lastId: 0,
   rev: 0, // the room's revision last applied (history frame, then live frames); 0 = unknown
-  askedRev: 0, // the rev= the current socket was opened with (0: none)
   typing: new Map(), // username -> timer that hides "is typing…"
   lastTypingSent: 0,
   editing: null, // { id, returnFocus } while a message is being edited in place
@@ -84,7 +79,11 @@ const state = {
   myRoomsLoaded: false, // false on servers without /me/rooms: the sidebar lists recent rooms only
   myRoomsTimer: 0,
   myRoomsGen: 0, // bumped per request: an older answer arriving late is dropped
+  myRoomsAt: 0, // when the list was last asked for
   dmWith: new Map(), // DM room id -> the other person's name
+  refused: new Set(), // private rooms that refused us: listed, marked, until the list shows we were added
+  added: new Set(), // rooms that refused us and then appeared in GET /me/rooms: marked until visited
+  unseenHere: 0, // messages from others that came into the room in view while the tab was hidden
   readSent: 0, // the newest id we sent a read marker for in this room
   readTimer: 0,
   peerRead: 0, // in a DM: the newest id the other person has read (their read receipts)
@@ -116,48 +115,22 @@ function clearChildren(node) {
 // HTTP
 // ------------------------------------------------------------------------------------------
 
-/** Calls the API. Never throws: network failures come back as status 0. */
+/** Calls the API (through the library). Never throws: failures come back with their status, 0
+ *  when the server could not be reached. */
 async function api(method, path, { json, form, auth = true, cookie = false } = {}) {
-  const headers = { Accept: 'application/json' };
-  // Asks for the refresh token as a cookie (login), or lets the cookie refresh: a header no
-  // cross-site form can send. Only the routes that read or clear the cookie get it.
-  if (cookie) headers['X-Refresh-Cookie'] = '1';
-  let body;
-  if (json !== undefined) {
-    headers['Content-Type'] = 'application/json';
-    body = JSON.stringify(json);
-  } else if (form !== undefined) {
-    headers['Content-Type'] = 'application/x-www-form-urlencoded';
-    body = new URLSearchParams(form).toString();
-  }
-  if (auth && state.token) headers.Authorization = `Bearer ${state.token}`;
-  let res;
+  let out;
   try {
-    const credentials = cookie ? 'same-origin' : 'omit';
-    res = await fetch(path, { method, headers, body, credentials, cache: 'no-store', redirect: 'error' });
-  } catch {
-    return { ok: false, status: 0, data: null, detail: 'Cannot reach the server. Check your connection.' };
+    const data = await club.request(method, path, { json, form, auth, cookie });
+    out = { ok: true, data, detail: '', retryAfter: null };
+  } catch (e) {
+    if (!(e instanceof ClubhouseError)) throw e;
+    const detail = e.status === 0 ? 'Cannot reach the server. Check your connection.' : e.detail;
+    out = { ok: false, status: e.status, data: e.body ?? null, detail, retryAfter: e.retryAfter };
   }
-  let data = null;
-  try {
-    data = await res.json();
-  } catch {
-    data = null;
-  }
-  const detail = data && typeof data.detail === 'string' ? data.detail : `${res.status} ${res.statusText}`;
-  const out = { ok: res.ok, status: res.status, data, detail, retryAfter: parseRetryAfter(res.headers.get('Retry-After')) };
-  if (res.status === 401 && auth && state.token) {
+  if (out.status === 401 && auth && state.token) {
     sessionEnded('Your session has ended. Please log in again.');
   }
   return out;
-}
-
-/** Retry-After in seconds (delta-seconds or an HTTP date), or null. */
-function parseRetryAfter(value) {
-  if (!value) return null;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim());
-  const when = Date.parse(value);
-  return Number.isNaN(when) ? null : Math.max(0, Math.ceil((when - Date.now()) / 1000));
 }
 
 function plural(n, word) {
@@ -168,38 +141,31 @@ function plural(n, word) {
 // Session
 // ------------------------------------------------------------------------------------------
 
-function decodeJwt(token) {
-  try {
-    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const padded = part + '='.repeat((4 - (part.length % 4)) % 4);
-    const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
-    return JSON.parse(new TextDecoder().decode(bytes));
-  } catch {
-    return null;
-  }
+/** Logged in with `token` (the library keeps it, and refreshes it before it expires). */
+function setSession(token, fallbackName) {
+  club.setToken(token); // onToken below
+  if (!state.username) state.username = fallbackName;
 }
 
-function setSession(token, fallbackName) {
-  const claims = decodeJwt(token) || {};
+/** A new badge from the library (log in, or a refresh): the name, expiry and this tab's copy. */
+function onToken(token) {
+  if (!token) return;
+  const claims = badgeClaims(token) || {};
   state.token = token;
-  state.username = typeof claims.sub === 'string' ? claims.sub : fallbackName;
+  if (typeof claims.sub === 'string') state.username = claims.sub;
   state.exp = typeof claims.exp === 'number' ? claims.exp : 0;
-  state.iat = typeof claims.iat === 'number' ? claims.iat : 0;
-  state.transport = 'unknown';
   try {
     sessionStorage.setItem(TOKEN_KEY, token);
   } catch {
     /* private mode: the session lasts as long as the page */
   }
-  scheduleRefresh();
 }
 
 function clearSession() {
-  clearTimeout(state.refreshTimer);
+  club.setToken(null);
   state.token = null;
   state.username = null;
   state.exp = 0;
-  state.iat = 0;
   try {
     sessionStorage.removeItem(TOKEN_KEY);
   } catch {
@@ -211,34 +177,14 @@ function tokenExpired() {
   return state.exp > 0 && Date.now() / 1000 >= state.exp;
 }
 
-/** Plans the next refresh: a minute before the token expires, or at half its life if that is shorter. */
-function scheduleRefresh(delay = null) {
-  clearTimeout(state.refreshTimer);
-  if (!state.exp) return;
-  const lifeMs = (state.exp - state.iat) * 1000;
-  const lead = Math.min(REFRESH_LEAD_MS, lifeMs / 2);
-  const wait = delay ?? Math.max(1000, state.exp * 1000 - lead - Date.now());
-  state.refreshTimer = setTimeout(() => refreshSession(), wait);
-}
-
-/**
- * Trades the refresh cookie for a new token. Resolves to true with a new token in place. Tabs
- * of one browser share the cookie, and a refresh token presented twice ends the session, so
- * tabs take turns (Web Locks): the next one sends the cookie the previous one got back.
- */
+/** Trades the refresh cookie for a new token (clubhouse.js refresh()). True with a new token in place. */
 async function refreshSession() {
-  const run = async () => {
-    const res = await api('POST', '/token', { form: { grant_type: 'refresh_token' }, auth: false, cookie: true });
-    if (res.ok && res.data && typeof res.data.access_token === 'string') {
-      setSession(res.data.access_token, state.username);
-      return true;
-    }
-    // Unreachable: try again soon, and keep the token while it lasts.
-    if (res.status === 0 || res.status >= 500 || res.status === 429) scheduleRefresh(REFRESH_RETRY_MS);
+  try {
+    await club.refresh();
+    return true;
+  } catch {
     return false;
-  };
-  if (navigator.locks) return navigator.locks.request('clubhouse-refresh', run);
-  return run();
+  }
 }
 
 /** The token is no longer good (401, revoked, expired): back to the login form. */
@@ -253,7 +199,7 @@ async function logout(everywhere = false) {
   leaveRoom();
   if (token) {
     // Best effort: the server revokes the token and closes its sockets. Cleared locally either way.
-    await api('POST', everywhere ? '/logout?all=true' : '/logout', { cookie: true });
+    await club.logOut({ all: everywhere }).catch(() => {});
   }
   clearSession();
   showAuth('You have logged out.', 'info');
@@ -399,7 +345,7 @@ async function doSignup(username, password) {
   const problem = signupProblem(username, password);
   if (problem) return authError(problem);
   const res = await api('POST', '/users/', { json: { username, password }, auth: false });
-  if (res.status === 201 || res.status === 200) return doLogin(username, password);
+  if (res.ok) return doLogin(username, password);
   if (res.status === 409) return authError(`The username "${username}" is already taken.`);
   if (res.status === 422) return authError(`Cannot sign up: ${res.detail}`);
   if (res.status === 429) return rateLimited(res.retryAfter);
@@ -565,7 +511,7 @@ function roomLabel(room) {
 
 /** The sidebar: my rooms from the server (newest activity first, with unread counts and the
  *  last message), then rooms visited here that the server does not list (public rooms joined
- *  before, the lobby). */
+ *  before, the lobby, private rooms that refused us); rooms and direct messages apart. */
 function renderRoomList() {
   const list = $('room-list');
   clearChildren(list);
@@ -578,29 +524,66 @@ function renderRoomList() {
       rooms.push({ room_id: room, kind: DM_RE.test(room) ? 'dm' : 'public', last_message: null, unread: 0 });
     }
   }
-  for (const r of rooms) {
-    const li = el('li');
-    li.dataset.room = r.room_id;
-    li.dataset.kind = r.kind;
-    const a = el('a');
-    a.href = `#room=${r.room_id}`;
-    a.append(el('span', 'room-name', roomLabel(r.room_id)));
-    const unread = r.room_id === state.room ? 0 : r.unread;
-    if (unread > 0) {
-      const count = el('span', 'unread', unread >= 999 ? '999+' : String(unread));
-      count.setAttribute('aria-label', `${unread} unread`);
-      a.append(count);
-      a.dataset.unread = String(unread);
-    }
-    const last = r.last_message;
-    if (last) {
-      const text = last.deleted ? 'message deleted' : last.content;
-      a.append(el('span', 'last', `${last.username}: ${text}`));
-    }
-    if (r.room_id === state.room) a.setAttribute('aria-current', 'true');
-    li.append(a);
-    list.append(li);
+  const groups = [
+    ['rooms', 'Rooms', rooms.filter((r) => r.kind !== 'dm')],
+    ['dms', 'Direct messages', rooms.filter((r) => r.kind === 'dm')],
+  ];
+  for (const [key, title, members] of groups) {
+    if (members.length === 0) continue;
+    const group = el('li', 'room-group');
+    group.dataset.group = key;
+    const label = el('span', 'group-label', title);
+    label.id = `room-group-${key}`;
+    const ul = el('ul', 'room-list');
+    ul.setAttribute('aria-labelledby', label.id);
+    for (const r of members) ul.append(roomEntry(r));
+    group.append(label, ul);
+    list.append(group);
   }
+  updateTitle();
+}
+
+/** One room of the sidebar: its name, unread badge, last message, and whether it refused us or
+ *  we were added since. */
+function roomEntry(r) {
+  const li = el('li');
+  li.dataset.room = r.room_id;
+  li.dataset.kind = r.kind;
+  const a = el('a');
+  a.href = `#room=${r.room_id}`;
+  a.append(el('span', 'room-name', roomLabel(r.room_id)));
+  const unread = r.room_id === state.room ? 0 : r.unread;
+  if (unread > 0) {
+    const count = el('span', 'unread', unread >= 999 ? '999+' : String(unread));
+    count.setAttribute('aria-label', `${unread} unread`);
+    a.append(count);
+    a.dataset.unread = String(unread);
+  }
+  const mark = state.added.has(r.room_id) ? ['added', 'you were added'] : state.refused.has(r.room_id) ? ['refused', 'private: not a member'] : null;
+  if (mark) {
+    li.dataset.access = mark[0];
+    a.append(el('span', `access ${mark[0]}`, mark[1]));
+  }
+  const last = r.last_message;
+  if (last) {
+    const text = last.deleted ? 'message deleted' : last.content;
+    a.append(el('span', 'last', `${last.username}: ${text}`));
+  }
+  if (r.room_id === state.room) a.setAttribute('aria-current', 'true');
+  li.append(a);
+  return li;
+}
+
+/** The tab's title: the room in view, after the count of unread messages elsewhere (and here,
+ *  while the tab is hidden), e.g. "(3) # lobby · Clubhouse". */
+function updateTitle() {
+  if (!state.token || !state.room) return;
+  let unread = state.unseenHere;
+  for (const r of state.myRoomsLoaded ? state.myRooms : []) {
+    if (r.room_id !== state.room) unread += r.unread;
+  }
+  const name = `${roomLabel(state.room)} · Clubhouse`;
+  document.title = unread > 0 ? `(${unread > 999 ? '999+' : unread}) ${name}` : name;
 }
 
 /** A room of GET /me/rooms as the sidebar keeps it, or null if malformed. */
@@ -626,6 +609,7 @@ function listedRoom(r) {
 async function refreshMyRooms() {
   if (!state.token) return;
   const gen = ++state.myRoomsGen;
+  state.myRoomsAt = Date.now();
   const res = await api('GET', '/me/rooms');
   if (gen !== state.myRoomsGen || !state.token) return;
   if (!res.ok || !res.data || !Array.isArray(res.data.rooms)) return;
@@ -634,6 +618,13 @@ async function refreshMyRooms() {
   }
   state.myRooms = res.data.rooms.map(listedRoom).filter(Boolean);
   state.myRoomsLoaded = true;
+  // A room that refused us and is now on our list: the owner added us.
+  for (const r of state.myRooms) {
+    if (state.refused.delete(r.room_id)) {
+      state.added.add(r.room_id);
+      if (r.room_id === state.room && state.stopped) youWereAdded();
+    }
+  }
   renderRoomList();
   if (state.room && DM_RE.test(state.room)) {
     showRoomTitle();
@@ -641,9 +632,22 @@ async function refreshMyRooms() {
   }
 }
 
+/** The room in view refused us, and the list now has it: say so, with a button to join. */
+function youWereAdded() {
+  banner(`You were added to #${state.room}.`, 'info', true);
+  $('retry-now').textContent = 'Join';
+  notice(`You were added to #${state.room}. Press Join to enter.`);
+}
+
+/** The list is polled (one D1 query, docs/architecture.md "The page's sidebar"), less often
+ *  while the tab is hidden; a tab coming back asks at once (wire). */
 function startMyRoomsRefresh() {
   clearInterval(state.myRoomsTimer);
-  state.myRoomsTimer = setInterval(refreshMyRooms, MY_ROOMS_REFRESH_MS);
+  state.myRoomsTimer = setInterval(() => {
+    const hidden = document.visibilityState !== 'visible';
+    if (hidden && Date.now() - state.myRoomsAt < MY_ROOMS_HIDDEN_REFRESH_MS - 1000) return;
+    refreshMyRooms();
+  }, MY_ROOMS_REFRESH_MS);
 }
 
 function stopMyRoomsRefresh() {
@@ -678,7 +682,7 @@ function bumpRoom(frame) {
 
 function showRoomTitle() {
   $('room-title').textContent = roomLabel(state.room);
-  document.title = `${roomLabel(state.room)} · Clubhouse`;
+  updateTitle();
 }
 
 function roomFromHash() {
@@ -725,14 +729,13 @@ function scheduleRead(delay = READ_SEND_EVERY_MS) {
 
 function sendRead() {
   state.readTimer = 0;
-  const ws = state.ws;
+  const conn = state.conn;
   const id = state.lastId;
-  if (!ws || ws.readyState !== WebSocket.OPEN || id <= state.readSent) return;
+  if (!conn || conn.state !== 'open' || id <= state.readSent) return;
   state.readSent = id;
   const newest = state.msgs.get(id);
   if (newest && sameUser(newest.username, state.username)) return; // marked read when we sent it
-  ws.send(JSON.stringify({ type: 'read', id }));
-  state.lastAction = 'read';
+  if (conn.read(id)) state.lastAction = 'read';
 }
 
 /** Someone's read marker moved: in a DM, the other person's shows as "Seen" under our last
@@ -771,7 +774,7 @@ async function onRoomSubmit(event) {
   const action = event.submitter && event.submitter.dataset.action;
   if (action === 'private') {
     const res = await api('POST', '/rooms', { json: { room_id: room, private: true } });
-    if (res.status === 201 || res.status === 200) {
+    if (res.ok) {
       $('room-input').value = '';
       location.hash = `#room=${room}`;
       if (state.room === room) enterRoom(room);
@@ -783,7 +786,12 @@ async function onRoomSubmit(event) {
     return;
   }
   $('room-input').value = '';
-  if (state.room === room) return;
+  if (state.room === room) {
+    // Join on the room in view tries again for real when it is not connected (refused before,
+    // removed, kicked): the owner may have added us since.
+    if (state.stopped) enterRoom(room);
+    return;
+  }
   location.hash = `#room=${room}`;
 }
 
@@ -795,20 +803,16 @@ function onHashChange() {
 
 /** Closes the current socket for good (room switch, logout): its late events are ignored. */
 function leaveRoom() {
-  state.gen += 1;
-  stopHeartbeat();
-  clearTimeout(state.reconnectTimer);
-  clearInterval(state.countdownTimer);
-  if (state.ws) {
-    try {
-      state.ws.close(1000, 'bye');
-    } catch {
-      /* already closed */
-    }
+  // A read marker still waiting goes now: a room glanced at for less than a second is read too.
+  if (state.readTimer) {
+    clearTimeout(state.readTimer);
+    sendRead();
   }
-  state.ws = null;
+  const conn = state.conn;
+  state.conn = null; // first: the close event below is not news
+  clearInterval(state.countdownTimer);
+  if (conn) conn.close();
   state.room = null;
-  state.held = false;
   setStatus('idle');
 }
 
@@ -819,7 +823,6 @@ function resetView() {
   state.ids = [];
   state.lastId = 0;
   state.rev = 0;
-  state.askedRev = 0;
   for (const timer of state.typing.values()) clearTimeout(timer);
   state.typing = new Map();
   state.lastTypingSent = 0;
@@ -850,19 +853,22 @@ async function enterRoom(room) {
   leaveRoom();
   state.room = room;
   state.stopped = false;
-  state.attempt = 0;
   state.roomInfo = null;
+  state.unseenHere = 0;
+  const entered = {};
+  state.entered = entered;
   resetView();
   showRoomTitle();
   $('room-badge').hidden = true;
   $('members-panel').hidden = true;
   setComposerEnabled(false);
+  setStatus('connecting');
   rememberRoom(room);
   refreshMyRooms();
-  const gen = state.gen;
   const info = await loadRoomInfo();
-  if (gen !== state.gen || state.room !== room) return; // switched again meanwhile
+  if (state.entered !== entered || state.room !== room) return; // switched again meanwhile
   if (info === 'forbidden') return;
+  if (state.refused.delete(room) || state.added.delete(room)) renderRoomList();
   connect();
 }
 
@@ -895,13 +901,17 @@ async function loadRoomInfo() {
   return info;
 }
 
+/** A private room we are not in: said here, and kept in the list marked as refused, so that the
+ *  list can tell when the owner adds us (refreshMyRooms). */
 function roomForbidden() {
   state.stopped = true;
   setStatus('closed');
   setComposerEnabled(false);
   banner(`#${state.room} is a private room and you are not a member.`, 'error');
   notice('This room is private. Ask its owner to add you.', 'error');
-  forgetRoom(state.room);
+  state.added.delete(state.room);
+  state.refused.add(state.room);
+  renderRoomList();
 }
 
 /** Banned from the room in view: stop, say so (and until when), forget it from the list. */
@@ -995,102 +1005,79 @@ function setComposerEnabled(on) {
 // WebSocket: connect, catch up, reconnect
 // ------------------------------------------------------------------------------------------
 
-function wsUrl(room, since, rev, queryToken) {
-  const url = new URL(`/ws/${room}`, location.href);
-  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  // rev= asks for an exact catch-up (new messages and every change since); since= is kept for
-  // servers that predate revisions.
-  if (since > 0) url.searchParams.set('since', String(since));
-  if (rev > 0) url.searchParams.set('rev', String(rev));
-  if (queryToken) url.searchParams.set('token', queryToken);
-  return url.href;
-}
-
-function connect(forceQuery = false) {
-  clearTimeout(state.reconnectTimer);
+/**
+ * Opens the room in view through the library (clubhouse.js Room), which reconnects, catches up and
+ * refreshes the badge by itself; this wires its events to the view. `resume`: the view is kept
+ * (Rejoin after a kick), so the socket catches up from what is shown instead of starting over.
+ */
+function connect(resume = false) {
   clearInterval(state.countdownTimer);
   if (!state.room || !state.token || state.stopped) return;
-  if (tokenExpired()) {
-    // Asleep past the refresh (a laptop lid): a new token first, if the login still holds.
-    refreshSession().then((ok) => {
-      if (ok) connect(forceQuery);
-      else if (tokenExpired()) sessionEnded('Your session expired. Please log in again.');
-    });
-    return;
-  }
-  if (state.held) {
-    setStatus('reconnecting');
+  const old = state.conn;
+  state.conn = null;
+  if (old) old.close();
+  const options = { ...CONNECT_OPTIONS };
+  if (resume && state.lastId > 0) options.since = state.lastId;
+  if (resume && state.rev > 0) options.rev = state.rev;
+  const conn = club.connect(state.room, options);
+  state.conn = conn;
+  if (state.ids.length) conn.keepFrom(state.ids[0]);
+  setStatus('connecting');
+  // Events of a Room that is no longer the one in view are not news.
+  const on = (type, handler) => conn.on(type, (event) => {
+    if (state.conn === conn) handler(event);
+  });
+  on('history', onHistory);
+  on('open', onOpen);
+  for (const type of ['message', 'edited', 'deleted', 'reactions']) on(type, onLiveChange);
+  on('reload', onReload);
+  on('typing', onTyping);
+  on('read', onRead);
+  on('presence', onPresence);
+  on('join', onJoin);
+  on('leave', onLeave);
+  on('presence_changes', onPresenceChanges);
+  on('error', onErrorFrame);
+  on('reconnecting', onReconnecting);
+  on('close', onClosed);
+}
+
+/** The room has the socket, caught up. */
+function onOpen() {
+  clearInterval(state.countdownTimer);
+  setStatus('open');
+  banner('');
+  setComposerEnabled(true);
+}
+
+/** The socket dropped: say so, and count down to the library's next try (none while paused). */
+function onReconnecting({ attempt, delayMs, code, reason }) {
+  clearInterval(state.countdownTimer);
+  setComposerEnabled(false);
+  setStatus('reconnecting');
+  if (code === 1008 && reason) notice(`Disconnected by the server: ${reason}`, 'warn');
+  if (delayMs === null) {
     banner('Connection lost. Reconnecting…');
     return;
   }
-  state.gen += 1;
-  const gen = state.gen;
-  const room = state.room;
-  const viaQuery = forceQuery || state.transport === 'query';
-  const rev = state.rev;
-  let ws;
-  try {
-    ws = viaQuery
-      ? new WebSocket(wsUrl(room, state.lastId, rev, state.token))
-      : new WebSocket(wsUrl(room, state.lastId, rev, null), ['bearer', state.token]);
-  } catch {
-    if (!viaQuery) return connect(true);
-    scheduleReconnect();
-    return;
-  }
-  state.ws = ws;
-  state.askedRev = rev;
-  setStatus(state.attempt > 0 ? 'reconnecting' : 'connecting');
-  let opened = false;
-
-  ws.addEventListener('open', () => {
-    if (gen !== state.gen) return;
-    opened = true;
-    if (!viaQuery) state.transport = 'bearer';
-    else if (state.transport !== 'bearer') state.transport = 'query';
-    setStatus('open');
-    banner('');
-    setComposerEnabled(true);
-    startHeartbeat();
-    // Servers that send no history frame: count a connection that stays up as stable.
-    setTimeout(() => {
-      if (gen === state.gen && state.status === 'open') state.attempt = 0;
-    }, 3000);
-  });
-  ws.addEventListener('message', (event) => {
-    if (gen !== state.gen) return;
-    sawTraffic();
-    if (typeof event.data !== 'string') return;
-    if (event.data.startsWith('{"type":"closing"')) {
-      // The server's last word before it closes: act on it now, since the close event itself
-      // may come late (docs/runtime), and ignore this socket's events from here on.
-      let frame = null;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
-        /* not ours */
-      }
-      if (frame && typeof frame.code === 'number') {
-        state.gen += 1;
-        if (state.closingExpected) return;
-        onSocketClosed({ code: frame.code, reason: String(frame.reason || '') }, opened, viaQuery);
-        return;
-      }
-    }
-    handleFrame(event.data);
-  });
-  ws.addEventListener('close', (event) => {
-    if (gen !== state.gen || state.closingExpected) return;
-    onSocketClosed(event, opened, viaQuery);
-  });
+  state.nextAttemptAt = Date.now() + delayMs;
+  const tick = () => {
+    const secs = Math.max(0, Math.ceil((state.nextAttemptAt - Date.now()) / 1000));
+    banner(`Connection lost. Reconnecting… ${secs > 0 ? `next try in ${plural(secs, 'second')}` : 'now'} (attempt ${attempt})`, 'warn', true);
+  };
+  tick();
+  state.countdownTimer = setInterval(tick, 1000);
 }
 
-async function onSocketClosed(event, opened, viaQuery) {
-  stopHeartbeat();
-  state.ws = null;
+/** The library gave up on the room for good: a kick, a refusal (401, 403, 422), or our own close. */
+function onClosed({ code, reason, error }) {
+  state.conn = null;
+  clearInterval(state.countdownTimer);
   setComposerEnabled(false);
-  const reason = String(event.reason || '').toLowerCase();
-  if (event.code === 4001) {
+  // Deleting the account closes our sockets before the request answers: that close is ours.
+  if (state.closingExpected) return;
+  const why = `${reason || ''} ${error ? error.detail : ''}`.toLowerCase();
+  if (code === 4001) {
     // Kicked: may come back, but not by itself (that would undo the kick).
     state.stopped = true;
     setStatus('closed');
@@ -1098,203 +1085,85 @@ async function onSocketClosed(event, opened, viaQuery) {
     showRejoin();
     return;
   }
-  if (event.code === 1008 && /banned/.test(reason)) {
-    roomBanned();
+  if (error && error.status === 401) {
+    sessionEnded(tokenExpired()
+      ? 'Your session expired. Please log in again.'
+      : 'You were logged out (your session was revoked). Please log in again.');
     return;
   }
-  if (event.code === 1008) {
-    if (/token|revoked|credential|auth|session/.test(reason)) {
-      sessionEnded('You were logged out (your session was revoked). Please log in again.');
-      return;
-    }
-    if (/removed|member|kick/.test(reason)) {
+  if (error && error.status === 403) {
+    if (error.body && error.body.banned) roomBanned(error.body.banned);
+    else if (/banned/.test(why)) roomBanned();
+    else if (/removed|member|kick/.test(reason || '')) {
       state.stopped = true;
       setStatus('closed');
       banner(`You were removed from #${state.room}.`, 'error');
       notice(`You were removed from #${state.room} by its owner.`, 'error');
       forgetRoom(state.room);
-      return;
-    }
-    if (reason) notice(`Disconnected by the server: ${event.reason}`, 'warn');
-  }
-  if (!opened) {
-    // A refused handshake looks the same as a dead server from here: ask over HTTP why.
-    const room = state.room;
-    const gen = state.gen;
-    const probe = await api('GET', `/rooms/${room}`);
-    if (gen !== state.gen || room !== state.room || !state.token) return; // left, or session ended (401)
-    if (probe.status === 403) {
-      roomForbidden();
-      return;
-    }
-    if (probe.ok && probe.data && probe.data.banned) {
-      roomBanned(probe.data.banned);
-      return;
-    }
-    // The server is up, our token is good and the room lets us in, yet the handshake failed:
-    // a server without the Sec-WebSocket-Protocol transport. Fall back to ?token= (once per
-    // failure; remembered only if it works).
-    const serverUp = probe.status === 200 || probe.status === 404;
-    if (serverUp && !viaQuery && state.transport !== 'bearer') {
-      connect(true);
-      return;
-    }
-  }
-  scheduleReconnect();
-}
-
-/** Exponential backoff with jitter: the n-th retry waits between half and all of min(cap, base·2ⁿ). */
-function backoffDelay(attempt) {
-  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
-  return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
-}
-
-function scheduleReconnect() {
-  if (!state.room || !state.token || state.stopped) return;
-  clearTimeout(state.reconnectTimer);
-  clearInterval(state.countdownTimer);
-  setStatus('reconnecting');
-  if (state.held) {
-    banner('Connection lost. Reconnecting…');
+    } else roomForbidden();
     return;
   }
-  const delay = backoffDelay(state.attempt);
-  state.attempt += 1;
-  state.nextAttemptAt = Date.now() + delay;
-  const tick = () => {
-    const secs = Math.max(0, Math.ceil((state.nextAttemptAt - Date.now()) / 1000));
-    banner(`Connection lost. Reconnecting… ${secs > 0 ? `next try in ${plural(secs, 'second')}` : 'now'} (attempt ${state.attempt})`, 'warn', true);
-  };
-  tick();
-  state.countdownTimer = setInterval(tick, 1000);
-  state.reconnectTimer = setTimeout(() => connect(), delay);
+  state.stopped = true;
+  setStatus('closed');
+  banner(error ? `Cannot connect to #${state.room}: ${error.detail}` : `Disconnected from #${state.room}.`, 'error');
 }
 
 function reconnectNow() {
-  if ($('retry-now').textContent === 'Rejoin') {
-    $('retry-now').textContent = 'Retry now';
+  const retry = $('retry-now');
+  if (retry.textContent === 'Rejoin') {
+    retry.textContent = 'Retry now';
     state.stopped = false;
     banner('');
-    connect();
+    connect(true);
     return;
   }
-  if (state.status !== 'reconnecting' || state.held) return;
-  connect();
-}
-
-/** Gives up on a socket that stopped answering, and reconnects. */
-function abandonSocket() {
-  const ws = state.ws;
-  state.gen += 1;
-  stopHeartbeat();
-  state.ws = null;
-  setComposerEnabled(false);
-  if (ws) {
-    try {
-      ws.close(4000, 'heartbeat timeout');
-    } catch {
-      /* already closed */
-    }
+  if (retry.textContent === 'Join') {
+    retry.textContent = 'Retry now';
+    if (state.room) enterRoom(state.room);
+    return;
   }
-  scheduleReconnect();
-}
-
-function startHeartbeat() {
-  stopHeartbeat();
-  state.heartbeatTimer = setInterval(() => {
-    const ws = state.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    try {
-      ws.send('ping');
-    } catch {
-      return;
-    }
-    clearTimeout(state.pongTimer);
-    state.pongTimer = setTimeout(abandonSocket, HEARTBEAT_TIMEOUT_MS);
-  }, HEARTBEAT_MS);
-}
-
-function stopHeartbeat() {
-  clearInterval(state.heartbeatTimer);
-  clearTimeout(state.pongTimer);
-}
-
-function sawTraffic() {
-  clearTimeout(state.pongTimer);
+  if (state.conn) state.conn.reconnectNow();
 }
 
 // ------------------------------------------------------------------------------------------
 // Frames
 // ------------------------------------------------------------------------------------------
 
-function handleFrame(text) {
-  if (text === 'pong') return;
-  let frame;
-  try {
-    frame = JSON.parse(text);
-  } catch {
-    return;
-  }
-  if (!frame || typeof frame !== 'object') return;
-  switch (frame.type) {
-    case 'history':
-      onHistory(frame);
-      break;
-    case 'message':
-    case 'edited':
-    case 'deleted':
-    case 'reactions':
-      onLiveChange(frame);
-      break;
-    case 'typing':
-      onTyping(frame);
-      break;
-    case 'read':
-      onRead(frame);
-      break;
-    case 'presence':
-      state.online = new Set((Array.isArray(frame.users) ? frame.users : []).map(String));
-      renderOnline();
-      break;
-    case 'join':
-      if (typeof frame.username === 'string') {
-        state.online.add(frame.username);
-        renderOnline();
-        notice(`${frame.username} joined`);
-      }
-      break;
-    case 'leave':
-      if (typeof frame.username === 'string') {
-        state.online.delete(frame.username);
-        stopTyping(frame.username);
-        renderOnline();
-        notice(`${frame.username} left`);
-      }
-      break;
-    case 'presence_changes':
-      onPresenceChanges(frame);
-      break;
-    case 'error':
-      onErrorFrame(frame);
-      break;
-    default:
-      break;
-  }
+function onPresence(frame) {
+  state.online = new Set((Array.isArray(frame.users) ? frame.users : []).map(String));
+  renderOnline();
 }
 
-/** A live message or change. Every frame carrying a `rev` at or below the room's last applied
- *  one is already reflected (it was in the history frame, or applied before), so it is skipped. */
+function onJoin(frame) {
+  if (typeof frame.username !== 'string') return;
+  state.online.add(frame.username);
+  renderOnline();
+  notice(`${frame.username} joined`);
+}
+
+function onLeave(frame) {
+  if (typeof frame.username !== 'string') return;
+  state.online.delete(frame.username);
+  stopTyping(frame.username);
+  renderOnline();
+  notice(`${frame.username} left`);
+}
+
+/** A message (live, or caught up after a drop in its current state) or a change. The library
+ *  delivers each message once and skips changes already reflected (by their `rev`). */
 function onLiveChange(frame) {
   if (frame.room_id !== undefined && frame.room_id !== state.room) return;
-  const rev = Number.isSafeInteger(frame.rev) ? frame.rev : null;
-  if (rev !== null && rev <= state.rev) return;
   applyItems([frame]);
-  if (rev !== null) state.rev = rev;
+  if (state.conn) state.rev = state.conn.lastRev;
   // Whoever just posted has stopped typing.
   if (frame.type === 'message' && typeof frame.username === 'string') stopTyping(frame.username);
   if (frame.type === 'message') {
     bumpRoom(frame);
     renderReceipt();
+    if (document.visibilityState !== 'visible' && !sameUser(frame.username, state.username)) {
+      state.unseenHere += 1;
+      updateTitle();
+    }
   }
   scheduleRead();
 }
@@ -1324,27 +1193,24 @@ function nameList(names, shown = 5) {
   return `${names.slice(0, shown).join(', ')} and ${names.length - shown} others`;
 }
 
-/** The history frame on connect. Without rev=: the latest messages (or those after since=), in
- *  their current state. With rev=: items in rev order, new messages and changes to those we had,
- *  applied in order. Either way the frame's `rev` is where the live frames take over. */
-async function onHistory(frame) {
-  const before = state.lastId; // what we had when we asked for since=before
-  const oldestHad = state.ids.length ? state.ids[0] : 0;
-  const revMode = state.askedRev > 0;
-  const items = Array.isArray(frame.messages) ? frame.messages : [];
+/** The history on connect: the latest messages in their current state (a first connect), or,
+ *  after a reconnect, the end of a catch-up whose items came as events before it. Either way the
+ *  live frames take over from here. */
+function onHistory(frame) {
   state.historyEpoch += 1;
-  applyItems(items);
-  if (Number.isSafeInteger(frame.rev) && frame.rev >= 0) state.rev = frame.rev;
-  state.attempt = 0;
+  if (!frame.resumed) applyItems(Array.isArray(frame.messages) ? frame.messages : []);
+  if (state.conn) state.rev = state.conn.lastRev;
   updateOlder();
   renderReceipt();
   scheduleRead();
-  if (!frame.truncated || before === 0) return;
-  if (revMode) {
-    await reloadOverHttp(oldestHad);
-  } else if (items.length > 0 && Number.isSafeInteger(items[0].id)) {
-    await fillGap(before, items[0].id);
-  }
+  if (!frame.complete) notice('Some messages from while you were away may be missing or out of date. Reload the page to see them.', 'warn');
+}
+
+/** A catch-up the server cut short, completed by the library over HTTP: the room's messages in
+ *  their current state, back to the oldest one shown. */
+function onReload({ messages }) {
+  applyItems(messages);
+  renderReceipt();
 }
 
 /** GETs a page of the room's messages and hands its messages to `apply(list, page)` while the
@@ -1368,43 +1234,6 @@ async function fetchMessages(query, apply) {
 }
 
 const okPage = (res) => Boolean(res && res.ok && res.data && Array.isArray(res.data.messages));
-
-/** After a long outage the server sends only the newest part of what we missed: page back over
- *  HTTP until the view is contiguous again (or say where the hole is). */
-async function fillGap(after, upTo) {
-  const view = state.view;
-  let before = upTo;
-  for (let n = 0; n < GAP_FILL_MAX_PAGES; n += 1) {
-    let kept = 0;
-    const res = await fetchMessages(`before=${before}&limit=100`, (list, page) => {
-      const msgs = list.filter((m) => m && m.id > after);
-      kept = msgs.length;
-      applyItems(msgs, page);
-    });
-    if (!okPage(res)) break;
-    const list = res.data.messages;
-    if (kept < list.length || !res.data.has_more || list.length === 0) return;
-    before = list[0].id;
-  }
-  if (view === state.view) notice('Some messages from while you were away are not shown: use “Load older messages” history.', 'warn');
-}
-
-/** A catch-up by rev that the server cut short: what we had may have been edited, deleted or
- *  reacted to, and messages may be missing. Reload the room's messages over HTTP (their current
- *  state), newest first, back to the oldest one on screen. */
-async function reloadOverHttp(oldestHad) {
-  const view = state.view;
-  let before = 0;
-  for (let n = 0; n < RELOAD_MAX_PAGES; n += 1) {
-    const query = before > 0 ? `before=${before}&limit=100` : 'limit=100';
-    const res = await fetchMessages(query, (list, page) => applyItems(list, page));
-    if (!okPage(res)) break;
-    const list = res.data.messages;
-    if (!res.data.has_more || list.length === 0 || !Number.isSafeInteger(list[0].id) || list[0].id <= oldestHad) return;
-    before = list[0].id;
-  }
-  if (view === state.view) notice('Some older messages may not show changes made while you were away. Reload the page to see them.', 'warn');
-}
 
 const ACTION_WORDS = {
   message: 'Message not sent',
@@ -1491,16 +1320,12 @@ function renderTyping() {
 
 /** Tells the room we are typing: at most once every few seconds, only with something in the box. */
 function typed() {
-  const ws = state.ws;
-  if (!ws || ws.readyState !== WebSocket.OPEN || !$('message-input').value.trim()) return;
+  const conn = state.conn;
+  if (!conn || conn.state !== 'open' || !$('message-input').value.trim()) return;
   const now = Date.now();
   if (now - state.lastTypingSent < TYPING_SEND_EVERY_MS) return;
   state.lastTypingSent = now;
-  try {
-    ws.send(JSON.stringify({ type: 'typing', room_id: state.room }));
-  } catch {
-    /* closing: nothing to tell */
-  }
+  conn.typing();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1997,8 +1822,8 @@ function notice(text, kind = '') {
 
 /** Sends one frame about a message. False (and says why) when it cannot go now. */
 function sendAction(kind, frame) {
-  const ws = state.ws;
-  if (!ws || ws.readyState !== WebSocket.OPEN) {
+  const conn = state.conn;
+  if (!conn || conn.state !== 'open') {
     sendError('Not connected: try again when the connection is back.');
     return false;
   }
@@ -2007,7 +1832,16 @@ function sendAction(kind, frame) {
     sendError(`You are sending too fast. Wait ${plural(secs, 'second')} and try again.`);
     return false;
   }
-  ws.send(JSON.stringify({ ...frame, room_id: state.room }));
+  const sent = {
+    edit: () => conn.edit(frame.id, frame.content),
+    delete: () => conn.delete(frame.id),
+    react: () => conn.react(frame.id, frame.emoji),
+    unreact: () => conn.unreact(frame.id, frame.emoji),
+  }[frame.type]();
+  if (!sent) {
+    sendError('Not connected: try again when the connection is back.');
+    return false;
+  }
   state.lastAction = kind;
   sendError('');
   return true;
@@ -2455,8 +2289,8 @@ function sendMessage() {
     sendError(`Message too long: at most ${MAX_CONTENT_CHARS} characters.`);
     return;
   }
-  const ws = state.ws;
-  if (!ws || ws.readyState !== WebSocket.OPEN) {
+  const conn = state.conn;
+  if (!conn || conn.state !== 'open') {
     sendError('Not connected: your message was not sent. It will stay in the box.');
     return;
   }
@@ -2465,7 +2299,14 @@ function sendMessage() {
     sendError(`You are sending messages too fast. Wait ${plural(secs, 'second')} and try again.`);
     return;
   }
-  ws.send(JSON.stringify({ content, room_id: state.room }));
+  // Resolves with the echo (resent with its client_id after a drop: stored once); a refusal
+  // comes back with the server's error frame.
+  conn.send(content).catch((e) => {
+    if (state.conn !== conn || !e || !e.frame) return; // left the room, or it closed (said apart)
+    state.lastAction = 'message';
+    state.lastSent = content;
+    onErrorFrame(e.frame);
+  });
   state.lastAction = 'message';
   state.lastTypingSent = 0; // the next keystroke says "typing" again at once
   state.lastSent = content;
@@ -2556,12 +2397,21 @@ function wire() {
   });
   window.addEventListener('hashchange', onHashChange);
   window.addEventListener('online', reconnectNow);
+  // Back on the tab: reconnect at once if waiting, read what came, and a fresh list (it was
+  // polled less often while hidden).
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') {
       reconnectNow();
+      state.unseenHere = 0;
+      updateTitle();
       scheduleRead();
+      refreshMyRooms();
     }
   });
+  window.addEventListener('focus', () => {
+    if (Date.now() - state.myRoomsAt > 2000) refreshMyRooms();
+  });
+  club.on('token', onToken);
 }
 
 // Test and debugging hook. It can only do what the page itself can (drop and resume its own
@@ -2569,22 +2419,19 @@ function wire() {
 window.__clubhouse = Object.freeze({
   /** Closes the socket as a network drop would. With hold=true, stays down until resume(). */
   dropSocket(hold = false) {
-    state.held = Boolean(hold);
-    const ws = state.ws;
-    if (ws) ws.close(4000, 'dropped by test hook');
-    return Boolean(ws);
+    const conn = state.conn;
+    if (!conn || conn.state === 'closed') return false;
+    conn.pause();
+    if (!hold) conn.resume();
+    return true;
   },
   resume() {
-    state.held = false;
-    if (state.status === 'reconnecting' && !state.ws) {
-      state.attempt = 0;
-      connect();
-    }
+    if (state.conn) state.conn.resume();
   },
   status: () => state.status,
-  transport: () => state.transport,
+  transport: () => club.transport,
   lastId: () => state.lastId,
-  rev: () => state.rev,
+  rev: () => (state.conn ? state.conn.lastRev : state.rev),
   messageIds: () => [...state.ids],
   /** The sidebar's rooms as the page shows them: id, kind, unread. */
   sidebar: () => state.myRooms.map((r) => ({ room_id: r.room_id, kind: r.kind, unread: r.unread })),

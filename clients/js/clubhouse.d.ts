@@ -3,14 +3,21 @@
 /** Longest message content, in characters (Unicode code points). */
 export const MAX_CONTENT_CHARS: 4000;
 
-/** An HTTP refusal (`status`, `retryAfter` seconds for 429) or an error frame (`frame`). */
+/**
+ * An HTTP refusal (`status`: 0 when the server could not be reached; `retryAfter` seconds for
+ * 429; `body` the parsed answer, or for a ban the room's info) or an error frame (`frame`).
+ */
 export class ClubhouseError extends Error {
   readonly name: 'ClubhouseError';
   readonly detail: string;
   readonly status?: number;
   readonly retryAfter: number | null;
   readonly frame?: ErrorFrame;
+  readonly body?: any;
 }
+
+/** A badge's claims, read without checking its signature (for its times and name); null if unreadable. */
+export function badgeClaims(token: string): ({ sub?: string; exp?: number; iat?: number } & Record<string, unknown>) | null;
 
 /** Anything that builds a browser-compatible WebSocket: `new WebSocket(url, protocols)`. */
 export interface WebSocketConstructor {
@@ -35,6 +42,23 @@ export interface ClubhouseOptions {
   fetch?: typeof fetch;
   /** Defaults to `globalThis.WebSocket` (browsers, Workers, Node 22+); on Node 20 pass `ws`'s. */
   WebSocket?: WebSocketConstructor;
+  /**
+   * Browsers: the refresh token stays in the server's HttpOnly cookie (`X-Refresh-Cookie`), never
+   * in script; `logIn()` asks for it, `refresh()` and `logOut()` send it. Default false: the
+   * refresh token from `logIn()` is kept in memory.
+   */
+  cookie?: boolean;
+  /**
+   * Refresh the badge a minute before it expires (or at half its life), before a connect with an
+   * expired badge, and when a room's badge is refused with 401. Default false.
+   */
+  autoRefresh?: boolean;
+  /**
+   * How sockets carry the badge: `bearer` (the `bearer` subprotocol, default), `query`
+   * (`?token=`, puts the badge in URLs and logs), or `auto`: the subprotocol, and `?token=` for a
+   * server whose handshake fails with it while its API lets you in.
+   */
+  transport?: 'bearer' | 'query' | 'auto';
 }
 
 export interface ConnectOptions {
@@ -49,8 +73,18 @@ export interface ConnectOptions {
   heartbeatMs?: number;
   /** A socket silent this long after a ping is given up and replaced (default 10000). */
   heartbeatTimeoutMs?: number;
-  /** Called when the badge is refused (expired or revoked): a new badge to go on with. Without it, the room closes. */
+  /**
+   * Called when the badge is refused (expired or revoked): a new badge to go on with. Without it
+   * (and without `autoRefresh`), the room closes.
+   */
   refreshToken?: () => string | Promise<string>;
+}
+
+export interface ClubhouseEvents {
+  /** The badge changed: `logIn()`, `refresh()`, `setToken()`; null after `logOut()`. */
+  token: string | null;
+  /** A planned refresh failed (transient failures are tried again in 10 s). */
+  refresherror: ClubhouseError;
 }
 
 export class Clubhouse {
@@ -58,14 +92,37 @@ export class Clubhouse {
   readonly baseUrl: string;
   /** The badge `connect()` uses. */
   token: string | null;
+  /** How sockets carry the badge; `unknown` until an `auto` socket opened. */
+  readonly transport: 'bearer' | 'query' | 'unknown';
+  readonly autoRefresh: boolean;
+  /** Whether the badge in use is past its `exp`. */
+  readonly expired: boolean;
+  on<K extends keyof ClubhouseEvents>(type: K, listener: (event: ClubhouseEvents[K]) => void): () => void;
+  off<K extends keyof ClubhouseEvents>(type: K, listener: (event: ClubhouseEvents[K]) => void): void;
   /** `POST /users/`. */
   signUp(username: string, password: string): Promise<{ username: string }>;
   /** `POST /token`: keeps and returns the badge. */
   logIn(username: string, password: string): Promise<string>;
-  /** `POST /logout` (`all`: every badge of the user). */
+  /** `POST /logout` (`all`: every badge of the user); the badge is forgotten either way. */
   logOut(options?: { all?: boolean }): Promise<{ detail: string; all: boolean }>;
+  /**
+   * `POST /token` with the refresh grant (the refresh token from `logIn()`, or the cookie): keeps
+   * and returns the new badge. Browser tabs take turns (Web Locks).
+   */
+  refresh(): Promise<string>;
+  /** Uses this badge from now on (null: none), plans its refresh with `autoRefresh`. */
+  setToken(token: string | null): void;
   /** A `GET` of an API path with the badge, e.g. `/rooms/lobby/messages?before=100`. */
   get<T = unknown>(path: string): Promise<T>;
+  /**
+   * Any API request: a JSON or form body, the badge unless `auth: false`, the refresh cookie with
+   * `cookie: true`. Resolves with the parsed answer (null if empty); rejects with a ClubhouseError.
+   */
+  request<T = unknown>(
+    method: string,
+    path: string,
+    options?: { json?: unknown; form?: Record<string, string>; auth?: boolean; cookie?: boolean },
+  ): Promise<T>;
   /** Joins a room; it reconnects by itself until `close()`. */
   connect(room: string, options?: ConnectOptions): Room;
 }
@@ -123,10 +180,22 @@ export interface HistoryFrame {
   type: 'history';
   /** The first time: the history. After a reconnect: empty, the items came as events. */
   messages: StoredMessage[];
+  /** The server cut the catch-up short; it was completed over HTTP before this event. */
   truncated: boolean;
   rev: number;
   /** A reconnect (or a connect with `since`/`rev`): its items were delivered one by one. */
   resumed: boolean;
+  /** False when completing a cut-short catch-up over HTTP gave up (too far behind, or it failed). */
+  complete: boolean;
+}
+/**
+ * After a `rev` catch-up the server cut short: the room's messages in their current state, over
+ * HTTP, back to `oldestId` (replace what you show of them; the new ones are not also `message`s).
+ */
+export interface ReloadEvent {
+  messages: StoredMessage[];
+  /** False when it stopped before reaching back to `oldestId`. */
+  complete: boolean;
 }
 export interface PresenceFrame {
   type: 'presence';
@@ -174,8 +243,12 @@ export interface ClosingFrame {
 export interface RoomEvents {
   history: HistoryFrame;
   presence: PresenceFrame;
-  /** Every message once (by id), your own echoes included. */
+  /**
+   * Every message once (by id), your own echoes included. Caught up after a drop, a message comes
+   * in its current state (`StoredMessage`: perhaps edited, or `deleted`).
+   */
   message: MessageFrame;
+  reload: ReloadEvent;
   edited: EditedFrame;
   deleted: DeletedFrame;
   reactions: ReactionsFrame;
@@ -191,8 +264,8 @@ export interface RoomEvents {
   pong: 'pong';
   /** The room has the socket (after its history). */
   open: { resumed: boolean };
-  /** The socket dropped; the next attempt is in `delayMs`. */
-  reconnecting: { attempt: number; delayMs: number; code: number; reason: string };
+  /** The socket dropped; the next attempt is in `delayMs` (null after `pause()`: at `resume()`). */
+  reconnecting: { attempt: number; delayMs: number | null; code: number; reason: string };
   /** For good: `close()`, or a refusal (`error.status` 401, 403, 404 or 422). */
   close: { code: number; reason: string; error?: ClubhouseError };
 }
@@ -204,6 +277,8 @@ export class Room {
   readonly lastId: number;
   /** The newest revision applied. */
   readonly lastRev: number;
+  /** The oldest message id delivered (or given to `keepFrom`). */
+  readonly oldestId: number;
   on<K extends keyof RoomEvents>(type: K, listener: (event: RoomEvents[K]) => void): () => void;
   off<K extends keyof RoomEvents>(type: K, listener: (event: RoomEvents[K]) => void): void;
   /**
@@ -212,13 +287,22 @@ export class Room {
    * carrying the error frame, or when the room closes first.
    */
   send(content: string, options?: { clientId?: string }): Promise<MessageFrame>;
-  edit(id: number, content: string): void;
-  delete(id: number): void;
-  react(id: number, emoji: string): void;
-  unreact(id: number, emoji: string): void;
-  typing(): void;
+  /** The frames about messages and reading: false when the socket is not open (nothing sent). */
+  edit(id: number, content: string): boolean;
+  delete(id: number): boolean;
+  react(id: number, emoji: string): boolean;
+  unreact(id: number, emoji: string): boolean;
+  typing(): boolean;
+  /** Moves your read marker to message `id` (the server keeps forward moves only). */
+  read(id: number): boolean;
+  /** You show messages back to `id` (loaded over HTTP): a cut-short `rev` catch-up reloads them too. */
+  keepFrom(id: number): void;
   /** While waiting to reconnect: tries now instead of after the backoff. */
   reconnectNow(): void;
+  /** Closes the socket and stays away until `resume()`; pending sends wait. */
+  pause(): void;
+  /** Connects again after `pause()`, at once, and catches up. */
+  resume(): void;
   /** Leaves for good; pending sends reject. */
   close(): void;
 }

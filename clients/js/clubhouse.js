@@ -11,7 +11,10 @@
 // Delivery: every message is sent with a `client_id`; until its echo comes back it is resent after
 // each reconnect, and the server stores a `client_id` once (per user and room, for 10 minutes), so
 // a message is stored exactly once however often the connection drops. Reconnects catch up with
-// `?rev=` (or `?since=`) and drop messages already seen by id, so every message is delivered once.
+// `?rev=` (and `?since=`) and drop messages already seen by id, so every message is delivered once;
+// a catch-up the server cut short is completed over HTTP before live frames go on.
+//
+// The browser page (public/app.js) uses this module as it is, served by the Worker at /clubhouse.js.
 
 /** Longest message content, in characters (Unicode code points). */
 export const MAX_CONTENT_CHARS = 4000;
@@ -29,71 +32,253 @@ const CHANGE_ERRORS = [
 
 /** Message ids remembered for de-duplication (the newest are kept). */
 const SEEN_IDS_KEPT = 10_000;
+/** Messages per HTTP page when a cut-short catch-up is completed (the API's largest page). */
+const PAGE_LIMIT = 100;
+/** Pages fetched at most to fill the gap before a `since` catch-up the server cut short. */
+const GAP_FILL_MAX_PAGES = 10;
+/** Pages fetched at most to reload what a `rev` catch-up the server cut short could not update. */
+const RELOAD_MAX_PAGES = 30;
+/** A scheduled refresh runs this long before the badge expires (or at half its life, if shorter). */
+const REFRESH_LEAD_MS = 60_000;
+/** After a refresh that could not reach the server (or was told to wait). */
+const REFRESH_RETRY_MS = 10_000;
 
 /** An HTTP refusal or an error frame. */
 export class ClubhouseError extends Error {
   /**
    * @param {string} detail
-   * @param {{ status?: number, retryAfter?: number | null, frame?: object }} [info]
+   * @param {{ status?: number, retryAfter?: number | null, frame?: object, body?: any }} [info]
    */
-  constructor(detail, { status, retryAfter = null, frame } = {}) {
+  constructor(detail, { status, retryAfter = null, frame, body } = {}) {
     super(detail);
     this.name = 'ClubhouseError';
     this.detail = detail;
     this.status = status;
     this.retryAfter = retryAfter;
     this.frame = frame;
+    this.body = body;
   }
 }
 
-export class Clubhouse {
+/** A badge's claims (`sub`, `exp`, `iat`, …), read without checking its signature; null if unreadable. */
+export function badgeClaims(token) {
+  try {
+    const part = String(token).split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const padded = part + '='.repeat((4 - (part.length % 4)) % 4);
+    const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims === 'object' ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Listeners by event name; a listener that throws does not stop the others. */
+class Emitter {
+  #listeners = new Map();
+
+  /** Listens for an event; returns a function that stops listening. */
+  on(type, listener) {
+    if (!this.#listeners.has(type)) this.#listeners.set(type, new Set());
+    this.#listeners.get(type).add(listener);
+    return () => this.off(type, listener);
+  }
+
+  off(type, listener) {
+    this.#listeners.get(type)?.delete(listener);
+  }
+
+  emit(type, value) {
+    for (const listener of [...(this.#listeners.get(type) ?? [])]) {
+      try {
+        listener(value);
+      } catch (e) {
+        // A listener's mistake must not break delivery to the others or the socket.
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
+    }
+  }
+}
+
+/** Whether a failed refresh is worth trying again soon (unreachable, busy, or told to wait). */
+function transient(error) {
+  const status = error?.status;
+  return status === undefined || status === 0 || status === 429 || status >= 500;
+}
+
+export class Clubhouse extends Emitter {
+  /** The refresh token, when the server gave it in the JSON (not in cookie mode). */
+  #refreshToken = null;
+  #cookie;
+  #autoRefresh;
+  #refreshTimer = null;
+  #refreshing = null;
+  #transportMode;
+
   /**
-   * @param {{ baseUrl: string, token?: string | null, fetch?: typeof fetch, WebSocket?: any }} options
+   * @param {object} options see clubhouse.d.ts, ClubhouseOptions
    */
-  constructor({ baseUrl, token = null, fetch: fetchImpl, WebSocket: WebSocketImpl } = {}) {
+  constructor({
+    baseUrl, token = null, fetch: fetchImpl, WebSocket: WebSocketImpl, cookie = false, autoRefresh = false,
+    transport = 'bearer',
+  } = {}) {
+    super();
     if (!baseUrl) throw new TypeError('baseUrl is required');
+    if (!['bearer', 'query', 'auto'].includes(transport)) throw new TypeError('transport is bearer, query or auto');
     this.baseUrl = String(baseUrl).replace(/\/+$/, '');
     this.token = token;
     this.fetch = fetchImpl ?? globalThis.fetch.bind(globalThis);
     this.WebSocket = WebSocketImpl ?? globalThis.WebSocket;
+    this.#cookie = Boolean(cookie);
+    this.#autoRefresh = Boolean(autoRefresh);
+    this.#transportMode = transport;
+    /** How sockets carry the badge: 'bearer', 'query', or 'unknown' until an `auto` socket opened. */
+    this.transport = transport === 'auto' ? 'unknown' : transport;
+    if (token) this.#schedule();
+  }
+
+  /** Whether a refused or expired badge can be replaced by `refresh()` on its own. */
+  get autoRefresh() {
+    return this.#autoRefresh;
   }
 
   /** `POST /users/`: creates an account. */
   async signUp(username, password) {
-    return this.#request('POST', '/users/', {
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ username, password }),
-    });
+    return this.request('POST', '/users/', { json: { username, password }, auth: false });
   }
 
   /** `POST /token`: logs in; the badge is kept for `connect()` and returned. */
   async logIn(username, password) {
-    const { access_token: token } = await this.#request('POST', '/token', {
-      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ username, password }).toString(),
+    const body = await this.request('POST', '/token', {
+      form: { username, password },
+      auth: false,
+      cookie: this.#cookie,
     });
-    this.token = token;
-    return token;
+    this.#accept(body);
+    return this.token;
   }
 
-  /** `POST /logout` (`all`: every badge of the user); the badge is forgotten. */
+  /**
+   * `POST /token` with `grant_type=refresh_token`: a new badge for the refresh token (kept from
+   * `logIn()`, or the browser's HttpOnly cookie in cookie mode). Browser tabs share the cookie and
+   * a refresh token presented twice ends the session, so tabs take turns (Web Locks): each sends
+   * the cookie the previous one got back. A refresh that could not reach the server is tried again
+   * in 10 s when `autoRefresh` is on.
+   */
+  async refresh() {
+    if (this.#refreshing) return this.#refreshing;
+    const run = async () => {
+      const form = { grant_type: 'refresh_token' };
+      if (!this.#cookie) {
+        if (!this.#refreshToken) throw new ClubhouseError('no refresh token: log in first', { status: 401 });
+        form.refresh_token = this.#refreshToken;
+      }
+      const body = await this.request('POST', '/token', { form, auth: false, cookie: this.#cookie });
+      this.#accept(body);
+      return this.token;
+    };
+    const locks = this.#cookie ? globalThis.navigator?.locks : undefined;
+    this.#refreshing = (locks ? locks.request('clubhouse-refresh', run) : run())
+      .catch((e) => {
+        if (this.#autoRefresh && transient(e)) this.#schedule(REFRESH_RETRY_MS);
+        throw e;
+      })
+      .finally(() => {
+        this.#refreshing = null;
+      });
+    return this.#refreshing;
+  }
+
+  /** `POST /logout` (`all`: every badge of the user); the badge is forgotten either way. */
   async logOut({ all = false } = {}) {
-    const answer = await this.#request('POST', `/logout${all ? '?all=true' : ''}`, { auth: true });
-    this.token = null;
-    return answer;
+    try {
+      return await this.request('POST', `/logout${all ? '?all=true' : ''}`, { cookie: this.#cookie });
+    } finally {
+      this.setToken(null);
+    }
   }
 
-  /** A JSON request to the API; throws a ClubhouseError on any answer but 2xx. */
-  async #request(method, path, { headers = {}, body, auth = false } = {}) {
-    const all = { ...headers };
-    if (auth) all.Authorization = `Bearer ${this.token}`;
-    const response = await this.fetch(`${this.baseUrl}${path}`, { method, headers: all, body });
+  /**
+   * Uses `token` as the badge from now on (null: none; the refresh token is forgotten too), plans
+   * its refresh when `autoRefresh` is on, and tells the `token` listeners.
+   */
+  setToken(token) {
+    this.token = token || null;
+    if (!this.token) this.#refreshToken = null;
+    this.#schedule();
+    this.emit('token', this.token);
+  }
+
+  #accept(body) {
+    if (!body || typeof body.access_token !== 'string') {
+      throw new ClubhouseError('the server answered without a badge', { status: 502, body });
+    }
+    if (typeof body.refresh_token === 'string') this.#refreshToken = body.refresh_token;
+    this.setToken(body.access_token);
+  }
+
+  /** Plans the next refresh: a minute before the badge expires, or at half its life if that is shorter. */
+  #schedule(delay = null) {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
+    if (!this.#autoRefresh || !this.token) return;
+    const claims = badgeClaims(this.token);
+    if (!claims || typeof claims.exp !== 'number') return;
+    const iat = typeof claims.iat === 'number' ? claims.iat : claims.exp;
+    const lead = Math.min(REFRESH_LEAD_MS, ((claims.exp - iat) * 1000) / 2);
+    const wait = delay ?? Math.max(1000, claims.exp * 1000 - lead - Date.now());
+    this.#refreshTimer = setTimeout(() => {
+      this.#refreshTimer = null;
+      this.refresh().catch((e) => this.emit('refresherror', e));
+    }, wait);
+    // In Node a planned refresh alone does not keep the process running.
+    this.#refreshTimer?.unref?.();
+  }
+
+  /** Whether the badge in use has expired (by its own `exp`). */
+  get expired() {
+    const claims = this.token ? badgeClaims(this.token) : null;
+    return Boolean(claims && typeof claims.exp === 'number' && Date.now() / 1000 >= claims.exp);
+  }
+
+  /**
+   * A request to the API: `json` or `form` as the body, the badge unless `auth: false`, the
+   * refresh cookie with `cookie: true` (cookie mode). Resolves with the parsed JSON answer (null
+   * without a body); throws a ClubhouseError on any answer but 2xx (`status` 0: unreachable).
+   */
+  async request(method, path, { json, form, auth = true, cookie = false } = {}) {
+    const headers = { Accept: 'application/json' };
+    // Asks for the refresh token as a cookie (login), or lets the cookie refresh: a header no
+    // cross-site form can send.
+    if (cookie) headers['X-Refresh-Cookie'] = '1';
+    let body;
+    if (json !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      body = JSON.stringify(json);
+    } else if (form !== undefined) {
+      headers['Content-Type'] = 'application/x-www-form-urlencoded';
+      body = new URLSearchParams(form).toString();
+    }
+    if (auth && this.token) headers.Authorization = `Bearer ${this.token}`;
+    const init = { method, headers, body };
+    if (this.#cookie) {
+      // Browser options (Workers' fetch refuses some of them): the cookie goes only where asked.
+      Object.assign(init, { credentials: cookie ? 'same-origin' : 'omit', cache: 'no-store', redirect: 'error' });
+    }
+    let response;
+    try {
+      response = await this.fetch(`${this.baseUrl}${path}`, init);
+    } catch {
+      throw new ClubhouseError('cannot reach the server', { status: 0 });
+    }
     return readJson(response);
   }
 
-  /** `GET` an API path with the badge (for history pages, room info). */
+  /** `GET` an API path with the badge (history pages, room info, my rooms). */
   async get(path) {
-    return this.#request('GET', path, { auth: true });
+    return this.request('GET', path);
   }
 
   /**
@@ -107,10 +292,28 @@ export class Clubhouse {
     }
     return new Room(this, room, options);
   }
+
+  /** For Room: whether a socket refused before opening should be tried again with `?token=`. */
+  shouldTryQuery() {
+    return this.#transportMode === 'auto' && this.transport === 'unknown';
+  }
+}
+
+/** Retry-After in seconds (delta-seconds or an HTTP date), or null. */
+function parseRetryAfter(value) {
+  if (!value) return null;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim());
+  const when = Date.parse(value);
+  return Number.isNaN(when) ? null : Math.max(0, Math.ceil((when - Date.now()) / 1000));
 }
 
 async function readJson(response) {
-  const text = await response.text();
+  let text = '';
+  try {
+    text = await response.text();
+  } catch {
+    text = '';
+  }
   let body = null;
   try {
     body = text ? JSON.parse(text) : null;
@@ -118,10 +321,11 @@ async function readJson(response) {
     body = null;
   }
   if (!response.ok) {
-    const retry = response.headers.get('Retry-After');
-    throw new ClubhouseError(body?.detail ?? `HTTP ${response.status}`, {
+    const detail = typeof body?.detail === 'string' ? body.detail : `HTTP ${response.status}`;
+    throw new ClubhouseError(detail, {
       status: response.status,
-      retryAfter: retry === null ? null : Number(retry),
+      retryAfter: parseRetryAfter(response.headers.get('Retry-After')),
+      body,
     });
   }
   return body;
@@ -133,18 +337,21 @@ function newClientId() {
   return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 12)}`;
 }
 
-export class Room {
+const CHANGE_TYPES = new Set(['edited', 'deleted', 'reactions']);
+
+export class Room extends Emitter {
   /** @type {'connecting' | 'open' | 'reconnecting' | 'closed'} */
   state = 'connecting';
   /** The newest message id seen (0: none). */
   lastId = 0;
   /** The newest revision applied (0: none yet). */
   lastRev = 0;
+  /** The oldest message id delivered (0: none): a cut-short `rev` catch-up reloads back to it. */
+  oldestId = 0;
 
   #club;
   #options;
   #socket = null;
-  #listeners = new Map();
   #seen = new Set();
   /** Sends waiting for their echo, by client_id, in the order they were made. */
   #pending = new Map();
@@ -155,8 +362,16 @@ export class Room {
   #everOpened = false;
   #heartbeat = null;
   #silence = null;
+  /** Bumped by every new socket, pause and close: work started for an older one is dropped. */
+  #epoch = 0;
+  /** The current socket was opened with `rev=` (an exact catch-up). */
+  #byRev = false;
+  /** Frames that came while a cut-short catch-up is completed over HTTP: handled after it. */
+  #held = null;
+  #paused = false;
 
   constructor(club, room, options) {
+    super();
     this.#club = club;
     this.room = room;
     this.#options = {
@@ -169,33 +384,6 @@ export class Room {
     if (Number.isInteger(options.rev)) this.lastRev = options.rev;
     if (Number.isInteger(options.since)) this.lastId = options.since;
     this.#open();
-  }
-
-  /**
-   * Listens for a frame type (`message`, `history`, …) or a connection event (`open`,
-   * `reconnecting`, `close`); returns a function that stops listening.
-   */
-  on(type, listener) {
-    if (!this.#listeners.has(type)) this.#listeners.set(type, new Set());
-    this.#listeners.get(type).add(listener);
-    return () => this.off(type, listener);
-  }
-
-  off(type, listener) {
-    this.#listeners.get(type)?.delete(listener);
-  }
-
-  #emit(type, value) {
-    for (const listener of [...(this.#listeners.get(type) ?? [])]) {
-      try {
-        listener(value);
-      } catch (e) {
-        // A listener's mistake must not break delivery to the others or the socket.
-        queueMicrotask(() => {
-          throw e;
-        });
-      }
-    }
   }
 
   /**
@@ -222,34 +410,80 @@ export class Room {
     return promise;
   }
 
-  /** Replaces a message's content (only its author); errors arrive as `error` events. */
+  /** Replaces a message's content (only its author); errors arrive as `error` events. False when not open. */
   edit(id, content) {
-    this.#sendNow({ type: 'edit', id, content, room_id: this.room });
+    return this.#sendNow({ type: 'edit', id, content, room_id: this.room });
   }
 
-  /** Deletes a message (its author or the room's owner). */
+  /** Deletes a message (its author, the room's owner or a moderator). */
   delete(id) {
-    this.#sendNow({ type: 'delete', id, room_id: this.room });
+    return this.#sendNow({ type: 'delete', id, room_id: this.room });
   }
 
   react(id, emoji) {
-    this.#sendNow({ type: 'react', id, emoji, room_id: this.room });
+    return this.#sendNow({ type: 'react', id, emoji, room_id: this.room });
   }
 
   unreact(id, emoji) {
-    this.#sendNow({ type: 'unreact', id, emoji, room_id: this.room });
+    return this.#sendNow({ type: 'unreact', id, emoji, room_id: this.room });
   }
 
   /** "I am typing": dropped when the socket is not open (it is ephemeral). */
   typing() {
-    this.#sendNow({ type: 'typing' });
+    return this.#sendNow({ type: 'typing' });
+  }
+
+  /** Moves my read marker to message `id` (the server keeps forward moves only). */
+  read(id) {
+    return this.#sendNow({ type: 'read', id });
+  }
+
+  /**
+   * The app shows messages back to `id` (pages it loaded over HTTP): a `rev` catch-up the server
+   * cut short reloads them too.
+   */
+  keepFrom(id) {
+    if (Number.isSafeInteger(id) && id > 0 && (this.oldestId === 0 || id < this.oldestId)) this.oldestId = id;
   }
 
   /** While waiting to reconnect: tries now instead of after the backoff. */
   reconnectNow() {
-    if (this.state !== 'reconnecting' || this.#timer === null) return;
+    if (this.state !== 'reconnecting' || this.#timer === null || this.#paused) return;
     clearTimeout(this.#timer);
     this.#timer = null;
+    this.#open();
+  }
+
+  /**
+   * Closes the socket and stays away until `resume()` (going offline on purpose); pending sends
+   * wait, and the catch-up after `resume()` brings what was missed.
+   */
+  pause() {
+    if (this.state === 'closed' || this.#paused) return;
+    this.#paused = true;
+    this.#epoch += 1;
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#inFlight = null;
+    this.#held = null;
+    const socket = this.#socket;
+    this.#socket = null;
+    this.#stopHeartbeat();
+    try {
+      socket?.close(4000, 'paused');
+    } catch {
+      /* already closing */
+    }
+    this.state = 'reconnecting';
+    this.emit('reconnecting', { attempt: this.#attempt, delayMs: null, code: 4000, reason: 'paused' });
+  }
+
+  /** Connects again after `pause()`, at once. */
+  resume() {
+    if (!this.#paused) return;
+    this.#paused = false;
+    if (this.state === 'closed') return;
+    this.#attempt = 0;
     this.#open();
   }
 
@@ -259,7 +493,7 @@ export class Room {
   }
 
   #sendNow(frame) {
-    if (this.state !== 'open') return false;
+    if (this.state !== 'open' || !this.#socket) return false;
     try {
       this.#socket.send(JSON.stringify(frame));
       return true;
@@ -282,30 +516,60 @@ export class Room {
     }
   }
 
-  #url() {
+  #url(viaQuery) {
     const base = this.#club.baseUrl.replace(/^http/, 'ws');
     const query = [];
-    if (this.lastRev > 0 || (Number.isInteger(this.#options.rev) && !this.#everOpened)) {
-      query.push(`rev=${this.lastRev}`);
-    } else if (this.lastId > 0) {
-      query.push(`since=${this.lastId}`);
-    }
+    // `since` for servers that predate revisions; `rev` asks for an exact catch-up (messages and
+    // every change since), and wins where both are known.
+    if (this.lastId > 0) query.push(`since=${this.lastId}`);
+    this.#byRev = this.lastRev > 0 || (Number.isInteger(this.#options.rev) && !this.#everOpened);
+    if (this.#byRev) query.push(`rev=${this.lastRev}`);
+    if (viaQuery) query.push(`token=${encodeURIComponent(this.#club.token ?? '')}`);
     return `${base}/ws/${encodeURIComponent(this.room)}${query.length ? `?${query.join('&')}` : ''}`;
   }
 
-  #open() {
-    if (this.state === 'closed') return;
+  /** The refresh to use when the badge is refused or expired, if any. */
+  #refresher() {
+    if (this.#options.refreshToken) return this.#options.refreshToken;
+    if (this.#club.autoRefresh) return () => this.#club.refresh();
+    return null;
+  }
+
+  #open({ viaQuery = this.#club.transport === 'query' } = {}) {
+    if (this.state === 'closed' || this.#paused) return;
+    const epoch = ++this.#epoch;
+    const refresh = this.#refresher();
+    if (refresh && this.#club.expired) {
+      // Asleep past the planned refresh (a laptop lid): a new badge first, if the login holds.
+      Promise.resolve()
+        .then(refresh)
+        .then(
+          (token) => {
+            if (typeof token === 'string' && token !== this.#club.token) this.#club.setToken(token);
+            if (epoch === this.#epoch) this.#open({ viaQuery });
+          },
+          (e) => {
+            if (epoch !== this.#epoch) return;
+            if (transient(e)) this.#dropped({ code: 1006, reason: 'refresh failed' });
+            else this.#finish({ code: 1008, reason: 'badge expired', error: e });
+          },
+        );
+      return;
+    }
     let socket;
     try {
-      socket = new this.#club.WebSocket(this.#url(), ['bearer', this.#club.token]);
+      socket = viaQuery
+        ? new this.#club.WebSocket(this.#url(true))
+        : new this.#club.WebSocket(this.#url(false), ['bearer', this.#club.token]);
     } catch (e) {
-      this.#dropped({ code: 1006, reason: String(e?.message ?? e) });
+      this.#dropped({ code: 1006, reason: String(e?.message ?? e), opened: false, viaQuery });
       return;
     }
     this.#socket = socket;
     let opened = false;
     socket.onopen = () => {
       opened = true;
+      if (this.#socket === socket && this.#club.transport === 'unknown') this.#club.transport = viaQuery ? 'query' : 'bearer';
     };
     socket.onmessage = (event) => {
       if (this.#socket !== socket) return;
@@ -317,7 +581,7 @@ export class Room {
       if (this.#socket !== socket) return;
       this.#socket = null;
       this.#stopHeartbeat();
-      this.#dropped({ code: event.code, reason: event.reason, opened });
+      this.#dropped({ code: event.code, reason: event.reason, opened, viaQuery });
     };
     socket.onerror = () => {
       // A close event follows.
@@ -327,7 +591,11 @@ export class Room {
   #receive(data) {
     if (typeof data !== 'string') return;
     if (data === 'pong') {
-      this.#emit('pong', 'pong');
+      this.emit('pong', 'pong');
+      return;
+    }
+    if (this.#held) {
+      this.#held.push(data);
       return;
     }
     let frame;
@@ -361,7 +629,7 @@ export class Room {
    * frame: docs/runtime). A kick (4001) ends the room here, so it is not undone by a reconnect.
    */
   #closing(frame) {
-    this.#emit('closing', frame);
+    this.emit('closing', frame);
     const socket = this.#socket;
     this.#socket = null;
     this.#stopHeartbeat();
@@ -376,42 +644,129 @@ export class Room {
       this.#finish({ code, reason, error: new ClubhouseError(`kicked from ${this.room}`, { status: 403 }) });
       return;
     }
-    this.#dropped({ code, reason });
+    this.#dropped({ code, reason, opened: true });
   }
 
   /**
    * The first frame of every connection. The first time, listeners get the whole history; after a
    * reconnect (or a connect with `since`/`rev`) each item is delivered as its own event instead
    * (`message` items not seen before, `edited`, `deleted`, `reactions`), in order, and the
-   * `history` event carries what was left (`resumed: true`).
+   * `history` event carries what was left (`resumed: true`). When the server cut the catch-up
+   * short (`truncated`), it is completed over HTTP first (#complete), frames that come meanwhile
+   * waiting their turn.
    */
   #history(frame) {
     const resumed = this.#everOpened || this.lastRev > 0 || this.lastId > 0;
+    const before = this.lastId;
     this.#everOpened = true;
     this.#attempt = 0;
     this.state = 'open';
     const items = Array.isArray(frame.messages) ? frame.messages : [];
-    if (resumed) {
-      for (const item of items) {
-        const type = item.type ?? 'message';
-        if (type === 'message') this.#message({ ...item, type });
-        else this.#change(item);
-      }
-    } else {
+    if (!resumed) {
       for (const m of items) this.#remember(m.id);
+      this.#raiseRev(frame.rev);
+      this.#opened({ ...frame, messages: items, resumed, complete: true });
+      return;
     }
-    if (frame.rev > this.lastRev) this.lastRev = frame.rev;
-    this.#emit('history', { ...frame, messages: resumed ? [] : items, resumed });
-    this.#emit('open', { resumed });
+    if (frame.truncated === true && before > 0) {
+      this.#held = [];
+      this.#complete(frame, items, before);
+      return;
+    }
+    this.#deliver(items);
+    this.#raiseRev(frame.rev);
+    this.#opened({ ...frame, messages: [], resumed, complete: true });
+  }
+
+  /**
+   * Catch-up items, in order, each as its own event. `overHttp`: pages read at some revision we do
+   * not know, so their messages' `rev` does not say how far the room's changes were applied.
+   */
+  #deliver(items, { overHttp = false } = {}) {
+    for (const item of items) {
+      const type = item?.type ?? 'message';
+      if (type === 'message') this.#message({ ...item, type }, { overHttp });
+      else this.#change(item);
+    }
+  }
+
+  /**
+   * A catch-up the server cut short. With `since`: the messages between what we had and the first
+   * one sent are paged in over HTTP and delivered first, in id order. With `rev`: the items say
+   * only the newest part, and what we had may have changed: the room's messages are reloaded over
+   * HTTP back to `oldestId` and handed over in their current state (`reload`).
+   */
+  async #complete(frame, items, before) {
+    const epoch = this.#epoch;
+    const byRev = this.#byRev;
+    let complete = false;
+    try {
+      if (byRev) {
+        this.#deliver(items);
+        const { messages, complete: all } = await this.#pages(RELOAD_MAX_PAGES, (list) => list[0].id <= this.oldestId);
+        if (epoch !== this.#epoch) return;
+        for (const m of messages) this.#remember(m.id);
+        this.emit('reload', { messages, complete: all });
+        complete = all;
+      } else {
+        const upTo = items.length && Number.isSafeInteger(items[0].id) ? items[0].id : Number.MAX_SAFE_INTEGER;
+        const { messages, complete: all } = await this.#pages(
+          GAP_FILL_MAX_PAGES,
+          (list) => list[0].id <= before,
+          upTo,
+        );
+        if (epoch !== this.#epoch) return;
+        this.#deliver(messages.filter((m) => m.id > before), { overHttp: true });
+        this.#deliver(items);
+        complete = all;
+      }
+    } catch {
+      if (epoch !== this.#epoch) return;
+      if (!byRev) this.#deliver(items);
+    }
+    this.#raiseRev(frame.rev);
+    const held = this.#held ?? [];
+    this.#held = null;
+    this.#opened({ ...frame, messages: [], resumed: true, complete });
+    for (const data of held) this.#receive(data);
+  }
+
+  /**
+   * Pages of the room's messages over HTTP, newest first from `before` (exclusive), until `enough`
+   * says a page reaches far enough or `maxPages` were read; all of them, oldest first.
+   */
+  async #pages(maxPages, enough, before = 0) {
+    const found = [];
+    let cursor = before;
+    for (let n = 0; n < maxPages; n += 1) {
+      const query = cursor > 0 && cursor < Number.MAX_SAFE_INTEGER ? `before=${cursor}&limit=${PAGE_LIMIT}` : `limit=${PAGE_LIMIT}`;
+      const page = await this.#club.get(`/rooms/${encodeURIComponent(this.room)}/messages?${query}`);
+      const list = (Array.isArray(page?.messages) ? page.messages : []).filter((m) => Number.isSafeInteger(m?.id));
+      found.unshift(...list);
+      if (!page?.has_more || list.length === 0 || enough(list)) return { messages: found, complete: true };
+      cursor = list[0].id;
+    }
+    return { messages: found, complete: false };
+  }
+
+  /** The connection is ready: `history`, then `open`, then the messages waiting to go. */
+  #opened(history) {
+    this.emit('history', history);
+    this.emit('open', { resumed: history.resumed });
     this.#startHeartbeat();
     // Messages sent before a drop go again with the same client_id: stored once.
     this.#flush();
+  }
+
+  #raiseRev(rev) {
+    if (typeof rev === 'number' && rev > this.lastRev) this.lastRev = rev;
   }
 
   #remember(id) {
     if (typeof id !== 'number') return;
     this.#seen.add(id);
     if (id > this.lastId) this.lastId = id;
+    if (this.oldestId === 0 || id < this.oldestId) this.oldestId = id;
     if (this.#seen.size > SEEN_IDS_KEPT) {
       // Ids arrive in increasing order, so the Set's first entries are the oldest; a catch-up
       // never goes back past `lastId`, so forgetting them cannot let a repeat through.
@@ -423,10 +778,10 @@ export class Room {
     }
   }
 
-  #message(frame) {
+  #message(frame, { overHttp = false } = {}) {
     const fresh = !this.#seen.has(frame.id);
     this.#remember(frame.id);
-    if (typeof frame.rev === 'number' && frame.rev > this.lastRev) this.lastRev = frame.rev;
+    if (!overHttp) this.#raiseRev(frame.rev);
     const mine = frame.client_id !== undefined ? this.#pending.get(frame.client_id) : undefined;
     if (mine) {
       this.#pending.delete(frame.client_id);
@@ -434,13 +789,20 @@ export class Room {
       if (this.#inFlight === mine) this.#inFlight = null;
       mine.resolve(frame);
     }
-    if (fresh) this.#emit('message', frame);
+    if (fresh) this.emit('message', frame);
     this.#flush();
   }
 
+  /**
+   * Changes carry the revision they made: one at or below the newest applied is already reflected
+   * (in the history, or applied before), so it is not delivered again.
+   */
   #change(frame) {
-    if (typeof frame.rev === 'number' && frame.rev > this.lastRev) this.lastRev = frame.rev;
-    this.#emit(frame.type, frame);
+    if (CHANGE_TYPES.has(frame.type) && typeof frame.rev === 'number') {
+      if (frame.rev <= this.lastRev) return;
+      this.lastRev = frame.rev;
+    }
+    this.emit(frame.type, frame);
   }
 
   #error(frame) {
@@ -448,7 +810,7 @@ export class Room {
     const ours = this.#inFlight;
     const aboutChange = CHANGE_ERRORS.some((d) => detail.includes(d));
     if (!ours || aboutChange) {
-      this.#emit('error', frame);
+      this.emit('error', frame);
       return;
     }
     this.#inFlight = null;
@@ -460,7 +822,7 @@ export class Room {
     }
     this.#pending.delete(ours.clientId);
     ours.reject(new ClubhouseError(detail, { frame }));
-    this.#emit('error', frame);
+    this.emit('error', frame);
     this.#flush();
   }
 
@@ -490,7 +852,7 @@ export class Room {
         } catch {
           /* already closing */
         }
-        this.#dropped({ code: 4000, reason: 'heartbeat timeout' });
+        this.#dropped({ code: 4000, reason: 'heartbeat timeout', opened: true });
       }, this.#options.heartbeatTimeoutMs);
     }, this.#options.heartbeatMs);
   }
@@ -502,53 +864,72 @@ export class Room {
   }
 
   /** The socket closed (or never opened): find out whether to retry, and when. */
-  async #dropped({ code, reason }) {
+  async #dropped({ code, reason, opened = false, viaQuery = false }) {
     if (this.state === 'closed') return;
+    const epoch = this.#epoch;
     this.#inFlight = null;
+    this.#held = null;
     this.state = 'reconnecting';
     // A browser hides why an upgrade was refused; asking the API with the same badge tells a
-    // refusal for good (401 expired or revoked, 403 private, 422 bad name) from a passing drop.
-    if (code === 1008 || code === 1006 || code === 1002) {
-      const refusal = await this.#refusal();
-      if (this.state === 'closed') return;
-      if (refusal?.status === 401 && this.#options.refreshToken) {
+    // refusal for good (401 expired or revoked, 403 private or banned, 422 bad name) from a
+    // passing drop.
+    if (code === 1008 || code === 1006 || code === 1002 || !opened) {
+      const { refusal, reachable } = await this.#probe();
+      if (this.state === 'closed' || epoch !== this.#epoch) return;
+      const refresh = this.#refresher();
+      if (refusal?.status === 401 && refresh) {
         try {
-          this.#club.token = await this.#options.refreshToken();
+          const token = await refresh();
+          if (typeof token === 'string' && token !== this.#club.token) this.#club.setToken(token);
         } catch (e) {
-          this.#finish({ code, reason, error: refusal });
+          if (epoch === this.#epoch) this.#finish({ code, reason, error: refusal });
           return;
         }
+        if (this.state === 'closed' || epoch !== this.#epoch) return;
       } else if (refusal) {
         this.#finish({ code, reason, error: refusal });
         return;
+      } else if (!opened && reachable && !viaQuery && this.#club.shouldTryQuery()) {
+        // The server is up, the badge is good and the room lets us in, yet the handshake failed:
+        // a server without the `bearer` subprotocol. The badge goes in the query instead.
+        this.#open({ viaQuery: true });
+        return;
       }
     }
+    if (this.#paused) return;
     const ceiling = Math.min(this.#options.maxDelayMs, this.#options.minDelayMs * 2 ** this.#attempt);
     // Full jitter: clients dropped together do not come back together.
     const delayMs = Math.round(Math.random() * ceiling);
     this.#attempt = Math.min(this.#attempt + 1, 30);
-    this.#emit('reconnecting', { attempt: this.#attempt, delayMs, code, reason });
+    this.emit('reconnecting', { attempt: this.#attempt, delayMs, code, reason });
     this.#timer = setTimeout(() => {
       this.#timer = null;
       this.#open();
     }, delayMs);
   }
 
-  /** The API's answer for this badge and room when it is a refusal for good, else null. */
-  async #refusal() {
+  /**
+   * The API's answer for this badge and room: `refusal` when it refuses for good (with the room's
+   * info as the body for a ban), `reachable` when the server answered at all.
+   */
+  async #probe() {
     try {
       const info = await this.#club.get(`/rooms/${encodeURIComponent(this.room)}`);
-      if (info && info.banned) return new ClubhouseError(`banned from ${this.room}`, { status: 403 });
-      return null;
+      if (info && info.banned) {
+        return { refusal: new ClubhouseError(`banned from ${this.room}`, { status: 403, body: info }), reachable: true };
+      }
+      return { refusal: null, reachable: true };
     } catch (e) {
-      if (e instanceof ClubhouseError && [401, 403, 404, 422].includes(e.status)) return e;
-      return null;
+      if (e instanceof ClubhouseError && [401, 403, 404, 422].includes(e.status)) return { refusal: e, reachable: true };
+      return { refusal: null, reachable: e instanceof ClubhouseError && e.status > 0 };
     }
   }
 
   #finish({ code, reason, error }) {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    this.#epoch += 1;
+    this.#held = null;
     clearTimeout(this.#timer);
     this.#stopHeartbeat();
     const socket = this.#socket;
@@ -561,6 +942,6 @@ export class Room {
     const why = error ?? new ClubhouseError('room closed');
     for (const pending of this.#pending.values()) pending.reject(why);
     this.#pending.clear();
-    this.#emit('close', { code, reason, error });
+    this.emit('close', { code, reason, error });
   }
 }

@@ -1,4 +1,5 @@
-//! The browser client (`public/`), compiled into the Worker and served by it.
+//! The browser client (`public/`, and the client library it imports, `clients/js/clubhouse.js`,
+//! at `/clubhouse.js`), compiled into the Worker and served by it.
 //!
 //! Why not Workers static assets, where the API documents and /docs live (wrangler.toml `[assets]`,
 //! fetched through `Endpoint::Asset`): the page is what every visitor loads first, and its five
@@ -49,8 +50,16 @@ const INDEX: File = file(
     include_bytes!("../../public/index.html"),
 );
 
-/// Every file of `public/` (a unit test keeps this list and the folder in step).
-pub const FILES: [File; 4] = [
+/// The client library the page imports: one implementation of the protocol in JS, for the page and
+/// for apps alike.
+const LIBRARY: File = file(
+    "/clubhouse.js",
+    "text/javascript; charset=utf-8",
+    include_bytes!("../../clients/js/clubhouse.js"),
+);
+
+/// Every file of `public/`, and the library (a unit test keeps this list and the folders in step).
+pub const FILES: [File; 5] = [
     INDEX,
     file(
         "/app.js",
@@ -67,6 +76,7 @@ pub const FILES: [File; 4] = [
         "image/svg+xml",
         include_bytes!("../../public/favicon.svg"),
     ),
+    LIBRARY,
 ];
 
 /// The page's security headers, on every file.
@@ -139,19 +149,31 @@ pub fn serve(req: &Request, file: &File) -> ApiResult<Response> {
 mod tests {
     use super::*;
 
+    /// Where a served path's file lives: the library in `clients/js/`, the rest in `public/`.
+    fn source(path: &str) -> String {
+        let root = env!("CARGO_MANIFEST_DIR");
+        if path == LIBRARY.path {
+            format!("{root}/clients/js{path}")
+        } else {
+            format!("{root}/public{path}")
+        }
+    }
+
     #[test]
-    fn every_file_in_public_is_served_and_nothing_else() {
+    fn every_file_in_public_and_the_library_are_served_and_nothing_else() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/public");
         let mut on_disk: Vec<String> = std::fs::read_dir(dir)
             .expect("public/ exists")
             .map(|e| format!("/{}", e.unwrap().file_name().to_string_lossy()))
             .collect();
+        // Of clients/js, the module only (its types and package.json are for npm).
+        on_disk.push(LIBRARY.path.to_owned());
         on_disk.sort();
         let mut served: Vec<String> = FILES.iter().map(|f| f.path.to_owned()).collect();
         served.sort();
         assert_eq!(on_disk, served);
         for f in &FILES {
-            let bytes = std::fs::read(format!("{dir}{}", f.path)).unwrap();
+            let bytes = std::fs::read(source(f.path)).unwrap();
             assert_eq!(f.body, bytes.as_slice(), "{} is the file on disk", f.path);
         }
     }
@@ -159,10 +181,12 @@ mod tests {
     #[test]
     fn the_root_is_the_page_and_unknown_paths_are_not_files() {
         assert_eq!(find("/").unwrap().path, "/index.html");
-        assert_eq!(
-            find("/app.js").unwrap().content_type,
-            "text/javascript; charset=utf-8"
-        );
+        for path in ["/app.js", "/clubhouse.js"] {
+            assert_eq!(
+                find(path).unwrap().content_type,
+                "text/javascript; charset=utf-8"
+            );
+        }
         for path in ["/nope", "/app.js/", "/APP.JS", "/../Cargo.toml", ""] {
             assert!(find(path).is_none(), "{path}");
         }

@@ -1,18 +1,23 @@
-//! What the Worker answers per path and method: the browser client's files (`src/api/page.rs`),
-//! unknown paths, wrong methods.
+//! What the Worker answers per path and method: the browser client's files and the client library
+//! it imports (`src/api/page.rs`), unknown paths, wrong methods.
 
 use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_is_served_by_the_worker_with_etags_and_its_security_headers() {
     let c = client();
-    let public = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("public");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for (path, file, media) in [
-        ("/", "index.html", "text/html"),
-        ("/index.html", "index.html", "text/html"),
-        ("/app.js", "app.js", "text/javascript"),
-        ("/app.css", "app.css", "text/css"),
-        ("/favicon.svg", "favicon.svg", "image/svg+xml"),
+        ("/", "public/index.html", "text/html"),
+        ("/index.html", "public/index.html", "text/html"),
+        ("/app.js", "public/app.js", "text/javascript"),
+        ("/app.css", "public/app.css", "text/css"),
+        ("/favicon.svg", "public/favicon.svg", "image/svg+xml"),
+        (
+            "/clubhouse.js",
+            "clients/js/clubhouse.js",
+            "text/javascript",
+        ),
     ] {
         let resp = c.get(path).send().await.unwrap();
         assert_eq!(resp.status(), 200, "GET {path}");
@@ -36,7 +41,7 @@ async fn the_page_is_served_by_the_worker_with_etags_and_its_security_headers() 
         let body = resp.bytes().await.unwrap();
         assert_eq!(
             body.as_ref(),
-            std::fs::read(public.join(file)).unwrap(),
+            std::fs::read(root.join(file)).unwrap(),
             "GET {path}"
         );
 
