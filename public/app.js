@@ -25,7 +25,8 @@ const READ_SEND_EVERY_MS = 1000; // at most one read marker a second: read frame
 const SNIPPET_CHARS = 100;
 const PAGE_SIZE = 50;
 // The socket's reconnects and heartbeat (clubhouse.js ConnectOptions).
-const CONNECT_OPTIONS = { minDelayMs: 500, maxDelayMs: 15000, heartbeatMs: 25000, heartbeatTimeoutMs: 10000 };
+// batch: a busy room's burst arrives as a few frames instead of hundreds (fewer wake-ups, less battery).
+const CONNECT_OPTIONS = { minDelayMs: 500, maxDelayMs: 15000, heartbeatMs: 25000, heartbeatTimeoutMs: 10000, batch: true };
 const TYPING_SEND_EVERY_MS = 3200; // at most one "typing" frame this often while typing (the server forwards one per 3 s: a little over it, so none is dropped)
 const TYPING_SHOW_MS = 5000; // how long "alice is typing…" stays after her last typing frame
 const REACTION_PALETTE = ['👍', '❤️', '😂', '🎉', '😮', '😢'];

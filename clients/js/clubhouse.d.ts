@@ -66,6 +66,12 @@ export interface ConnectOptions {
   since?: number;
   /** Start after this revision (`?rev=`): exact catch-up of messages and changes. */
   rev?: number;
+  /**
+   * Batched delivery (`?batch=1`): the server sends the frames of one of its commits as one
+   * `batch` frame, fewer frames in a burst for the same events; the library hands each inner frame
+   * out as its own event, so listeners see no difference. Default false.
+   */
+  batch?: boolean;
   /** Reconnect delays: full jitter between 0 and min(maxDelayMs, minDelayMs · 2^attempt). */
   minDelayMs?: number;
   maxDelayMs?: number;

@@ -524,6 +524,7 @@ export class Room extends Emitter {
     if (this.lastId > 0) query.push(`since=${this.lastId}`);
     this.#byRev = this.lastRev > 0 || (Number.isInteger(this.#options.rev) && !this.#everOpened);
     if (this.#byRev) query.push(`rev=${this.lastRev}`);
+    if (this.#options.batch) query.push('batch=1');
     if (viaQuery) query.push(`token=${encodeURIComponent(this.#club.token ?? '')}`);
     return `${base}/ws/${encodeURIComponent(this.room)}${query.length ? `?${query.join('&')}` : ''}`;
   }
@@ -604,6 +605,16 @@ export class Room extends Emitter {
     } catch {
       return;
     }
+    // A batch (`batch: true`) holds the frames of one of the room's commits, in order: each is
+    // handled as if it had come on its own.
+    if (frame?.type === 'batch' && Array.isArray(frame.frames)) {
+      for (const inner of frame.frames) this.#dispatch(inner);
+      return;
+    }
+    this.#dispatch(frame);
+  }
+
+  #dispatch(frame) {
     if (!frame || typeof frame !== 'object' || !FRAME_TYPES.has(frame.type)) return;
     switch (frame.type) {
       case 'history':

@@ -114,6 +114,44 @@ describe('clients/js', () => {
     mine.close();
   });
 
+  test('batch: true gets a burst in batch frames and hands out every message once, in order', async () => {
+    // Counts what the server really sent this client: the batch frames and the messages in them.
+    const raw = { batches: 0, inBatches: 0 };
+    class Counting extends WebSocketImpl {
+      constructor(...args) {
+        super(...args);
+        this.addEventListener('message', (event) => {
+          const frame = JSON.parse(String(event.data));
+          if (frame.type !== 'batch') return;
+          raw.batches += 1;
+          raw.inBatches += frame.frames.filter((f) => f.type === 'message').length;
+        });
+      }
+    }
+    const alice = await newClient(server, 'alice');
+    const bob = await newClient(server, 'bob', { WebSocket: Counting });
+    const room = uniqueName('room');
+    const rb = await joined(bob, room, { batch: true });
+    const seen = [];
+    rb.on('message', (m) => seen.push(m.id));
+    // The library sends one message at a time; a burst needs frames sent without waiting.
+    const sender = new WebSocketImpl(`${server.baseUrl.replace(/^http/, 'ws')}/ws/${room}`, ['bearer', alice.token]);
+    await new Promise((resolve, reject) => {
+      sender.addEventListener('message', resolve, { once: true });
+      sender.addEventListener('error', reject, { once: true });
+    });
+    const burst = 60;
+    for (let i = 0; i < burst; i++) sender.send(JSON.stringify({ content: `burst ${i}`, room_id: room }));
+    await until(() => seen.length >= burst, 'bob gets the whole burst');
+    const stored = (await allMessages(alice, room)).map((m) => m.id);
+    assert.equal(stored.length, burst);
+    assert.deepEqual(seen, stored, 'every message once, in id order');
+    assert.ok(raw.batches > 0, 'the server sent batch frames');
+    assert.ok(raw.inBatches > 0 && raw.inBatches <= burst);
+    sender.close();
+    rb.close();
+  });
+
   test('a resend with the same client_id resolves with the original message, stored once', async () => {
     const [alice, bob] = [await newClient(server, 'alice'), await newClient(server, 'bob')];
     const room = uniqueName('room');
