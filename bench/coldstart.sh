@@ -2,6 +2,8 @@
 # Cold start to first response under `wrangler dev`, Clubhouse vs the JS baseline, alternating, N repeats.
 #
 #   bash bench/coldstart.sh [--repeats N]        (default 5; uses the existing build/, never rebuilds)
+#   bash bench/coldstart.sh --old DIR            also a saved build/ (cp -r build DIR at the old commit), started
+#                                                like the current one with GET /nope first: new/old in one run
 #
 # Every start is a fresh `wrangler dev` (new state dir; Clubhouse's D1 is migrated beforehand, not timed) in its own
 # process group, killed after its requests. Per start: (a) spawn -> the TCP port accepts (polled every 5 ms),
@@ -14,9 +16,11 @@ WORK_PREFIX=clubhouse-coldstart
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REPEATS=5
+OLD_BUILD=
 while [ $# -gt 0 ]; do
   case "$1" in
     --repeats) REPEATS="$2"; shift ;;
+    --old) OLD_BUILD="$2"; shift ;;
     *) other_arg "$1" ;;
   esac
   shift
@@ -25,13 +29,21 @@ done
 RAW="$WORK/coldstart.jsonl"
 : > "$RAW"
 log "load average before: $(loadavg)"
+if [ -n "$OLD_BUILD" ]; then
+  BUILD_FROM="$OLD_BUILD" prepare_clubhouse old
+  OLD_CFGDIR="$CH_CFGDIR" OLD_STATE="$CH_STATE"
+fi
 prepare_clubhouse clubhouse
+NEW_CFGDIR="$CH_CFGDIR" NEW_STATE="$CH_STATE"
 prepare_baseline baseline
 
 # one_start SIDE KIND PATH...: fresh server, probe, kill. Appends a JSON line to $RAW.
 one_start() {
   local side="$1" kind="$2"; shift 2
-  if [ "$side" = clubhouse ]; then spawn_clubhouse clubhouse ""
+  if [ "$side" = clubhouse ]; then
+    CH_CFGDIR="$NEW_CFGDIR" CH_STATE="$NEW_STATE" spawn_clubhouse clubhouse ""
+  elif [ "$side" = old ]; then
+    CH_CFGDIR="$OLD_CFGDIR" CH_STATE="$OLD_STATE" spawn_clubhouse old ""
   else spawn_server baseline "$BASE_DIR" "$BASE_WRANGLER"; fi
   local out
   out="$(node "$NODE_HELPER" coldstart 127.0.0.1 "$SERVER_PORT" "$SPAWN_NS" "$@" 2>>"$WORK/probe.err")" || out='{"error":"probe failed"}'
@@ -48,11 +60,14 @@ for r in $(seq 1 "$REPEATS"); do
     2) order="B C200 C404" ;;
     0) order="C200 C404 B" ;;
   esac
+  [ -n "$OLD_BUILD" ] && order="$order O404"
+  [ -n "$OLD_BUILD" ] && [ $((r % 2)) = 0 ] && order="O404 ${order% O404}"
   for o in $order; do
     case "$o" in
       C404) one_start clubhouse nope-first /nope /nope /nope /healthz /healthz /healthz ;;
       C200) one_start clubhouse healthz-first /healthz /healthz /healthz /nope /nope /nope ;;
       B)    one_start baseline nope-first /nope /nope /nope ;;
+      O404) one_start old nope-first /nope /nope /nope ;;
     esac
   done
 done
@@ -83,6 +98,8 @@ stat("clubhouse  GET /healthz after 3x /nope", cN, "/healthz", false);
 const h = stat("clubhouse  GET /healthz (first request)", cH, "/healthz", true);
 stat("clubhouse  GET /nope after 3x /healthz", cH, "/nope", false);
 const b = stat("baseline   GET /nope (first request)", bN, "/nope", true);
+const oN = sel("old", "nope-first");
+const o = oN.length ? stat("old build  GET /nope (first request)", oN, "/nope", true) : null;
 console.log(`\ncold start under wrangler dev, medians over ${bN.length} baseline / ${cN.length}+${cH.length} Clubhouse starts (ms)`);
 console.log(`${"".padEnd(42)} ${"n".padStart(2)}  ${"spawn->accept".padStart(13)}  ${"1st".padStart(7)}  ${"2nd".padStart(7)}  ${"3rd".padStart(7)}  status`);
 for (const l of lines) console.log(`${l.label.padEnd(42)} ${String(l.n).padStart(2)}  ${(l.first ? f(l.acc) : "").padStart(13)}  ${f(l.q[0]).padStart(7)}  ${f(l.q[1]).padStart(7)}  ${f(l.q[2]).padStart(7)}  ${l.statuses}`);
@@ -93,6 +110,7 @@ console.log(`  spawn->accept            ${(acc / b.acc).toFixed(2)}  (${f(acc)} 
 console.log(`  1st GET /nope            ${(a.q[0] / b.q[0]).toFixed(2)}  (${f(a.q[0])} vs ${f(b.q[0])} ms)`);
 console.log(`  2nd GET /nope            ${(a.q[1] / b.q[1]).toFixed(2)}  (${f(a.q[1])} vs ${f(b.q[1])} ms)`);
 console.log(`  1st GET /healthz vs baseline's 1st /nope  ${(h.q[0] / b.q[0]).toFixed(2)}`);
+if (o) console.log(`  old build's 1st GET /nope ${(o.q[0] / b.q[0]).toFixed(2)}  (${f(o.q[0])} ms); new/old ${(a.q[0] / o.q[0]).toFixed(2)}`);
 console.log(`  spawn->first response /nope  ${f(med(cN.map((r) => r.r.accept_ms + r.r.requests[0].ms)))} vs ${f(med(bN.map((r) => r.r.accept_ms + r.r.requests[0].ms)))} ms`);
 console.log(`\nbuild/index_bg.wasm ${wasm} bytes raw, ${wasmGz} gzip -9;  build/index.js ${js} bytes raw, ${jsGz} gzip -9`);
 console.log(`load averages seen: ${[...new Set(rows.map((r) => r.load.split(" ")[0]))].join(" ")}`);

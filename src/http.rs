@@ -76,16 +76,45 @@ impl From<worker::Error> for ApiError {
     }
 }
 
-/// The first value of query parameter `name`, decoded.
+/// The first value of query parameter `name` of a parsed URL, decoded. (`raw_query_param` reads
+/// the runtime's URL string without the `url` crate.)
 pub fn query_param(url: &worker::Url, name: &str) -> Option<String> {
     url.query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
 
+/// The query of a serialised URL (as the runtime gives `Request.url`), without the `?`: what
+/// follows the first `?`, up to a `#` (serialisation percent-encodes any `#` inside it). The
+/// Worker reads URLs with these string helpers rather than `Request::url()`: that parses with the
+/// `url` crate, whose IDNA and Unicode tables are a large share of the WASM.
+pub fn query_of(url: &str) -> Option<&str> {
+    let (_, query) = url.split_once('?')?;
+    Some(query.split_once('#').map_or(query, |(q, _)| q))
+}
+
+/// The `?query` of a serialised URL to pass on to another object, empty when there is none.
+pub fn query_suffix(url: &str) -> String {
+    query_of(url).map(|q| format!("?{q}")).unwrap_or_default()
+}
+
+/// The origin (`scheme://host[:port]`) of a serialised http(s) URL, as the runtime gives
+/// `Request.url`: serialisation has already lower-cased and IDNA-encoded the host and dropped a
+/// default port, so the origin is the scheme and the authority without any `user:password@`.
+pub fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    Some(format!("{scheme}://{host_port}"))
+}
+
+/// Whether a serialised URL is `https:` (the runtime spells the scheme in lower case).
+pub fn is_https_url(url: &str) -> bool {
+    url.starts_with("https:")
+}
+
 /// The first value of query parameter `name` in a serialised URL (as the runtime gives
-/// `Request.url`), decoded, without parsing the whole URL: the query is what follows the first
-/// `?`, up to a `#` (serialisation percent-encodes any `#` inside it).
+/// `Request.url`), decoded, without parsing the whole URL (`query_of`).
 pub fn raw_query_param(url: &str, name: &str) -> Option<String> {
     let [value] = raw_query_params(url, [name]);
     value
@@ -94,10 +123,9 @@ pub fn raw_query_param(url: &str, name: &str) -> Option<String> {
 /// [`raw_query_param`] for several names, reading the query once.
 pub fn raw_query_params<const N: usize>(url: &str, names: [&str; N]) -> [Option<String>; N] {
     let mut values = [const { None }; N];
-    let Some((_, query)) = url.split_once('?') else {
+    let Some(query) = query_of(url) else {
         return values;
     };
-    let query = query.split_once('#').map_or(query, |(q, _)| q);
     let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else {
         return values;
     };
@@ -195,12 +223,18 @@ pub fn bearer_token(req: &Request) -> ApiResult<Option<String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{path_of, query_param, raw_query_param, raw_query_params};
+    use super::{
+        is_https_url, origin_of, path_of, query_of, query_param, raw_query_param, raw_query_params,
+    };
 
     #[test]
-    fn raw_query_params_read_as_the_url_parser_reads_them() {
+    fn the_string_helpers_read_urls_as_the_url_parser_does() {
         let urls = [
             "http://127.0.0.1:8787/ws/lobby?token=a.b.c&since=12",
+            "https://chat.example.com/ws/r?token=t",
+            "https://user:pw@example.com:8443/rooms/r/messages?limit=5#x",
+            "http://[::1]:8787/me/rooms?cursor=a%3Db",
+            "https://h/limiter?key=login%3A1.2.3.4&limit=5&window_ms=60000",
             "http://h/ws/r?since=1&token=x%2By+z&token=second",
             "http://h/ws/r?token=&since",
             "http://h/ws/r?a=1&b=%E2%9C%93#token=frag",
@@ -217,6 +251,13 @@ mod tests {
                     "{name} in {url}"
                 );
             }
+            assert_eq!(query_of(url), parsed.query(), "{url}");
+            assert_eq!(
+                origin_of(url),
+                Some(parsed.origin().ascii_serialization()),
+                "{url}"
+            );
+            assert_eq!(is_https_url(url), parsed.scheme() == "https", "{url}");
         }
         assert_eq!(
             raw_query_param("http://h/?token=x%2By+z", "token").as_deref(),

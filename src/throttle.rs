@@ -58,19 +58,19 @@ impl DurableObject for Limiter {
     /// `{"retry_after_ms"}`, 0 if allowed. Runs without an `await`, so concurrent attempts are
     /// counted one at a time.
     async fn fetch(&self, req: Request) -> Result<Response> {
-        let url = req.url()?;
+        let url = req.inner().url();
         let number = |name: &str| {
-            http::query_param(&url, name)
+            http::raw_query_param(&url, name)
                 .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or(0)
         };
         let (limit, window_ms) = (number("limit"), number("window_ms"));
-        let Some(key) = http::query_param(&url, "key").filter(|k| !k.is_empty()) else {
+        let Some(key) = http::raw_query_param(&url, "key").filter(|k| !k.is_empty()) else {
             return Ok(ApiError::bad_request("missing key").into_response());
         };
         let now = worker::Date::now().as_millis() as i64;
         let sql = self.state.storage().sql();
-        if url.path() == "/release" {
+        if http::path_of(&url) == "/release" {
             sql.exec(
                 "DELETE FROM attempts WHERE rowid =
                    (SELECT MAX(rowid) FROM attempts WHERE key = ?)",
@@ -97,7 +97,7 @@ impl DurableObject for Limiter {
         let retry_after_ms = if window.count >= limit {
             (window.first_expiry.unwrap_or(now + window_ms) - now).max(1)
         } else {
-            if url.path() == "/hit" {
+            if http::path_of(&url) == "/hit" {
                 sql.exec(
                     "INSERT INTO attempts (key, expires) VALUES (?, ?)",
                     vec![key.into(), (now + window_ms).into()],
@@ -148,14 +148,18 @@ impl<'a> Throttle<'a> {
             .durable_object(BINDING)?
             .id_from_name(&format!("limiter-shard-{shard}"))?
             .get_stub()?;
-        let mut url = worker::Url::parse(&format!("https://limiter.internal/{action}"))
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        url.query_pairs_mut()
-            .append_pair("key", &self.key)
-            .append_pair("limit", &self.policy.limit.to_string())
-            .append_pair("window_ms", &(self.policy.window_secs * 1000).to_string());
+        let query = serde_urlencoded::to_string([
+            ("key", self.key.as_str()),
+            ("limit", self.policy.limit.to_string().as_str()),
+            (
+                "window_ms",
+                (self.policy.window_secs * 1000).to_string().as_str(),
+            ),
+        ])
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        let url = format!("https://limiter.internal/{action}?{query}");
         let mut response = stub
-            .fetch_with_request(Request::new(url.as_str(), worker::Method::Post)?)
+            .fetch_with_request(Request::new(&url, worker::Method::Post)?)
             .await?;
         Ok(response.json::<Answer>().await?.retry_after_ms)
     }

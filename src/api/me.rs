@@ -72,8 +72,7 @@ fn shown(room: &ListedRoom) -> serde_json::Value {
 /// `GET /me/rooms?cursor=` → `{"rooms":[...],"next_cursor"}` (`null` on the last page).
 pub async fn list(req: Request, env: &Env) -> ApiResult<Response> {
     let badge = guard::bearer(&req, env).await?;
-    let url = req.url()?;
-    let after = match http::query_param(&url, "cursor") {
+    let after = match http::raw_query_param(&req.inner().url(), "cursor") {
         None => None,
         Some(cursor) => Some(decode_cursor(&cursor).ok_or_else(|| {
             ApiError::unprocessable("cursor must be a next_cursor from an earlier page")

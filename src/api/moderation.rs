@@ -219,11 +219,7 @@ pub async fn settings(mut req: Request, env: &Env, raw_room: &str) -> ApiResult<
 /// `GET /rooms/{room_id}/audit?before=&limit=` (owner and moderators): newest first.
 pub async fn audit(req: Request, env: &Env, raw_room: &str) -> ApiResult<Response> {
     let (badge, room) = caller(&req, env, raw_room).await?;
-    let query = req
-        .url()?
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
+    let query = http::query_suffix(&req.inner().url());
     if query.len() > 256 {
         return Err(ApiError::new(414, "query string too long"));
     }

@@ -123,11 +123,7 @@ pub async fn read(req: Request, env: &Env, raw_room: &str, what: &str) -> ApiRes
     let badge = guard::bearer(&req, env).await?;
     let room = parse_room(raw_room)?;
     let access = guard::room_access(env, &room, &badge).await?;
-    let query = req
-        .url()?
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
+    let query = http::query_suffix(&req.inner().url());
     if query.len() > 256 {
         return Err(ApiError::new(414, "query string too long"));
     }

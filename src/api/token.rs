@@ -335,7 +335,7 @@ pub fn clear_cookie(req: &Request) -> String {
 }
 
 fn is_https(req: &Request) -> ApiResult<bool> {
-    Ok(req.url()?.scheme() == "https")
+    Ok(http::is_https_url(&req.inner().url()))
 }
 
 /// Whether the request carries `X-Refresh-Cookie: 1`.
@@ -381,7 +381,7 @@ pub async fn logout(req: Request, env: &Env) -> ApiResult<Response> {
     let badge = guard::bearer(&req, env)
         .await
         .map_err(|refusal| refusal.with_header("Set-Cookie", clear_cookie(&req)))?;
-    let everywhere = match http::query_param(&req.url()?, "all") {
+    let everywhere = match http::raw_query_param(&req.inner().url(), "all") {
         None => false,
         Some(all) => parse_bool(&all)
             .ok_or_else(|| ApiError::unprocessable("all must be a boolean: true, false, 1 or 0"))?,

@@ -108,12 +108,12 @@ impl DurableObject for Sessions {
     /// Every route runs without an `await`, so a logout and a connect are ordered one way or
     /// the other: a connect admitted first is in the rooms the logout returns.
     async fn fetch(&self, req: Request) -> Result<Response> {
-        let url = req.url()?;
-        let text = |name: &str| http::query_param(&url, name).unwrap_or_default();
+        let url = req.inner().url();
+        let text = |name: &str| http::raw_query_param(&url, name).unwrap_or_default();
         let number = |name: &str| text(name).parse::<i64>().unwrap_or(0);
         let now = (worker::Date::now().as_millis() / 1000) as i64;
         let (user, jti) = (text("user"), text("jti"));
-        let body = match url.path() {
+        let body = match http::path_of(&url) {
             "/admit" => {
                 let verdict =
                     self.admit(now, &user, &jti, number("iat_ms"), number("exp"), None)?;
