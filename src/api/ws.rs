@@ -179,8 +179,7 @@ fn check_origin(headers: &web_sys::Headers, url: &str, config: &Config) -> ApiRe
     let Some(origin) = header(headers, "Origin") else {
         return Ok(());
     };
-    let url = worker::Url::parse(url).map_err(|_| ApiError::bad_request("invalid URL"))?;
-    let own = url.origin().ascii_serialization();
+    let own = crate::http::origin_of(url).ok_or_else(|| ApiError::bad_request("invalid URL"))?;
     if origin_allowed(&origin, &own, &config.allowed_origins) {
         return Ok(());
     }

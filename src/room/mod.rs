@@ -254,12 +254,12 @@ impl ChatRoom {
                 .ok_or_else(missing_identity)?;
             return self.connect(handover).await;
         }
-        let url = req.url()?;
-        let query = |name: &str| http::query_param(&url, name);
+        let url = req.inner().url();
+        let query = |name: &str| http::raw_query_param(&url, name);
         let member = req.headers().get(ACCESS_HEADER)?.as_deref() == Some("member");
         let caller = req.headers().get(USER_HEADER)?.unwrap_or_default();
         let now_ms = worker::Date::now().as_millis() as i64;
-        match (req.method(), url.path()) {
+        match (req.method(), http::path_of(&url)) {
             (Method::Post, "/claim") => self.claim(
                 query("owner").unwrap_or_default(),
                 query("private").as_deref() != Some("0"),
