@@ -2,10 +2,24 @@
 // median of the per-repeat ratios; lost, duplicated, out of order and failed reconnects summed.
 //
 //   node bench/tools/storm_table.mjs RAW.jsonl OUT.json
+//   node bench/tools/storm_table.mjs --pool OUT.json IN.jsonl [IN.jsonl ...]
+//       runs of the same build pooled: each file's repeats renumbered after the previous file's, into OUT.json.jsonl
 import fs from "node:fs";
 
-const [raw, outFile] = process.argv.slice(2);
-const rows = fs.readFileSync(raw, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+const readRows = (f) => fs.readFileSync(f, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+let [raw, outFile, ...inputs] = process.argv.slice(2);
+if (raw === "--pool") {
+  raw = `${outFile}.jsonl`;
+  const pooled = [];
+  let offset = 0;
+  for (const f of inputs) {
+    const rs = readRows(f);
+    for (const r of rs) pooled.push({ ...r, repeat: r.repeat + offset });
+    offset += Math.max(0, ...rs.map((r) => r.repeat));
+  }
+  fs.writeFileSync(raw, pooled.map((r) => JSON.stringify(r)).join("\n") + "\n");
+}
+const rows = readRows(raw);
 const get = (o, p) => p.split(".").reduce((x, k) => (x == null ? undefined : x[k]), o);
 const median = (v) => {
   const s = v.filter((x) => typeof x === "number" && Number.isFinite(x)).sort((a, b) => a - b);
