@@ -44,7 +44,10 @@ type Ws = WebSocketStream<TcpStream>;
 type Sink = SplitSink<Ws, Message>;
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "clubhouse-storm", about = "Reconnect storm against the Clubhouse chat API")]
+#[command(
+    name = "clubhouse-storm",
+    about = "Reconnect storm against the Clubhouse chat API"
+)]
 struct Args {
     /// Base URL of the server, e.g. http://127.0.0.1:8788
     #[arg(long)]
@@ -495,7 +498,8 @@ async fn run(args: Args) -> i32 {
     }
 
     // Sender sockets: their readers keep the room's truth (every id, in order) through the whole run.
-    let sender_last: Vec<Arc<AtomicU64>> = (0..rooms).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let sender_last: Vec<Arc<AtomicU64>> =
+        (0..rooms).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let mut sender_sinks = Vec::new();
     let mut sender_readers = Vec::new();
     for (r, ws) in senders_ws.into_iter().enumerate() {
@@ -671,7 +675,10 @@ async fn run(args: Args) -> i32 {
             v.windows(2).map(|w| w[1] - w[0] - 1).sum::<u64>()
         })
         .sum();
-    let truth_first: Vec<u64> = truth_logs.iter().map(|l| l.ids.iter().copied().min().unwrap_or(0)).collect();
+    let truth_first: Vec<u64> = truth_logs
+        .iter()
+        .map(|l| l.ids.iter().copied().min().unwrap_or(0))
+        .collect();
     let (mut lost, mut dup, mut ooo, mut gap_missed, mut hist_items, mut failed) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut first_error = None;
