@@ -14,6 +14,7 @@
 //! JSON line (the last line of stdout).
 
 mod accounts;
+mod net;
 mod procs;
 mod report;
 mod sockets;
@@ -166,7 +167,10 @@ impl Ctx {
             eprintln!("TLS is not supported by this tool (local wrangler dev only)");
             return Err(2);
         }
-        let prefix = args.prefix.clone().unwrap_or_else(random_prefix);
+        let prefix = args
+            .prefix
+            .clone()
+            .unwrap_or_else(|| net::random_prefix('b'));
         let clients = args.clients;
         let rooms = args.rooms.max(1);
         let senders = if clients == 0 {
@@ -299,26 +303,6 @@ where
         .buffer_unordered(k.max(1))
         .collect()
         .await
-}
-
-/// A name prefix unlikely to collide with an earlier run's users and rooms on the same server.
-fn random_prefix() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let mut x = t ^ ((std::process::id() as u64) << 32) ^ 0x9E37_79B9_7F4A_7C15;
-    // xorshift to mix
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut s = String::from("b");
-    for _ in 0..7 {
-        s.push(A[(x % 36) as usize] as char);
-        x /= 36;
-    }
-    s
 }
 
 /// This process's own CPU (user + system), µs: if it nears the server's per delivery, the client is the limit.

@@ -9,17 +9,14 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::accounts::Accounts;
 use crate::{run_pool, Args, Ctx};
 
-type Ws = WebSocketStream<TcpStream>;
+use crate::net::{connect_ws, Ws};
 type Sink = SplitSink<Ws, Message>;
 
 /// Who is where, fixed for the run: connection k is in room k % rooms; sender j is connection j.
@@ -128,7 +125,7 @@ pub async fn connect(ctx: &Ctx, layout: &Layout, accounts: &Accounts) -> Connect
         (
             k,
             started_ms,
-            connect_ws(&ctx.base_ws, room, tok, batch).await,
+            connect_ws(&ctx.base_ws, room, tok, if batch { "&batch=1" } else { "" }).await,
         )
     })
     .await;
@@ -165,32 +162,6 @@ pub async fn connect(ctx: &Ctx, layout: &Layout, accounts: &Accounts) -> Connect
         }
     }
     c
-}
-
-/// One socket: TCP connect and WebSocket handshake, and the time both took (ms).
-async fn connect_ws(
-    base_ws: &str,
-    room: &str,
-    token: &str,
-    batch: bool,
-) -> Result<(Ws, f64), String> {
-    let batch = if batch { "&batch=1" } else { "" };
-    let url = format!("{base_ws}/ws/{room}?token={token}{batch}");
-    let req = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
-    let host = req.uri().host().ok_or("no host")?.to_string();
-    let port = req.uri().port_u16().unwrap_or(80);
-    let t0 = Instant::now();
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| format!("tcp: {e}"))?;
-    tcp.set_nodelay(true).ok();
-    let (ws, _resp) = tokio_tungstenite::client_async(req, tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    Ok((ws, t0.elapsed().as_secs_f64() * 1e3))
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@
 //!
 //! Output: progress on stderr (-v), a summary on stdout, then ONE JSON line (the last line of stdout).
 
+#[path = "../net.rs"]
+mod net;
 #[path = "../procs.rs"]
 #[allow(dead_code)]
 mod procs;
@@ -34,13 +36,10 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify, Semaphore};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
-type Ws = WebSocketStream<TcpStream>;
+use net::Ws;
 type Sink = SplitSink<Ws, Message>;
 
 #[derive(Parser, Debug, Clone)]
@@ -272,31 +271,6 @@ fn live(
     }
 }
 
-async fn connect_ws(
-    ctx: &Ctx,
-    room: &str,
-    token: &str,
-    since: Option<u64>,
-) -> Result<(Ws, f64), String> {
-    let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
-    let url = format!("{}/ws/{room}?token={token}{since}", ctx.base_ws);
-    let req = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
-    let host = req.uri().host().ok_or("no host")?.to_string();
-    let port = req.uri().port_u16().unwrap_or(80);
-    let t0 = Instant::now();
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| format!("tcp: {e}"))?;
-    tcp.set_nodelay(true).ok();
-    let (ws, _) = tokio_tungstenite::client_async(req, tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    Ok((ws, t0.elapsed().as_secs_f64() * 1e3))
-}
-
 /// Signs up every user and logs each in once: the tokens (None where either failed).
 async fn authenticate(ctx: &Ctx, client: &reqwest::Client) -> Vec<Option<String>> {
     let n = ctx.args.users.max(1);
@@ -415,24 +389,6 @@ async fn wait_idle(server: &procs::ServerProcs, max_s: f64) {
     }
 }
 
-fn random_prefix() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let mut x = t ^ ((std::process::id() as u64) << 32) ^ 0x9E37_79B9_7F4A_7C15;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut s = String::from("s");
-    for _ in 0..7 {
-        s.push(A[(x % 36) as usize] as char);
-        x /= 36;
-    }
-    s
-}
-
 async fn run(args: Args) -> i32 {
     let base = args.url.trim_end_matches('/').to_string();
     let Some(rest) = base.strip_prefix("http://") else {
@@ -440,7 +396,10 @@ async fn run(args: Args) -> i32 {
         return 2;
     };
     let base_ws = format!("ws://{rest}");
-    let prefix = args.prefix.clone().unwrap_or_else(random_prefix);
+    let prefix = args
+        .prefix
+        .clone()
+        .unwrap_or_else(|| net::random_prefix('s'));
     let server = procs::ServerProcs::find(&[], args.server_port);
     if let Some(e) = &server.error {
         eprintln!("warning: server processes: {e}");
@@ -473,7 +432,7 @@ async fn run(args: Args) -> i32 {
     let (truth_stop_tx, truth_stop_rx) = watch::channel(false);
     let mut senders_ws = Vec::new();
     for r in 0..rooms {
-        match connect_ws(&ctx, &ctx.room(r), token_of(r), None).await {
+        match net::connect_ws(&ctx.base_ws, &ctx.room(r), token_of(r), "").await {
             Ok((ws, _)) => senders_ws.push(ws),
             Err(e) => {
                 eprintln!("sender {r}: {e}");
@@ -485,7 +444,7 @@ async fn run(args: Args) -> i32 {
         .map(|k| {
             let ctx = ctx.clone();
             let tok = token_of(k).to_string();
-            async move { connect_ws(&ctx, &ctx.room(k % rooms), &tok, None).await }
+            async move { net::connect_ws(&ctx.base_ws, &ctx.room(k % rooms), &tok, "").await }
         })
         .buffered(args.connect_concurrency.max(1))
         .collect()
@@ -585,7 +544,8 @@ async fn run(args: Args) -> i32 {
         let connected_at = connected_at.clone();
         readers2.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.expect("gate");
-            let r = connect_ws(&ctx, &ctx.room(k % rooms), &tok, s).await;
+            let since = s.map(|s| format!("&since={s}")).unwrap_or_default();
+            let r = net::connect_ws(&ctx.base_ws, &ctx.room(k % rooms), &tok, &since).await;
             drop(permit);
             match r {
                 Ok((ws, ms)) => {
