@@ -12,6 +12,7 @@ import {
   openClient,
   screenshotPath,
   send,
+  sidebarEntry,
   signUp,
   uniqueName,
   waitConnected,
@@ -27,16 +28,6 @@ async function startDm(client, name) {
   await page.waitForFunction(() => /^dm\.[0-9a-f]{32}$/.test(window.__clubhouse.room() || ''));
   await waitConnected(page);
   return page.evaluate(() => window.__clubhouse.room());
-}
-
-/** The sidebar entry of `room` as shown: its label, unread badge and last message line. */
-function sidebarEntry(page, room) {
-  return page.evaluate((r) => {
-    const li = document.querySelector(`#room-list li[data-room="${r}"]`);
-    if (!li) return null;
-    const text = (sel) => li.querySelector(sel)?.textContent ?? '';
-    return { label: text('.room-name'), unread: text('.unread'), last: text('.last') };
-  }, room);
 }
 
 test('DMs: the same room from both sides, sidebar unread counts, read receipt', { timeout: 180_000 }, async () => {

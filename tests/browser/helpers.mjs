@@ -358,6 +358,23 @@ export async function clickChip(page, id, emoji) {
 export const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'];
 const AXE_SOURCE = path.join(REPO_ROOT, 'node_modules', 'axe-core', 'axe.min.js');
 
+/** The sidebar entry of `room` as shown, or null: its label, unread badge, last message line, and
+ *  access mark (`refused`/`added`, null for none) with the mark's text. */
+export function sidebarEntry(page, room) {
+  return page.evaluate((r) => {
+    const li = document.querySelector(`#room-list li[data-room="${r}"]`);
+    if (!li) return null;
+    const text = (sel) => li.querySelector(sel)?.textContent ?? '';
+    return {
+      label: text('.room-name'),
+      unread: text('.unread'),
+      last: text('.last'),
+      access: li.dataset.access ?? null,
+      note: text('.access'),
+    };
+  }, room);
+}
+
 /**
  * Runs axe-core on the page and answers its violations as readable lines ([] when there are none).
  * The page's CSP allows no inline or foreign script, so axe's source is evaluated through the

@@ -11,6 +11,7 @@ import {
   joinRoom,
   openClient,
   send,
+  sidebarEntry,
   signUp,
   uniqueName,
   waitConnected,
@@ -19,12 +20,10 @@ import {
   withServerAndBrowser,
 } from './helpers.mjs';
 
-/** The sidebar entry of `room`: its access mark (refused/added) and the mark's text, or null. */
-function entry(page, room) {
-  return page.evaluate((r) => {
-    const li = document.querySelector(`#room-list li[data-room="${r}"]`);
-    return li ? { access: li.dataset.access ?? null, note: li.querySelector('.access')?.textContent ?? '' } : null;
-  }, room);
+/** The access mark (refused/added) of `room`'s sidebar entry and the mark's text, or null. */
+async function entry(page, room) {
+  const e = await sidebarEntry(page, room);
+  return e && { access: e.access, note: e.note };
 }
 
 async function createPrivate(client, room) {

@@ -11,6 +11,7 @@ import {
   joinRoom,
   openClient,
   send,
+  sidebarEntry,
   signUp,
   uniqueName,
   waitConnected,
@@ -30,8 +31,8 @@ function groups(page) {
   );
 }
 
-function lastLine(page, room) {
-  return page.evaluate((r) => document.querySelector(`#room-list li[data-room="${r}"] .last`)?.textContent ?? '', room);
+async function lastLine(page, room) {
+  return (await sidebarEntry(page, room))?.last ?? '';
 }
 
 /** Makes the page believe its tab is hidden (or visible again), as switching tabs would. */
