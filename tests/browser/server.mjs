@@ -214,7 +214,7 @@ kill -KILL -- -$$ 2>/dev/null
         const logFrom = server.log().length;
         spawnWrangler();
         try {
-          await waitReady();
+          await waitReady(logFrom);
           startedOnce = true;
           return;
         } catch (e) {
@@ -278,11 +278,19 @@ kill -KILL -- -$$ 2>/dev/null
     live.add(server);
   }
 
-  async function waitReady() {
+  async function waitReady(logFrom) {
     const deadline = Date.now() + READY_TIMEOUT_MS;
     while (Date.now() < deadline) {
       if (child.exitCode !== null || child.signalCode !== null) {
         throw new Error(`wrangler dev exited early (${child.exitCode ?? child.signalCode}); log:\n${server.log().slice(-4000)}`);
+      }
+      // Another process may hold the port and answer: only this wrangler's own "Ready on" counts,
+      // and its "Address already in use" ends the wait even before it has exited.
+      const thisStart = server.log().slice(logFrom);
+      if (thisStart.includes('Address already in use')) throw new Error(`port taken; log:\n${thisStart.slice(-2000)}`);
+      if (!thisStart.includes(`Ready on ${baseUrl}`)) {
+        await sleep(250);
+        continue;
       }
       try {
         const res = await fetch(`${baseUrl}/`, { signal: AbortSignal.timeout(2000) });

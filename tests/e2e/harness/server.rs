@@ -461,23 +461,31 @@ kill -KILL -- -$$ 2>/dev/null
 
     fn wait_ready(&self, log_from: usize) -> Result<(), PortTaken> {
         let started = Instant::now();
+        // Something else may answer on the port (another process bound it first): only a probe
+        // after this wrangler said it listens there counts, and its "port taken" line wins even
+        // before it has exited.
+        let ready_line = format!("Ready on http://127.0.0.1:{}", self.port);
         loop {
+            let (said_ready, port_taken) = {
+                let log = self.log();
+                let this_start = log.get(log_from..).unwrap_or("");
+                (
+                    this_start.contains(&ready_line),
+                    this_start.contains(PORT_TAKEN),
+                )
+            };
+            if port_taken {
+                self.stop();
+                return Err(PortTaken);
+            }
             if let Some(status) = self.child_exit_status() {
-                if self
-                    .log()
-                    .get(log_from..)
-                    .unwrap_or("")
-                    .contains(PORT_TAKEN)
-                {
-                    return Err(PortTaken);
-                }
                 panic!(
                     "wrangler dev exited ({status}) before answering; its log {}:\n{}",
                     self.log_path.display(),
                     self.log_tail(60)
                 );
             }
-            if http_probe(self.port).is_some() {
+            if said_ready && http_probe(self.port).is_some() {
                 eprintln!(
                     "[harness] wrangler dev ready on 127.0.0.1:{} in {:.1?} (log {})",
                     self.port,
