@@ -3,8 +3,12 @@
 
 use std::time::Instant;
 
+use futures_util::stream::SplitStream;
+use futures_util::StreamExt;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error, Message};
 use tokio_tungstenite::WebSocketStream;
 
 pub type Ws = WebSocketStream<TcpStream>;
@@ -33,6 +37,22 @@ pub async fn connect_ws(
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     Ok((ws, t0.elapsed().as_secs_f64() * 1e3))
+}
+
+/// The next frame a reader gets (`Some(None)`: the stream ended), or `None` once `stop` is set;
+/// a set `stop` wins over frames already waiting.
+pub async fn next_unless_stopped(
+    stream: &mut SplitStream<Ws>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Option<Result<Message, Error>>> {
+    if *stop.borrow_and_update() {
+        return None;
+    }
+    tokio::select! {
+        biased;
+        _ = stop.changed() => None,
+        m = stream.next() => Some(m),
+    }
 }
 
 /// A name prefix starting with `first`, unlikely to collide with an earlier run's users and rooms

@@ -454,13 +454,8 @@ async fn reader(
         shared: shared.clone(),
     };
     loop {
-        if *stop.borrow_and_update() {
+        let Some(msg) = crate::net::next_unless_stopped(&mut stream, &mut stop).await else {
             break;
-        }
-        let msg = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            m = stream.next() => m,
         };
         let now_ns = shared.now_ns();
         let msg = match msg {

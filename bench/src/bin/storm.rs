@@ -190,13 +190,8 @@ async fn reader(
 ) -> ConnLog {
     let mut log = ConnLog::default();
     loop {
-        if *stop.borrow_and_update() {
+        let Some(msg) = net::next_unless_stopped(&mut stream, &mut stop).await else {
             break;
-        }
-        let msg = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            m = stream.next() => m,
         };
         let now = ctx.now_ns();
         let text = match msg {
