@@ -7,6 +7,10 @@
 //! (its own three tables, created with the first action, so rooms nobody moderates carry none)
 //! and a copy in memory, read once per wake-up and only in rooms that were ever moderated
 //! (`meta.moderated`), so the message path asks memory, never storage.
+//!
+//! The in-memory maps are keyed by the ASCII-lowercased name, as SQLite's `COLLATE NOCASE`
+//! compares: usernames are ASCII (`protocol::Username::parse`), so ASCII folding is the whole
+//! of their case folding (and keeps std's Unicode case tables out of the WASM).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -214,7 +218,7 @@ impl Sanctions {
 
     /// Whether `kind` holds `user` at `now_ms`; `Some(until)` if it does.
     pub fn blocks(&self, kind: Kind, user: &str, now_ms: i64) -> Option<Option<i64>> {
-        match self.of(kind).get(&user.to_lowercase()) {
+        match self.of(kind).get(&user.to_ascii_lowercase()) {
             Some(None) => Some(None),
             Some(Some(until)) if *until > now_ms => Some(Some(*until)),
             _ => None,
@@ -320,7 +324,7 @@ impl Moderation {
             .to_array::<Moderator>()?;
         *self.moderators.borrow_mut() = moderators
             .into_iter()
-            .map(|m| (m.username.to_lowercase(), m.username))
+            .map(|m| (m.username.to_ascii_lowercase(), m.username))
             .collect();
         let mut sanctions = Sanctions::default();
         for row in self
@@ -335,7 +339,7 @@ impl Moderation {
             };
             sanctions
                 .of_mut(kind)
-                .insert(row.username.to_lowercase(), row.until_ms);
+                .insert(row.username.to_ascii_lowercase(), row.until_ms);
         }
         *self.sanctions.borrow_mut() = sanctions;
         Ok(())
@@ -358,7 +362,7 @@ impl Moderation {
         let owner = owner?;
         Some(if owner.eq_ignore_ascii_case(user) {
             Role::Owner
-        } else if self.moderators.borrow().contains_key(&user.to_lowercase()) {
+        } else if self.moderators.borrow().contains_key(&user.to_ascii_lowercase()) {
             Role::Moderator
         } else {
             Role::Member
@@ -401,7 +405,7 @@ impl Moderation {
         {
             return Ok(());
         }
-        let key = user.to_lowercase();
+        let key = user.to_ascii_lowercase();
         let mut last_post = self.last_post.borrow_mut();
         if let Some(last) = last_post.get(&key) {
             let next = last + gap_ms;
@@ -479,7 +483,7 @@ impl Moderation {
                     && !self
                         .moderators
                         .borrow()
-                        .contains_key(&target_name.to_lowercase())
+                        .contains_key(&target_name.to_ascii_lowercase())
                 {
                     return Err(ApiError::unprocessable(format!(
                         "a room has at most {MAX_MODERATORS} moderators"
@@ -492,7 +496,7 @@ impl Moderation {
                 )?;
                 self.moderators
                     .borrow_mut()
-                    .insert(target_name.to_lowercase(), target_name.to_owned());
+                    .insert(target_name.to_ascii_lowercase(), target_name.to_owned());
                 Effect::None
             }
             Action::ModeratorRemoved => {
@@ -502,7 +506,7 @@ impl Moderation {
                 )?;
                 self.moderators
                     .borrow_mut()
-                    .remove(&target_name.to_lowercase());
+                    .remove(&target_name.to_ascii_lowercase());
                 Effect::None
             }
             Action::Kick => Effect::Close(CloseReason::Kicked),
@@ -521,7 +525,7 @@ impl Moderation {
                     )?;
                     self.moderators
                         .borrow_mut()
-                        .remove(&target_name.to_lowercase());
+                        .remove(&target_name.to_ascii_lowercase());
                     Effect::Close(CloseReason::Banned)
                 } else {
                     Effect::None
@@ -541,7 +545,7 @@ impl Moderation {
                     .sanctions
                     .borrow_mut()
                     .of_mut(kind)
-                    .remove(&target_name.to_lowercase())
+                    .remove(&target_name.to_ascii_lowercase())
                     .is_some();
                 if !lifted {
                     return Err(ApiError::new(
@@ -577,7 +581,7 @@ impl Moderation {
         actor: &str,
         now_ms: i64,
     ) -> ApiResult<()> {
-        let key = target.to_lowercase();
+        let key = target.to_ascii_lowercase();
         {
             let sanctions = self.sanctions.borrow();
             if sanctions.len() >= MAX_SANCTIONS && !sanctions.of(kind).contains_key(&key) {
