@@ -103,7 +103,8 @@ pub enum Endpoint {
     MyRooms,
     LeaveRoom,
     /// A file of Workers Static Assets (wrangler.toml `[assets]`, built by scripts/assets): the
-    /// API documents and /docs, kept out of the WASM and fetched from the `ASSETS` binding.
+    /// API documents and /docs, kept out of the WASM and fetched from the `ASSETS` binding (as
+    /// are the browser client's files, `page::PATHS`).
     Asset,
 }
 
@@ -124,7 +125,7 @@ const fn row(path: &'static str, allow: &'static str, endpoint: Endpoint) -> Rou
     }
 }
 
-/// Every HTTP route but the browser client's files (`page::FILES`), in matching order: the first
+/// Every HTTP route but the browser client's files (`page::PATHS`), in matching order: the first
 /// row whose template fits the path wins. The API documents (`docs/api/openapi.json`) list
 /// exactly these paths and methods; `tests/contract` fails on any difference.
 pub const ROUTES: &[Route] = &[
@@ -215,15 +216,18 @@ async fn route(
     let req = || Request::from(Clone::clone(&raw));
     let Some((found, params)) = find_route(path) else {
         // The browser client: a handful of fixed paths, after every API route.
-        return match page::find(path) {
-            Some(file) => {
-                if !matches!(method, Some(Method::Get | Method::Head)) {
-                    return Err(ApiError::method_not_allowed("GET, HEAD"));
-                }
-                page::serve(&req(), file).map(Reply::Built)
-            }
-            None => Err(ApiError::not_found()),
+        let Some(asset_path) = page::asset_path(path) else {
+            return Err(ApiError::not_found());
         };
+        if !matches!(method, Some(Method::Get | Method::Head)) {
+            return Err(ApiError::method_not_allowed("GET, HEAD"));
+        }
+        let request = if asset_path == path {
+            req()
+        } else {
+            page::asset_request(&req(), url, asset_path)?
+        };
+        return asset(request, env).await.map(Reply::Built);
     };
     if !method.is_some_and(|m| found.allow.split(", ").any(|a| a == m.as_ref())) {
         return Err(ApiError::method_not_allowed(found.allow));

@@ -17,7 +17,7 @@ fn json_file(relative: &str) -> Value {
     serde_json::from_str(&repo_file(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
 }
 
-/// Path → methods, as the router answers them: the route table and the browser client's files.
+/// Path → methods, as the router answers them: the route table and the browser client's paths.
 fn router_routes() -> BTreeMap<String, BTreeSet<String>> {
     let mut routes = BTreeMap::new();
     let mut add = |path: &str, allow: &str| {
@@ -29,9 +29,8 @@ fn router_routes() -> BTreeMap<String, BTreeSet<String>> {
     for route in clubhouse::api::ROUTES {
         add(route.path, route.allow);
     }
-    add("/", "GET, HEAD");
-    for file in &clubhouse::api::page::FILES {
-        add(file.path, "GET, HEAD");
+    for path in clubhouse::api::page::PATHS {
+        add(path, "GET, HEAD");
     }
     routes
 }
@@ -91,7 +90,7 @@ fn route_parity(
     }
     if !unrouted.is_empty() {
         report.push_str(&format!(
-            "docs/api/openapi.json documents these, but the router (ROUTES in src/api/mod.rs, or page::FILES) does not answer them:\n  {}\n",
+            "docs/api/openapi.json documents these, but the router (ROUTES in src/api/mod.rs, or page::PATHS) does not answer them:\n  {}\n",
             unrouted.join("\n  ")
         ));
     }

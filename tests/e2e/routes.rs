@@ -1,10 +1,15 @@
 //! What the Worker answers per path and method: the browser client's files and the client library
-//! it imports (`src/api/page.rs`), unknown paths, wrong methods.
+//! it imports (`src/api/page.rs`, served from the static assets), unknown paths, wrong methods.
 
 use crate::harness::*;
 
+/// The page's Content-Security-Policy (`public/_headers`).
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; \
+    frame-ancestors 'none'";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_is_served_by_the_worker_with_etags_and_its_security_headers() {
+async fn the_page_is_served_from_the_assets_with_etags_and_its_security_headers() {
     let c = client();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for (path, file, media) in [
@@ -26,11 +31,16 @@ async fn the_page_is_served_by_the_worker_with_etags_and_its_security_headers() 
             content_type.starts_with(media),
             "GET {path}: {content_type}"
         );
-        let csp = header(&resp, "content-security-policy");
-        assert!(
-            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
-            "{csp}"
-        );
+        // One policy, the page's: a second `_headers` rule matching the path would add another.
+        let policies: Vec<_> = resp
+            .headers()
+            .get_all("content-security-policy")
+            .iter()
+            .collect();
+        assert_eq!(policies.len(), 1, "GET {path}: {policies:?}");
+        assert_eq!(policies[0], PAGE_POLICY, "GET {path}");
+        assert_eq!(header(&resp, "x-frame-options"), "DENY");
+        assert_eq!(header(&resp, "referrer-policy"), "no-referrer");
         assert_eq!(header(&resp, "x-content-type-options"), "nosniff");
         assert_eq!(header(&resp, "cache-control"), "no-cache");
         let etag = header(&resp, "etag");
@@ -54,7 +64,15 @@ async fn the_page_is_served_by_the_worker_with_etags_and_its_security_headers() 
             .unwrap();
         assert_eq!(again.status(), 304, "GET {path} If-None-Match");
         assert_eq!(header(&again, "etag"), etag);
+        assert_eq!(header(&again, "content-security-policy"), PAGE_POLICY);
         assert!(again.bytes().await.unwrap().is_empty());
+        let weak = c
+            .get(path)
+            .header("If-None-Match", format!("W/{etag}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(weak.status(), 304, "GET {path} If-None-Match W/");
         let stale = c
             .get(path)
             .header("If-None-Match", "\"0000\"")
@@ -75,7 +93,20 @@ async fn the_page_is_served_by_the_worker_with_etags_and_its_security_headers() 
         assert_eq!(header(&post, "allow"), "GET, HEAD");
         expect_json_error(post, 405, &format!("POST {path}")).await;
     }
-    for path in ["/_headers", "/public/app.js", "/app.js/", "/index.htm"] {
+    assert_eq!(
+        header(&c.get("/").send().await.unwrap(), "etag"),
+        header(&c.get("/index.html").send().await.unwrap(), "etag"),
+        "/ is /index.html"
+    );
+    for path in [
+        "/_headers",
+        "/public/app.js",
+        "/app.js/",
+        "/index.htm",
+        "/index",
+        "/docs.html",
+        "/clubhouse.d.ts",
+    ] {
         let resp = c.get(path).send().await.unwrap();
         expect_json_error(resp, 404, &format!("GET {path}")).await;
     }
@@ -84,7 +115,7 @@ async fn the_page_is_served_by_the_worker_with_etags_and_its_security_headers() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_are_404_json() {
     let c = client();
-    // (`/` and the files of public/ are the browser client: see the_page_is_served_by_the_worker.)
+    // (`/` and the files of public/ are the browser client: see the_page_is_served_from_the_assets.)
     for path in [
         "/nope",
         "/users/extra",
