@@ -4,6 +4,9 @@
 #   bash bench/coldstart.sh [--repeats N]        (default 5; uses the existing build/, never rebuilds)
 #   bash bench/coldstart.sh --old DIR            also a saved build/ (cp -r build DIR at the old commit), started
 #                                                like the current one with GET /nope first: new/old in one run
+#   bash bench/coldstart.sh --worker DIR         also another Worker project (DIR/wrangler.toml, ready to run: no
+#                                                [build]; repeatable), under the repo's wrangler with GET /nope
+#                                                first: e.g. the workers-rs floor (bench/floor-rs, its build.sh)
 #
 # Every start is a fresh `wrangler dev` (new state dir; Clubhouse's D1 is migrated beforehand, not timed) in its own
 # process group, killed after its requests. Per start: (a) spawn -> the TCP port accepts (polled every 5 ms),
@@ -17,10 +20,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REPEATS=5
 OLD_BUILD=
+OTHER_DIRS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --repeats) REPEATS="$2"; shift ;;
     --old) OLD_BUILD="$2"; shift ;;
+    --worker) OTHER_DIRS+=("$(cd "$2" && pwd)"); shift ;;
     *) other_arg "$1" ;;
   esac
   shift
@@ -42,6 +47,9 @@ one_start() {
   local side="$1" kind="$2"; shift 2
   if [ "$side" = clubhouse ]; then
     CH_CFGDIR="$NEW_CFGDIR" CH_STATE="$NEW_STATE" spawn_clubhouse clubhouse ""
+  elif [ "${side#worker}" != "$side" ]; then
+    local dir="${OTHER_DIRS[${side#worker}]}"
+    spawn_server "$side" "$dir" "$WRANGLER" --config "$dir/wrangler.toml"
   elif [ "$side" = old ]; then
     CH_CFGDIR="$OLD_CFGDIR" CH_STATE="$OLD_STATE" spawn_clubhouse old ""
   else spawn_server baseline "$BASE_DIR" "$BASE_WRANGLER"; fi
@@ -62,12 +70,16 @@ for r in $(seq 1 "$REPEATS"); do
   esac
   [ -n "$OLD_BUILD" ] && order="$order O404"
   [ -n "$OLD_BUILD" ] && [ $((r % 2)) = 0 ] && order="O404 ${order% O404}"
+  for i in "${!OTHER_DIRS[@]}"; do
+    if [ $((r % 2)) = 1 ]; then order="W$i $order"; else order="$order W$i"; fi
+  done
   for o in $order; do
     case "$o" in
       C404) one_start clubhouse nope-first /nope /nope /nope /healthz /healthz /healthz ;;
       C200) one_start clubhouse healthz-first /healthz /healthz /healthz /nope /nope /nope ;;
       B)    one_start baseline nope-first /nope /nope /nope ;;
       O404) one_start old nope-first /nope /nope /nope ;;
+      W*)   one_start "worker${o#W}" nope-first /nope /nope /nope ;;
     esac
   done
 done
@@ -75,9 +87,9 @@ log "load average after: $(loadavg)"
 
 WASM="$REPO_ROOT/build/index_bg.wasm"
 node - "$RAW" "$(stat -c %s "$WASM")" "$(gzip -9 -c "$WASM" | wc -c)" "$(stat -c %s "$REPO_ROOT/build/index.js")" \
-  "$(gzip -9 -c "$REPO_ROOT/build/index.js" | wc -c)" <<'EOF'
+  "$(gzip -9 -c "$REPO_ROOT/build/index.js" | wc -c)" "${OTHER_DIRS[@]+"${OTHER_DIRS[@]}"}" <<'EOF'
 const fs = require("fs");
-const [raw, wasm, wasmGz, js, jsGz] = process.argv.slice(2);
+const [raw, wasm, wasmGz, js, jsGz, ...otherDirs] = process.argv.slice(2);
 const rows = fs.readFileSync(raw, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
 const med = (v) => { v = v.filter((x) => typeof x === "number").sort((a, b) => a - b); if (!v.length) return null; const m = v.length >> 1; return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2; };
 const f = (x) => (x == null ? "-" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
@@ -100,6 +112,10 @@ stat("clubhouse  GET /nope after 3x /healthz", cH, "/nope", false);
 const b = stat("baseline   GET /nope (first request)", bN, "/nope", true);
 const oN = sel("old", "nope-first");
 const o = oN.length ? stat("old build  GET /nope (first request)", oN, "/nope", true) : null;
+const others = otherDirs.map((dir, i) => {
+  const label = require("path").basename(dir).slice(0, 18);
+  return { label, s: stat(`${label.padEnd(18)} GET /nope (first request)`, sel(`worker${i}`, "nope-first"), "/nope", true) };
+});
 console.log(`\ncold start under wrangler dev, medians over ${bN.length} baseline / ${cN.length}+${cH.length} Clubhouse starts (ms)`);
 console.log(`${"".padEnd(42)} ${"n".padStart(2)}  ${"spawn->accept".padStart(13)}  ${"1st".padStart(7)}  ${"2nd".padStart(7)}  ${"3rd".padStart(7)}  status`);
 for (const l of lines) console.log(`${l.label.padEnd(42)} ${String(l.n).padStart(2)}  ${(l.first ? f(l.acc) : "").padStart(13)}  ${f(l.q[0]).padStart(7)}  ${f(l.q[1]).padStart(7)}  ${f(l.q[2]).padStart(7)}  ${l.statuses}`);
@@ -111,6 +127,7 @@ console.log(`  1st GET /nope            ${(a.q[0] / b.q[0]).toFixed(2)}  (${f(a.
 console.log(`  2nd GET /nope            ${(a.q[1] / b.q[1]).toFixed(2)}  (${f(a.q[1])} vs ${f(b.q[1])} ms)`);
 console.log(`  1st GET /healthz vs baseline's 1st /nope  ${(h.q[0] / b.q[0]).toFixed(2)}`);
 if (o) console.log(`  old build's 1st GET /nope ${(o.q[0] / b.q[0]).toFixed(2)}  (${f(o.q[0])} ms); new/old ${(a.q[0] / o.q[0]).toFixed(2)}`);
+for (const w of others) console.log(`  ${w.label}'s 1st GET /nope / baseline's ${(w.s.q[0] / b.q[0]).toFixed(2)}  (${f(w.s.q[0])} ms); Clubhouse / it ${(a.q[0] / w.s.q[0]).toFixed(2)}`);
 console.log(`  spawn->first response /nope  ${f(med(cN.map((r) => r.r.accept_ms + r.r.requests[0].ms)))} vs ${f(med(bN.map((r) => r.r.accept_ms + r.r.requests[0].ms)))} ms`);
 console.log(`\nbuild/index_bg.wasm ${wasm} bytes raw, ${wasmGz} gzip -9;  build/index.js ${js} bytes raw, ${jsGz} gzip -9`);
 console.log(`load averages seen: ${[...new Set(rows.map((r) => r.load.split(" ")[0]))].join(" ")}`);
