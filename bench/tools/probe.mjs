@@ -3,7 +3,8 @@
 // one per step), progress on stderr.
 //
 //   coldstart HOST PORT SPAWN_NS PATH...   poll TCP until the port accepts (time since SPAWN_NS), then GET each PATH in
-//                                          order on a fresh connection, timing each (ms)
+//                                          order on a fresh connection, timing each (ms); with PROBE_PGID set, also
+//                                          the CPU that process group had used when the first response came
 //   auth URL K PREFIX CLK_TCK WORKER_PID PROXY_PID   K sequential signups, then K sequential logins; CPU of the pids
 //                                          (utime+stime from /proc/PID/stat) before/after each phase; wall p50/p90
 //   capacity URL STEPS USERS WORKER_PID PROXY_PID     open sockets into one room up to each step (comma list), then at
@@ -67,6 +68,20 @@ async function login(url, username, password) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// CPU (ms) every process of process group PGID has used, with the children it has reaped (utime, stime, cutime,
+// cstime of /proc/PID/stat; clock ticks of 10 ms).
+function groupCpuMs(pgid) {
+  let ticks = 0;
+  for (const pid of fs.readdirSync("/proc").filter((d) => /^[0-9]+$/.test(d))) {
+    try {
+      const s = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+      const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+      if (Number(f[2]) === pgid) ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    } catch { /* gone */ }
+  }
+  return ticks * 10;
+}
+
 async function coldstart([host, port, spawnNs, ...paths]) {
   // warm node's own http path first (module loading, JIT) against a throwaway local server
   const dummy = http.createServer((_, res) => res.end("x"));
@@ -87,13 +102,15 @@ async function coldstart([host, port, spawnNs, ...paths]) {
   }
   if (acceptMs == null) { console.log(JSON.stringify({ error: "port never accepted" })); process.exit(1); }
   const reqs = [];
+  let cpuMs = null;
   for (const p of paths) {
     try {
       const r = await request(`http://${host}:${port}${p}`);
       reqs.push({ path: p, status: r.status, ms: r.ms, body: r.body.slice(0, 200) });
     } catch (e) { reqs.push({ path: p, error: String(e), ms: null }); }
+    if (cpuMs == null && process.env.PROBE_PGID) cpuMs = groupCpuMs(Number(process.env.PROBE_PGID));
   }
-  console.log(JSON.stringify({ accept_ms: acceptMs, requests: reqs }));
+  console.log(JSON.stringify({ accept_ms: acceptMs, requests: reqs, cpu_ms: cpuMs }));
 }
 
 // ---------------------------------------------------------------------------------------------------------------

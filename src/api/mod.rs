@@ -13,6 +13,9 @@ mod token;
 mod users;
 mod ws;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use worker::{worker_sys::web_sys, Env, Method, Request, Response};
 
 use crate::http::{ApiError, ApiResult};
@@ -233,41 +236,54 @@ async fn route(
         return Err(ApiError::method_not_allowed(found.allow));
     }
     let param = |i: usize| params.get(i).copied().unwrap_or_default();
-    let built = match found.endpoint {
-        Endpoint::Signup => users::signup(req(), env).await,
-        Endpoint::Login => token::login(req(), env).await,
-        Endpoint::Logout => token::logout(req(), env).await,
-        Endpoint::Health => Ok(health::healthz(env).await),
+    // Every arm boxes its handler's future: the router then holds one pointer rather than every
+    // handler's state machine inlined into one function, and V8, which compiles WASM functions
+    // on their first call, compiles on a cold start only the router and the handler the request
+    // runs (bench/README.md, "WASM size").
+    let handler: Handler<'_> = match found.endpoint {
+        Endpoint::Signup => Box::pin(users::signup(req(), env)),
+        Endpoint::Login => Box::pin(token::login(req(), env)),
+        Endpoint::Logout => Box::pin(token::logout(req(), env)),
+        Endpoint::Health => Box::pin(async move { Ok(health::healthz(env).await) }),
         Endpoint::Connect => {
-            return ws::connect(&raw, url, env, param(0), request_id)
-                .await
-                .map(Reply::Passed);
+            let connect: Pin<Box<dyn Future<Output = ApiResult<web_sys::Response>> + '_>> =
+                Box::pin(ws::connect(&raw, url, env, param(0), request_id));
+            return connect.await.map(Reply::Passed);
         }
-        Endpoint::CreateRoom => rooms::create(req(), env).await,
+        Endpoint::CreateRoom => Box::pin(rooms::create(req(), env)),
         Endpoint::Room if method == Some(&Method::Patch) => {
-            moderation::settings(req(), env, param(0)).await
+            Box::pin(moderation::settings(req(), env, param(0)))
         }
-        Endpoint::Room => rooms::info(req(), env, param(0)).await,
-        Endpoint::RoomMessages => rooms::read(req(), env, param(0), "messages").await,
-        Endpoint::RoomMembers => rooms::read(req(), env, param(0), "members").await,
-        Endpoint::RoomStats => rooms::stats(req(), env, param(0)).await,
-        Endpoint::RoomMember => rooms::change_member(req(), env, param(0), param(1)).await,
-        Endpoint::RoomAudit => moderation::audit(req(), env, param(0)).await,
-        Endpoint::Moderator => moderation::moderator(req(), env, param(0), param(1)).await,
-        Endpoint::Kick => moderation::kick(req(), env, param(0), param(1)).await,
-        Endpoint::Ban => moderation::sanction(req(), env, param(0), "bans", param(1)).await,
-        Endpoint::Mute => moderation::sanction(req(), env, param(0), "mutes", param(1)).await,
-        Endpoint::DeleteAccount => users::delete_me(req(), env).await,
-        Endpoint::ChangePassword => users::change_password(req(), env).await,
-        Endpoint::Blocks => dm::list_blocks(req(), env).await,
-        Endpoint::Block => dm::change_block(req(), env, param(0)).await,
-        Endpoint::OpenDm => dm::open(req(), env, param(0)).await,
-        Endpoint::MyRooms => me::list(req(), env).await,
-        Endpoint::LeaveRoom => me::leave(req(), env, param(0)).await,
-        Endpoint::Asset => asset(req(), env).await,
+        Endpoint::Room => Box::pin(rooms::info(req(), env, param(0))),
+        Endpoint::RoomMessages => Box::pin(rooms::read(req(), env, param(0), "messages")),
+        Endpoint::RoomMembers => Box::pin(rooms::read(req(), env, param(0), "members")),
+        Endpoint::RoomStats => Box::pin(rooms::stats(req(), env, param(0))),
+        Endpoint::RoomMember => Box::pin(rooms::change_member(req(), env, param(0), param(1))),
+        Endpoint::RoomAudit => Box::pin(moderation::audit(req(), env, param(0))),
+        Endpoint::Moderator => Box::pin(moderation::moderator(req(), env, param(0), param(1))),
+        Endpoint::Kick => Box::pin(moderation::kick(req(), env, param(0), param(1))),
+        Endpoint::Ban => Box::pin(moderation::sanction(req(), env, param(0), "bans", param(1))),
+        Endpoint::Mute => Box::pin(moderation::sanction(
+            req(),
+            env,
+            param(0),
+            "mutes",
+            param(1),
+        )),
+        Endpoint::DeleteAccount => Box::pin(users::delete_me(req(), env)),
+        Endpoint::ChangePassword => Box::pin(users::change_password(req(), env)),
+        Endpoint::Blocks => Box::pin(dm::list_blocks(req(), env)),
+        Endpoint::Block => Box::pin(dm::change_block(req(), env, param(0))),
+        Endpoint::OpenDm => Box::pin(dm::open(req(), env, param(0))),
+        Endpoint::MyRooms => Box::pin(me::list(req(), env)),
+        Endpoint::LeaveRoom => Box::pin(me::leave(req(), env, param(0))),
+        Endpoint::Asset => Box::pin(asset(req(), env)),
     };
-    built.map(Reply::Built)
+    handler.await.map(Reply::Built)
 }
+
+/// One route's handler, boxed (`route`).
+type Handler<'a> = Pin<Box<dyn Future<Output = ApiResult<Response>> + 'a>>;
 
 /// A file of the static assets, or a JSON 404 when there is none (or no assets at all).
 async fn asset(req: Request, env: &Env) -> ApiResult<Response> {

@@ -34,6 +34,8 @@ pub mod storage;
 pub mod typing;
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
@@ -252,8 +254,20 @@ impl ChatRoom {
                 .as_deref()
                 .and_then(Handover::decode)
                 .ok_or_else(missing_identity)?;
-            return self.connect(handover).await;
+            // Boxed, like the rest of the routes below: each is then a function of its own rather than
+            // one state machine inlined into the entry's, and a cold isolate compiles (V8 compiles WASM
+            // lazily) only the connect path for a room's first socket.
+            let connect: Pin<Box<dyn Future<Output = ApiResult<Response>> + '_>> =
+                Box::pin(self.connect(handover));
+            return connect.await;
         }
+        let others: Pin<Box<dyn Future<Output = ApiResult<Response>> + '_>> =
+            Box::pin(self.other_route(req));
+        others.await
+    }
+
+    /// Every internal route but `/connect` (`route`).
+    async fn other_route(&self, req: Request) -> ApiResult<Response> {
         let url = req.inner().url();
         let query = |name: &str| http::raw_query_param(&url, name);
         let member = req.headers().get(ACCESS_HEADER)?.as_deref() == Some("member");
