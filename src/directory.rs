@@ -82,8 +82,9 @@ pub struct ListedRoom {
 /// What a room writes behind its messages in one D1 batch.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RoomWrites {
-    /// Users who connected (public rooms only), with when (ms).
-    pub joins: Vec<(String, i64)>,
+    /// Users who connected (public rooms only), with when (ms) and the room's newest message id
+    /// then (their read marker, if the room was not on their list yet).
+    pub joins: Vec<(String, i64, i64)>,
     /// Read markers to move forward.
     pub markers: Vec<(String, i64)>,
     /// The room's newest message: id, author, snippet, time (ms).
@@ -315,11 +316,31 @@ impl Directory {
     }
 
     /// A room's writes behind its messages, in one D1 batch: joins first (a marker or message
-    /// of the same batch belongs to a listed room), markers only forward, and the newest message
+    /// of the same batch belongs to a listed room; a first join also sets the marker at the
+    /// room's newest message), markers only forward, and the newest message
     /// only if it is not older than the one stored (batches may finish out of order).
     pub async fn write_room(&self, room: &str, writes: &RoomWrites) -> ApiResult<()> {
         let mut statements: Vec<D1PreparedStatement> = Vec::new();
-        for (user, at) in &writes.joins {
+        for (user, at, newest_id) in &writes.joins {
+            // Before the join itself: only a user the room is new to starts read up to its
+            // newest message (nothing before they joined counts as unread).
+            statements.push(
+                self.db
+                    .prepare(
+                        "INSERT INTO read_markers (username, room_id, last_read_id) SELECT ?1, ?2, ?3
+                         WHERE NOT EXISTS
+                             (SELECT 1 FROM joined_rooms WHERE username = ?1 AND room_id = ?2)
+                           AND (SELECT COUNT(*) FROM joined_rooms WHERE username = ?1) < ?4
+                         ON CONFLICT (username, room_id)
+                         DO UPDATE SET last_read_id = MAX(last_read_id, excluded.last_read_id)",
+                    )
+                    .bind(&[
+                        user.as_str().into(),
+                        room.into(),
+                        num(*newest_id),
+                        num(MAX_JOINED_PUBLIC_ROOMS),
+                    ])?,
+            );
             statements.push(
                 self.db
                     .prepare(

@@ -37,14 +37,17 @@ const MAX_REMEMBERED_JOINS: usize = 10_000;
 /// What waits for the next D1 write. Pure.
 #[derive(Debug, Default, PartialEq)]
 pub struct Pending {
-    joins: BTreeMap<String, i64>,
+    /// When each user joined (ms), and the room's newest message id then.
+    joins: BTreeMap<String, (i64, i64)>,
     markers: BTreeMap<String, i64>,
     last: Option<(i64, String, String, i64)>,
 }
 
 impl Pending {
-    pub fn join(&mut self, user: &str, at_ms: i64) {
-        self.joins.entry(user.to_owned()).or_insert(at_ms);
+    pub fn join(&mut self, user: &str, at_ms: i64, newest_id: i64) {
+        self.joins
+            .entry(user.to_owned())
+            .or_insert((at_ms, newest_id));
     }
 
     /// A marker only moves forward.
@@ -74,7 +77,11 @@ impl Pending {
     pub fn take(&mut self) -> RoomWrites {
         let taken = std::mem::take(self);
         RoomWrites {
-            joins: taken.joins.into_iter().collect(),
+            joins: taken
+                .joins
+                .into_iter()
+                .map(|(user, (at_ms, newest_id))| (user, at_ms, newest_id))
+                .collect(),
             markers: taken.markers.into_iter().collect(),
             last: taken.last,
         }
@@ -82,8 +89,8 @@ impl Pending {
 
     /// A write failed: what it held waits again, merged with what came since.
     pub fn merge_back(&mut self, writes: RoomWrites) {
-        for (user, at) in writes.joins {
-            self.join(&user, at);
+        for (user, at_ms, newest_id) in writes.joins {
+            self.join(&user, at_ms, newest_id);
         }
         for (user, id) in writes.markers {
             self.marker(&user, id);
@@ -122,8 +129,10 @@ impl Activity {
         })
     }
 
-    /// `user` connected to this public room: it joins their list (once per wake-up).
-    pub fn joined(self: &Rc<Self>, user: &str, now_ms: i64) {
+    /// `user` connected to this public room, whose newest message is `newest_id`: it joins
+    /// their list (once per wake-up), read up to that message if it was not listed before (what
+    /// came before they joined is not unread to them).
+    pub fn joined(self: &Rc<Self>, user: &str, now_ms: i64, newest_id: i64) {
         {
             let mut joined = self.joined.borrow_mut();
             if joined.contains(user) {
@@ -134,7 +143,7 @@ impl Activity {
             }
             joined.insert(user.to_owned());
         }
-        self.pending.borrow_mut().join(user, now_ms);
+        self.pending.borrow_mut().join(user, now_ms, newest_id);
         self.schedule(WRITE_AFTER_MS);
     }
 
@@ -214,8 +223,8 @@ mod tests {
     #[test]
     fn a_window_gathers_into_one_batch_that_only_moves_forward() {
         let mut pending = Pending::default();
-        pending.join("ann", 5);
-        pending.join("ann", 9);
+        pending.join("ann", 5, 3);
+        pending.join("ann", 9, 4);
         pending.marker("ann", 7);
         pending.marker("ann", 3);
         pending.marker("bob", 2);
@@ -223,7 +232,7 @@ mod tests {
         pending.message(6, "ann", "six", 60);
         pending.message(5, "bob", "late", 50);
         let writes = pending.take();
-        assert_eq!(writes.joins, vec![("ann".to_string(), 5)]);
+        assert_eq!(writes.joins, vec![("ann".to_string(), 5, 3)]);
         assert_eq!(
             writes.markers,
             vec![("ann".to_string(), 7), ("bob".to_string(), 2)]
@@ -257,7 +266,7 @@ mod tests {
     #[test]
     fn a_left_user_is_not_rejoined_by_a_waiting_batch() {
         let mut pending = Pending::default();
-        pending.join("ann", 1);
+        pending.join("ann", 1, 0);
         pending.forget_join("ann");
         assert!(pending.take().is_empty());
     }

@@ -602,8 +602,11 @@ impl ChatRoom {
             .accept(&pair.server, user, jti, handover.batch)?;
         if !self.is_private() {
             // Joining a public room is the first successful connect (`activity.rs`).
-            self.activity
-                .joined(user, worker::Date::now().as_millis() as i64);
+            self.activity.joined(
+                user,
+                worker::Date::now().as_millis() as i64,
+                self.outbox.sent_id(),
+            );
         }
         let rev = match handover.rev.map(i64::try_from) {
             None => None,

@@ -362,7 +362,11 @@ impl Moderation {
         let owner = owner?;
         Some(if owner.eq_ignore_ascii_case(user) {
             Role::Owner
-        } else if self.moderators.borrow().contains_key(&user.to_ascii_lowercase()) {
+        } else if self
+            .moderators
+            .borrow()
+            .contains_key(&user.to_ascii_lowercase())
+        {
             Role::Moderator
         } else {
             Role::Member

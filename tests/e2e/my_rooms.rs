@@ -255,6 +255,36 @@ async fn unread_is_exact_after_a_burst_from_several_senders_and_a_reconnect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_room_joined_late_counts_only_what_came_after_the_join() {
+    let c = client();
+    let (room, [(_, tr), (_, tw)]) = c.room_with_users("late", ["rd", "wr"]).await;
+    let mut ww = c.ws(&room, &tw).await;
+    ww.history_and_presence().await;
+    let before = ww.send_n(&room, "before", 5).await;
+    let newest = *before.last().unwrap();
+    // The reader's first connect: the room joins their list read up to its newest message.
+    c.ws_ready(&room, &tr).await.close().await;
+    let r = unread_once(&c, &tr, &room, newest, 0).await;
+    assert_eq!(r["last_read_id"], newest, "{r}");
+    // What comes after the join is unread.
+    let after = ww.send_n(&room, "after", 2).await;
+    let r = unread_once(&c, &tr, &room, *after.last().unwrap(), 2).await;
+    assert_eq!(r["last_read_id"], newest, "{r}");
+    // Leaving and coming back: read up to the room's newest message again.
+    let resp = c
+        .request(Method::DELETE, &format!("/me/rooms/{room}"))
+        .bearer_auth(&tr)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    rooms_once(&c, &tr, "left", |l| entry(l, &room).is_none()).await;
+    c.ws_ready(&room, &tr).await.close().await;
+    unread_once(&c, &tr, &room, *after.last().unwrap(), 0).await;
+    ww.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unread_counts_stop_at_999() {
     let c = client();
     let (room, [(_, tr), (_, tw)]) = c.room_with_users("many", ["rd", "wr"]).await;
