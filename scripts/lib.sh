@@ -24,3 +24,17 @@ export ESBUILD_BIN="$REPO_ROOT/node_modules/.bin/esbuild"
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
+
+# optimize_wasm FILE [wasm-opt flags...]: wasm-opt -O (worker-build's default, binaryen's -Os) in place, without the
+# producers section. The feature list is worker-build's (src/build/mod.rs, step_run_wasm_opt): nothing newer than
+# what workerd reads. Extra flags: --strip-debug drops the names section, --debuginfo keeps it.
+optimize_wasm() {
+  local file="$1"; shift
+  local features=()
+  for feature in mutable-globals sign-ext nontrapping-float-to-int bulk-memory multivalue reference-types \
+    exception-handling; do
+    features+=("--enable-$feature")
+  done
+  "$WASM_OPT_BIN" "$file" -O "$@" --strip-producers "${features[@]}" -o "$file.opt"
+  mv "$file.opt" "$file"
+}

@@ -12,11 +12,5 @@ for bin in "$WASM_BINDGEN_BIN" "$WASM_OPT_BIN" "$ESBUILD_BIN"; do
   [ -x "$bin" ] || die "$bin is missing: run bash scripts/setup"
 done
 CARGO_NET_OFFLINE=true "$CARGO_BIN/worker-build" --release
-features=()
-for feature in mutable-globals sign-ext nontrapping-float-to-int bulk-memory multivalue reference-types \
-  exception-handling; do
-  features+=("--enable-$feature")
-done
-"$WASM_OPT_BIN" build/index_bg.wasm -O --strip-debug --strip-producers "${features[@]}" -o build/index_bg.opt.wasm
-mv build/index_bg.opt.wasm build/index_bg.wasm
+optimize_wasm build/index_bg.wasm --strip-debug
 log "bench/floor-rs/build: $(stat -c %s build/index_bg.wasm) bytes of wasm"
