@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use crate::net::{self, Login};
 use crate::report::{lat_summary, num};
 use crate::{run_pool, Ctx};
 
@@ -134,9 +135,6 @@ pub async fn login_burst(ctx: &Ctx, accounts: &Accounts) -> Value {
     j
 }
 
-/// A login: status, ms and the access token if one came back; or the transport error.
-type Login = Result<(u16, f64, Option<String>), String>;
-
 /// A login as counted (it succeeded if it answered 200 with a token), and its token if it did.
 fn split_token(r: Login) -> (Counted, Option<String>) {
     match r {
@@ -150,62 +148,10 @@ fn split_token(r: Login) -> (Counted, Option<String>) {
 
 /// `POST /users/`: status and ms.
 async fn sign_up(ctx: &Ctx, user: &str) -> Result<(u16, f64), String> {
-    let body = json!({"username": user, "password": ctx.args.password}).to_string();
-    let (status, _, ms) = post(ctx, "/users/", "application/json", body).await?;
-    Ok((status, ms))
+    net::sign_up(&ctx.client, &ctx.base, user, &ctx.args.password).await
 }
 
-/// `POST /token` (a form, as OAuth2's password flow): status, ms and the access token if one came back.
+/// `POST /token`: status, ms and the access token if one came back.
 async fn log_in(ctx: &Ctx, user: &str) -> Login {
-    // usernames are [A-Za-z0-9_.-]; the password is ours too, but encode both to be safe.
-    let body = format!(
-        "username={}&password={}",
-        form_enc(user),
-        form_enc(&ctx.args.password)
-    );
-    let (status, bytes, ms) =
-        post(ctx, "/token", "application/x-www-form-urlencoded", body).await?;
-    let bytes = bytes.map_err(|e| e.to_string())?;
-    let token = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
-        v.get("access_token")
-            .and_then(|t| t.as_str())
-            .map(str::to_owned)
-    });
-    Ok((status, ms, token))
-}
-
-/// POSTs `body` to the server's `path`: the status, the answer's body (a failed read is the caller's to judge)
-/// and the time until the whole answer was read, in ms.
-async fn post(
-    ctx: &Ctx,
-    path: &str,
-    content_type: &str,
-    body: String,
-) -> Result<(u16, reqwest::Result<Vec<u8>>, f64), String> {
-    let t0 = Instant::now();
-    let r = ctx
-        .client
-        .post(format!("{}{path}", ctx.base))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = r.status().as_u16();
-    let bytes = r.bytes().await.map(|b| b.to_vec());
-    Ok((status, bytes, t0.elapsed().as_secs_f64() * 1e3))
-}
-
-fn form_enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    net::log_in(&ctx.client, &ctx.base, user, &ctx.args.password).await
 }

@@ -1,5 +1,5 @@
-//! What both load tools (`clubhouse-bench` and `storm`) need to reach a server: a WebSocket with
-//! its connect time, and a name prefix for a run's users and rooms.
+//! What both load tools (`clubhouse-bench` and `storm`) need to reach a server: sign-up and login,
+//! a WebSocket with its connect time, and a name prefix for a run's users and rooms.
 
 use std::time::Instant;
 
@@ -74,4 +74,79 @@ pub fn random_prefix(first: char) -> String {
         x /= 36;
     }
     s
+}
+
+/// A login: status, ms and the access token if one came back; or the transport error.
+pub type Login = Result<(u16, f64, Option<String>), String>;
+
+/// `POST /users/`: status and ms.
+pub async fn sign_up(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> Result<(u16, f64), String> {
+    let body = serde_json::json!({"username": user, "password": password}).to_string();
+    let (status, _, ms) = post(client, base, "/users/", "application/json", body).await?;
+    Ok((status, ms))
+}
+
+/// `POST /token` (a form, as OAuth2's password flow): status, ms and the access token if one came
+/// back.
+pub async fn log_in(client: &reqwest::Client, base: &str, user: &str, password: &str) -> Login {
+    let body = format!(
+        "username={}&password={}",
+        form_enc(user),
+        form_enc(password)
+    );
+    let (status, bytes, ms) = post(
+        client,
+        base,
+        "/token",
+        "application/x-www-form-urlencoded",
+        body,
+    )
+    .await?;
+    let bytes = bytes.map_err(|e| e.to_string())?;
+    let token = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("access_token")?.as_str().map(str::to_owned));
+    Ok((status, ms, token))
+}
+
+/// POSTs `body` to the server's `path`: the status, the answer's body (a failed read is the caller's to judge)
+/// and the time until the whole answer was read, in ms.
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    content_type: &str,
+    body: String,
+) -> Result<(u16, reqwest::Result<Vec<u8>>, f64), String> {
+    let t0 = Instant::now();
+    let r = client
+        .post(format!("{base}{path}"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    let bytes = r.bytes().await.map(|b| b.to_vec());
+    Ok((status, bytes, t0.elapsed().as_secs_f64() * 1e3))
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }

@@ -271,27 +271,17 @@ async fn authenticate(ctx: &Ctx, client: &reqwest::Client) -> Vec<Option<String>
     let n = ctx.args.users.max(1);
     let one = |i: usize| async move {
         let user = format!("{}_u{i}", ctx.prefix);
-        let body = json!({"username": user, "password": ctx.args.password}).to_string();
-        let up = client
-            .post(format!("{}/users/", ctx.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        let password = &ctx.args.password;
+        let (status, _) = net::sign_up(client, &ctx.base, &user, password)
             .await
             .ok()?;
-        if !up.status().is_success() {
+        if !(200..300).contains(&status) {
             return None;
         }
-        let form = format!("username={user}&password={}", ctx.args.password);
-        let r = client
-            .post(format!("{}/token", ctx.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form)
-            .send()
+        net::log_in(client, &ctx.base, &user, password)
             .await
-            .ok()?;
-        let v: Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
-        v["access_token"].as_str().map(str::to_owned)
+            .ok()?
+            .2
     };
     futures_util::stream::iter(0..n)
         .map(one)
