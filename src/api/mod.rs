@@ -13,12 +13,9 @@ mod token;
 mod users;
 mod ws;
 
-use std::future::Future;
-use std::pin::Pin;
-
 use worker::{worker_sys::web_sys, Env, Method, Request, Response};
 
-use crate::http::{ApiError, ApiResult};
+use crate::http::{ApiError, ApiResult, Boxed};
 use crate::log::{self, Level};
 
 /// Longest URL (path and query) the router reads.
@@ -236,17 +233,14 @@ async fn route(
         return Err(ApiError::method_not_allowed(found.allow));
     }
     let param = |i: usize| params.get(i).copied().unwrap_or_default();
-    // Every arm boxes its handler's future: the router then holds one pointer rather than every
-    // handler's state machine inlined into one function, and V8, which compiles WASM functions
-    // on their first call, compiles on a cold start only the router and the handler the request
-    // runs (bench/README.md, "WASM size").
-    let handler: Handler<'_> = match found.endpoint {
+    // Every arm boxes its handler's future (`http::Boxed`: why).
+    let handler: Boxed<'_, Response> = match found.endpoint {
         Endpoint::Signup => Box::pin(users::signup(req(), env)),
         Endpoint::Login => Box::pin(token::login(req(), env)),
         Endpoint::Logout => Box::pin(token::logout(req(), env)),
         Endpoint::Health => Box::pin(async move { Ok(health::healthz(env).await) }),
         Endpoint::Connect => {
-            let connect: Pin<Box<dyn Future<Output = ApiResult<web_sys::Response>> + '_>> =
+            let connect: Boxed<'_, web_sys::Response> =
                 Box::pin(ws::connect(&raw, url, env, param(0), request_id));
             return connect.await.map(Reply::Passed);
         }
@@ -281,9 +275,6 @@ async fn route(
     };
     handler.await.map(Reply::Built)
 }
-
-/// One route's handler, boxed (`route`).
-type Handler<'a> = Pin<Box<dyn Future<Output = ApiResult<Response>> + 'a>>;
 
 /// A file of the static assets, or a JSON 404 when there is none (or no assets at all).
 async fn asset(req: Request, env: &Env) -> ApiResult<Response> {

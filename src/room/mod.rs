@@ -34,8 +34,6 @@ pub mod storage;
 pub mod typing;
 
 use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
@@ -44,7 +42,7 @@ use worker::{durable_object, DurableObject, Env, Method, Request, Response, Resu
 use worker::{WebSocket, WebSocketPair};
 
 use crate::config::{self, Config, RoomConfig};
-use crate::http::{self, ApiError, ApiResult};
+use crate::http::{self, ApiError, ApiResult, Boxed};
 use crate::ledger::Ledger;
 use crate::log::{self, SocketLog};
 use crate::protocol::{
@@ -254,15 +252,12 @@ impl ChatRoom {
                 .as_deref()
                 .and_then(Handover::decode)
                 .ok_or_else(missing_identity)?;
-            // Boxed, like the rest of the routes below: each is then a function of its own rather than
-            // one state machine inlined into the entry's, and a cold isolate compiles (V8 compiles WASM
-            // lazily) only the connect path for a room's first socket.
-            let connect: Pin<Box<dyn Future<Output = ApiResult<Response>> + '_>> =
-                Box::pin(self.connect(handover));
+            // Boxed apart from the other routes (`http::Boxed`): a room's first socket compiles
+            // only the connect path.
+            let connect: Boxed<'_, Response> = Box::pin(self.connect(handover));
             return connect.await;
         }
-        let others: Pin<Box<dyn Future<Output = ApiResult<Response>> + '_>> =
-            Box::pin(self.other_route(req));
+        let others: Boxed<'_, Response> = Box::pin(self.other_route(req));
         others.await
     }
 
