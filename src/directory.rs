@@ -14,6 +14,14 @@ use crate::protocol::{RoomId, DM_ROOM_HEX, DM_ROOM_PREFIX};
 
 /// Most public rooms a user's list keeps; joins past it are not recorded until they leave some.
 pub const MAX_JOINED_PUBLIC_ROOMS: i64 = 1000;
+
+/// The SQL condition that user `?1` has fewer than `?4` (`MAX_JOINED_PUBLIC_ROOMS`) public rooms
+/// on their list: a join and the read marker it sets are written under the same cap.
+macro_rules! under_joined_cap {
+    () => {
+        "(SELECT COUNT(*) FROM joined_rooms WHERE username = ?1) < ?4"
+    };
+}
 /// Characters of a room's newest message kept for the list.
 pub const SNIPPET_CHARS: usize = 100;
 /// Unread counts are exact up to this, and shown as this above it.
@@ -82,13 +90,31 @@ pub struct ListedRoom {
 /// What a room writes behind its messages in one D1 batch.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RoomWrites {
-    /// Users who connected (public rooms only), with when (ms) and the room's newest message id
-    /// then (their read marker, if the room was not on their list yet).
-    pub joins: Vec<(String, i64, i64)>,
-    /// Read markers to move forward.
+    /// Users who connected (public rooms only).
+    pub joins: Vec<Join>,
+    /// Read markers to move forward: user, message id.
     pub markers: Vec<(String, i64)>,
-    /// The room's newest message: id, author, snippet, time (ms).
-    pub last: Option<(i64, String, String, i64)>,
+    /// The room's newest message.
+    pub last: Option<Newest>,
+}
+
+/// A user who connected to a public room: it goes on their list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Join {
+    pub user: String,
+    pub at_ms: i64,
+    /// The room's newest message id when they connected: their read marker, if the room was
+    /// not on their list yet.
+    pub newest_id: i64,
+}
+
+/// The room's newest message, as members' lists show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Newest {
+    pub id: i64,
+    pub username: String,
+    pub snippet: String,
+    pub ts_ms: i64,
 }
 
 impl RoomWrites {
@@ -321,37 +347,41 @@ impl Directory {
     /// only if it is not older than the one stored (batches may finish out of order).
     pub async fn write_room(&self, room: &str, writes: &RoomWrites) -> ApiResult<()> {
         let mut statements: Vec<D1PreparedStatement> = Vec::new();
-        for (user, at, newest_id) in &writes.joins {
+        for join in &writes.joins {
             // Before the join itself: only a user the room is new to starts read up to its
             // newest message (nothing before they joined counts as unread).
             statements.push(
                 self.db
                     .prepare(
-                        "INSERT INTO read_markers (username, room_id, last_read_id) SELECT ?1, ?2, ?3
-                         WHERE NOT EXISTS
-                             (SELECT 1 FROM joined_rooms WHERE username = ?1 AND room_id = ?2)
-                           AND (SELECT COUNT(*) FROM joined_rooms WHERE username = ?1) < ?4
-                         ON CONFLICT (username, room_id)
-                         DO UPDATE SET last_read_id = MAX(last_read_id, excluded.last_read_id)",
+                        concat!(
+                            "INSERT INTO read_markers (username, room_id, last_read_id) SELECT ?1, ?2, ?3
+                             WHERE NOT EXISTS
+                                 (SELECT 1 FROM joined_rooms WHERE username = ?1 AND room_id = ?2)
+                               AND ",
+                            under_joined_cap!(),
+                            " ON CONFLICT (username, room_id)
+                             DO UPDATE SET last_read_id = MAX(last_read_id, excluded.last_read_id)"
+                        ),
                     )
                     .bind(&[
-                        user.as_str().into(),
+                        join.user.as_str().into(),
                         room.into(),
-                        num(*newest_id),
+                        num(join.newest_id),
                         num(MAX_JOINED_PUBLIC_ROOMS),
                     ])?,
             );
             statements.push(
                 self.db
-                    .prepare(
+                    .prepare(concat!(
                         "INSERT INTO joined_rooms (username, room_id, joined_at) SELECT ?1, ?2, ?3
-                         WHERE (SELECT COUNT(*) FROM joined_rooms WHERE username = ?1) < ?4
-                         ON CONFLICT (username, room_id) DO NOTHING",
-                    )
+                             WHERE ",
+                        under_joined_cap!(),
+                        " ON CONFLICT (username, room_id) DO NOTHING"
+                    ))
                     .bind(&[
-                        user.as_str().into(),
+                        join.user.as_str().into(),
                         room.into(),
-                        num(*at),
+                        num(join.at_ms),
                         num(MAX_JOINED_PUBLIC_ROOMS),
                     ])?,
             );
@@ -367,7 +397,7 @@ impl Directory {
                     .bind(&[user.as_str().into(), room.into(), num(*id)])?,
             );
         }
-        if let Some((id, user, snippet, ts)) = &writes.last {
+        if let Some(newest) = &writes.last {
             statements.push(
                 self.db
                     .prepare(
@@ -380,10 +410,10 @@ impl Directory {
                     )
                     .bind(&[
                         room.into(),
-                        num(*id),
-                        user.as_str().into(),
-                        snippet.as_str().into(),
-                        num(*ts),
+                        num(newest.id),
+                        newest.username.as_str().into(),
+                        newest.snippet.as_str().into(),
+                        num(newest.ts_ms),
                     ])?,
             );
         }

@@ -23,7 +23,7 @@ use worker::Env;
 
 use super::storage::RoomStorage;
 use crate::defer::Deferred;
-use crate::directory::{snippet, Directory, RoomWrites};
+use crate::directory::{snippet, Directory, Join, Newest, RoomWrites};
 use crate::log;
 
 /// How long a room gathers before writing to D1 (milliseconds).
@@ -40,7 +40,7 @@ pub struct Pending {
     /// When each user joined (ms), and the room's newest message id then.
     joins: BTreeMap<String, (i64, i64)>,
     markers: BTreeMap<String, i64>,
-    last: Option<(i64, String, String, i64)>,
+    last: Option<Newest>,
 }
 
 impl Pending {
@@ -64,10 +64,15 @@ impl Pending {
     /// The room's newest message: kept unless an older one (a rewrite of the same id, after an
     /// edit or deletion, replaces it).
     pub fn message(&mut self, id: i64, user: &str, content: &str, ts: i64) {
-        if self.last.as_ref().is_some_and(|(last, ..)| *last > id) {
+        if self.last.as_ref().is_some_and(|last| last.id > id) {
             return;
         }
-        self.last = Some((id, user.to_owned(), snippet(content), ts));
+        self.last = Some(Newest {
+            id,
+            username: user.to_owned(),
+            snippet: snippet(content),
+            ts_ms: ts,
+        });
     }
 
     pub fn forget_join(&mut self, user: &str) {
@@ -80,7 +85,11 @@ impl Pending {
             joins: taken
                 .joins
                 .into_iter()
-                .map(|(user, (at_ms, newest_id))| (user, at_ms, newest_id))
+                .map(|(user, (at_ms, newest_id))| Join {
+                    user,
+                    at_ms,
+                    newest_id,
+                })
                 .collect(),
             markers: taken.markers.into_iter().collect(),
             last: taken.last,
@@ -89,15 +98,15 @@ impl Pending {
 
     /// A write failed: what it held waits again, merged with what came since.
     pub fn merge_back(&mut self, writes: RoomWrites) {
-        for (user, at_ms, newest_id) in writes.joins {
-            self.join(&user, at_ms, newest_id);
+        for join in writes.joins {
+            self.join(&join.user, join.at_ms, join.newest_id);
         }
         for (user, id) in writes.markers {
             self.marker(&user, id);
         }
-        if let Some((id, user, snippet, ts)) = writes.last {
-            if self.last.as_ref().is_none_or(|(last, ..)| *last < id) {
-                self.last = Some((id, user, snippet, ts));
+        if let Some(newest) = writes.last {
+            if self.last.as_ref().is_none_or(|last| last.id < newest.id) {
+                self.last = Some(newest);
             }
         }
     }
@@ -220,6 +229,15 @@ impl Activity {
 mod tests {
     use super::*;
 
+    fn newest(id: i64, username: &str, snippet: &str, ts_ms: i64) -> Newest {
+        Newest {
+            id,
+            username: username.into(),
+            snippet: snippet.into(),
+            ts_ms,
+        }
+    }
+
     #[test]
     fn a_window_gathers_into_one_batch_that_only_moves_forward() {
         let mut pending = Pending::default();
@@ -232,12 +250,19 @@ mod tests {
         pending.message(6, "ann", "six", 60);
         pending.message(5, "bob", "late", 50);
         let writes = pending.take();
-        assert_eq!(writes.joins, vec![("ann".to_string(), 5, 3)]);
+        assert_eq!(
+            writes.joins,
+            vec![Join {
+                user: "ann".into(),
+                at_ms: 5,
+                newest_id: 3
+            }]
+        );
         assert_eq!(
             writes.markers,
             vec![("ann".to_string(), 7), ("bob".to_string(), 2)]
         );
-        assert_eq!(writes.last, Some((6, "ann".into(), "six".into(), 60)));
+        assert_eq!(writes.last, Some(newest(6, "ann", "six", 60)));
         assert!(pending.take().is_empty(), "taken once");
     }
 
@@ -246,7 +271,7 @@ mod tests {
         let mut pending = Pending::default();
         pending.message(6, "ann", "six", 60);
         pending.message(6, "ann", "", 60);
-        assert_eq!(pending.take().last, Some((6, "ann".into(), "".into(), 60)));
+        assert_eq!(pending.take().last, Some(newest(6, "ann", "", 60)));
     }
 
     #[test]
@@ -260,7 +285,7 @@ mod tests {
         pending.merge_back(failed);
         let writes = pending.take();
         assert_eq!(writes.markers, vec![("ann".to_string(), 9)]);
-        assert_eq!(writes.last, Some((8, "bob".into(), "eight".into(), 80)));
+        assert_eq!(writes.last, Some(newest(8, "bob", "eight", 80)));
     }
 
     #[test]
