@@ -39,6 +39,14 @@ pub struct Config {
     /// Direct-message rooms one user may be in (`MAX_DMS_PER_USER`, default 1,000): each
     /// `POST /dm/{username}` with someone new adds one to both people's lists.
     pub max_dms_per_user: i64,
+    /// Unexpired badges one login (refresh family) may hold (`MAX_BADGES_PER_LOGIN`, default
+    /// 100): every refresh adds one, so this bounds its refreshes per badge lifetime; an app
+    /// makes about one per open tab. A refresh beyond is 429 and consumes nothing.
+    pub max_badges_per_login: i64,
+    /// Consumed refresh tokens one login keeps for reuse detection (`USED_REFRESH_TOKENS_KEPT`,
+    /// default 1,000, above the ~730 refreshes of one app over the default REFRESH_TTL_SECS);
+    /// older ones are deleted, and presenting one is a plain `invalid_grant`.
+    pub used_refresh_tokens_kept: i64,
 }
 
 /// Settings of one room Durable Object.
@@ -186,6 +194,24 @@ impl Config {
             max_dms_per_user: int_setting(
                 lookup,
                 "MAX_DMS_PER_USER",
+                1_000,
+                1..=100_000,
+                &mut problems,
+            ),
+            // At least 2: the login's own badge counts, and 1 would allow no refresh before it
+            // expired.
+            max_badges_per_login: int_setting(
+                lookup,
+                "MAX_BADGES_PER_LOGIN",
+                100,
+                2..=10_000,
+                &mut problems,
+            ),
+            // At least 1: the token just consumed is what a concurrent use or a thief presents
+            // next, and must be found to revoke the family.
+            used_refresh_tokens_kept: int_setting(
+                lookup,
+                "USED_REFRESH_TOKENS_KEPT",
                 1_000,
                 1..=100_000,
                 &mut problems,
@@ -354,6 +380,8 @@ mod tests {
         assert_eq!(c.token_ttl_secs, 3600);
         assert_eq!(c.refresh_ttl_secs, 86_400 * 30);
         assert_eq!(c.hash_cost, HashCost::default());
+        assert_eq!(c.max_badges_per_login, 100);
+        assert_eq!(c.used_refresh_tokens_kept, 1_000);
         let room = RoomConfig::from_lookup(&lookup(&[])).0;
         assert_eq!(room.history_cap, 10_000);
         assert_eq!(room.presence_broadcast_max, 500);
@@ -396,6 +424,30 @@ mod tests {
             "invalid values fall back to defaults"
         );
         assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn refresh_family_limits_keep_a_refresh_possible_and_a_reuse_detectable() {
+        let parse = |name: &str, v: &str| Config::from_lookup(&lookup(&[(name, v)]));
+        let (c, problems) = parse("MAX_BADGES_PER_LOGIN", "3");
+        assert_eq!((c.max_badges_per_login, problems.len()), (3, 0));
+        let (c, problems) = parse("USED_REFRESH_TOKENS_KEPT", "1");
+        assert_eq!((c.used_refresh_tokens_kept, problems.len()), (1, 0));
+        for (name, bad, default) in [
+            ("MAX_BADGES_PER_LOGIN", "1", 100),
+            ("MAX_BADGES_PER_LOGIN", "10001", 100),
+            ("USED_REFRESH_TOKENS_KEPT", "0", 1_000),
+            ("USED_REFRESH_TOKENS_KEPT", "lots", 1_000),
+        ] {
+            let (c, problems) = parse(name, bad);
+            let read = match name {
+                "MAX_BADGES_PER_LOGIN" => c.max_badges_per_login,
+                _ => c.used_refresh_tokens_kept,
+            };
+            assert_eq!(read, default, "{name}={bad}");
+            assert_eq!(problems.len(), 1, "{name}={bad}: {problems:?}");
+            assert!(problems[0].contains(name), "{problems:?}");
+        }
     }
 
     #[test]

@@ -187,7 +187,9 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
 }
 
 /// `grant_type=refresh_token`: the presented token (form, or cookie with the header) is
-/// consumed and replaced; a token consumed before revokes its family and closes its sockets.
+/// consumed and replaced; a token consumed before revokes its family and closes its sockets; a
+/// family holding `MAX_BADGES_PER_LOGIN` unexpired badges is 429 + `Retry-After`, the token
+/// left as it was (and the cookie kept).
 async fn refresh_grant(
     req: &Request,
     env: &Env,
@@ -249,6 +251,20 @@ async fn refresh_grant(
             );
             closing::close_badges(env, &sockets).await;
             return invalid();
+        }
+        Refreshed::Throttled { retry_after } => {
+            // The token was genuine, so the attempt is not a failure for the IP's limit; it
+            // stays valid for the retry.
+            let _ = ip_throttle.release().await;
+            log::warn(
+                "refresh_throttled",
+                &[("username", presented.username.as_str())],
+            );
+            return Err(ApiError::new(
+                429,
+                "too many refreshes for this login; try again after Retry-After seconds",
+            )
+            .with_header("Retry-After", retry_after.max(1).to_string()));
         }
         Refreshed::Invalid => {
             log::info(

@@ -91,6 +91,9 @@ pub enum Refreshed {
     Rotated { name: String, expires_at: i64 },
     /// Consumed before: the family is revoked; its badges' sockets are to be closed.
     Reused { sockets: BadgeSockets },
+    /// Valid, but its family holds `MAX_BADGES_PER_LOGIN` unexpired badges: not consumed, and
+    /// a refresh may succeed in `retry_after` seconds.
+    Throttled { retry_after: i64 },
     /// Unknown, expired or revoked.
     Invalid,
 }
@@ -101,6 +104,7 @@ struct Rotation {
     name: String,
     expires_at: i64,
     sockets: BadgeSockets,
+    retry_after: i64,
 }
 
 /// A login's refresh family as the Worker made it; every field is hex it generated, a
@@ -213,6 +217,9 @@ impl Ledger {
             },
             "reused" => Refreshed::Reused {
                 sockets: answer.sockets,
+            },
+            "throttled" => Refreshed::Throttled {
+                retry_after: answer.retry_after,
             },
             _ => Refreshed::Invalid,
         })

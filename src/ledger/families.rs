@@ -10,6 +10,22 @@
 //! Rotation is race-safe because, like every ledger route, it runs without an `await`: of two
 //! presentations of one token, the first consumes it and the second finds it consumed, which
 //! revokes the family (the BCP's answer: the shard cannot tell the thief from the owner).
+//!
+//! A family's rows are bounded, since every refresh adds a token and a badge ([`RefreshLimits`]):
+//! - At most `max_badges` unexpired badges (`family_badges` rows not past their `exp`, the
+//!   login's included). A refresh beyond is refused ([`Rotation::Throttled`]) until the oldest
+//!   of them that keeps the family full expires; the token presented is not consumed and the
+//!   family stays as it was, so the client simply tries again later with the same token. The
+//!   check and the rotation share the route's one synchronous run, so concurrent refreshes
+//!   cannot both take the last place. An app refreshes about once per badge lifetime, so the
+//!   limit only meets a client refreshing in a loop.
+//! - At most `used_kept` consumed tokens: each rotation deletes the family's consumed tokens
+//!   older than the newest `used_kept`, and its badges whose rows have expired (those can
+//!   admit nothing; rows still in force are never deleted, or a badge of a revoked family
+//!   would get in). A deleted token presented again is unknown: `invalid_grant`, and the family
+//!   is NOT revoked. Reuse detection therefore reaches back `used_kept` rotations; with the
+//!   defaults that is more than an app refreshing once per badge lifetime does in a family's
+//!   whole life, so only a family refreshed far faster ever forgets a token.
 
 use std::collections::HashSet;
 
@@ -17,7 +33,7 @@ use serde::Deserialize;
 use worker::{Result, SqlStorage};
 
 /// Created with the object (see `Sessions::new`).
-pub(super) const TABLES: [&str; 6] = [
+pub(super) const TABLES: [&str; 7] = [
     // `name`: the registered spelling, for the badges the family is given. `expires_at`: the
     // login plus REFRESH_TTL_SECS (seconds). `keep_until`: when neither a refresh token nor a
     // badge of the family can matter any more, when the rows are dropped.
@@ -26,9 +42,12 @@ pub(super) const TABLES: [&str; 6] = [
         expires_at INTEGER NOT NULL, keep_until INTEGER NOT NULL,
         revoked INTEGER NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS families_by_user ON families (username)",
+    // Rows keep SQLite's implicit `rowid`, which is their order of insertion: a new row gets a
+    // rowid above every row present. The newest consumed tokens are kept by it.
     "CREATE TABLE IF NOT EXISTS refresh_tokens (
         hash TEXT PRIMARY KEY, family TEXT NOT NULL, used INTEGER NOT NULL DEFAULT 0,
         exp INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON refresh_tokens (family)",
     "CREATE TABLE IF NOT EXISTS family_badges (
         jti TEXT PRIMARY KEY, family TEXT NOT NULL, exp INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS family_badges_by_family ON family_badges (family)",
@@ -42,6 +61,16 @@ pub(super) const TABLES: [&str; 6] = [
 /// Tables whose rows carry an `exp` after which they can be dropped.
 pub(super) const EXPIRING: [&str; 3] = ["refresh_tokens", "family_badges", "others_revoked"];
 
+/// How far one family may grow (module doc). From `MAX_BADGES_PER_LOGIN` and
+/// `USED_REFRESH_TOKENS_KEPT` (`config.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RefreshLimits {
+    /// Unexpired badges one family may hold; a refresh beyond is refused.
+    pub max_badges: i64,
+    /// Consumed refresh tokens kept per family for reuse detection; older ones are deleted.
+    pub used_kept: i64,
+}
+
 /// What presenting a refresh token comes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Rotation {
@@ -49,16 +78,32 @@ pub(super) enum Rotation {
     Invalid,
     /// Consumed before: the family is revoked.
     Reused,
+    /// Valid, but the family holds its limit of unexpired badges: refused, the token not
+    /// consumed; a place frees in `retry_after` seconds.
+    Throttled { retry_after: i64 },
     /// Consumed now, and replaced.
     Rotate,
 }
 
-/// The pure rule behind [`Families::rotate`].
-pub(super) fn rotation(used: bool, revoked: bool, expires_at: i64, now: i64) -> Rotation {
+/// The pure rule behind [`Families::rotate`]. `full_until`: the expiry (seconds) of the
+/// family's `max_badges`-th newest unexpired badge, if it has that many: the family is full
+/// until then, since every badge older than that one expires no later.
+pub(super) fn rotation(
+    used: bool,
+    revoked: bool,
+    expires_at: i64,
+    full_until: Option<i64>,
+    now: i64,
+) -> Rotation {
     if revoked || now >= expires_at {
         Rotation::Invalid
     } else if used {
         Rotation::Reused
+    } else if let Some(until) = full_until.filter(|&until| until >= now) {
+        // A row counts while `now <= exp` (pruning drops `exp < now`): free one second later.
+        Rotation::Throttled {
+            retry_after: until - now + 1,
+        }
     } else {
         Rotation::Rotate
     }
@@ -118,6 +163,17 @@ pub(super) struct NewFamily<'a> {
     pub badge_keep_until: i64,
 }
 
+/// A refresh as the Worker asks for it: the presented token's hash, and the next token's hash
+/// and badge `jti` it made (hex), with when that badge can matter no more (seconds).
+#[derive(Clone, Copy)]
+pub(super) struct Presentation<'a> {
+    pub user: &'a str,
+    pub hash: &'a str,
+    pub new_hash: &'a str,
+    pub jti: &'a str,
+    pub badge_keep_until: i64,
+}
+
 #[derive(Deserialize)]
 struct TokenRow {
     used: i64,
@@ -125,6 +181,7 @@ struct TokenRow {
     name: String,
     expires_at: i64,
     revoked: i64,
+    full_until: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -177,26 +234,38 @@ impl Families<'_> {
         Ok(())
     }
 
-    /// Presents the token hashed `hash` of `user` at `now`: consumed and replaced by
-    /// `new_hash`, with badge `jti` recorded in the family, or refused (a reuse also revokes
-    /// the family; the caller closes its sockets).
+    /// Presents a refresh token at `now`: consumed and replaced by the next one, with the next
+    /// badge recorded in the family, or refused (a reuse also revokes the family, and the
+    /// caller closes its sockets; a full family changes nothing).
     pub fn rotate(
         &self,
-        user: &str,
-        hash: &str,
-        new_hash: &str,
-        jti: &str,
-        badge_keep_until: i64,
+        presented: &Presentation,
+        limits: RefreshLimits,
         now: i64,
     ) -> Result<Presented> {
+        let Presentation {
+            user,
+            hash,
+            new_hash,
+            jti,
+            badge_keep_until,
+        } = *presented;
         let rows = self
             .sql
             .exec(
                 "SELECT t.used AS used, t.family AS family, f.name AS name,
-                        f.expires_at AS expires_at, f.revoked AS revoked
+                        f.expires_at AS expires_at, f.revoked AS revoked,
+                        (SELECT b.exp FROM family_badges b
+                         WHERE b.family = t.family AND b.exp >= ?3
+                         ORDER BY b.exp DESC LIMIT 1 OFFSET ?4) AS full_until
                  FROM refresh_tokens t JOIN families f ON f.family = t.family
-                 WHERE t.hash = ? AND f.username = ?",
-                vec![hash.into(), user.into()],
+                 WHERE t.hash = ?1 AND f.username = ?2",
+                vec![
+                    hash.into(),
+                    user.into(),
+                    now.into(),
+                    (limits.max_badges - 1).max(0).into(),
+                ],
             )?
             .to_array::<TokenRow>()?;
         let Some(row) = rows.into_iter().next() else {
@@ -207,9 +276,15 @@ impl Families<'_> {
                 expires_at: 0,
             });
         };
-        let verdict = rotation(row.used != 0, row.revoked != 0, row.expires_at, now);
+        let verdict = rotation(
+            row.used != 0,
+            row.revoked != 0,
+            row.expires_at,
+            row.full_until,
+            now,
+        );
         match verdict {
-            Rotation::Invalid => {}
+            Rotation::Invalid | Rotation::Throttled { .. } => {}
             Rotation::Reused => self.revoke(&row.family)?,
             Rotation::Rotate => {
                 self.sql.exec(
@@ -218,6 +293,7 @@ impl Families<'_> {
                 )?;
                 self.add_token(new_hash, &row.family, row.expires_at)?;
                 self.add_badge(jti, &row.family, badge_keep_until)?;
+                self.trim(&row.family, limits.used_kept, now)?;
             }
         }
         Ok(Presented {
@@ -226,6 +302,22 @@ impl Families<'_> {
             name: row.name,
             expires_at: row.expires_at,
         })
+    }
+
+    /// Deletes the family's consumed tokens but the newest `used_kept`, and its badges whose
+    /// rows have expired (module doc): what a rotation added is taken back from the oldest.
+    fn trim(&self, family: &str, used_kept: i64, now: i64) -> Result<()> {
+        self.sql.exec(
+            "DELETE FROM refresh_tokens WHERE family = ?1 AND used != 0 AND rowid <=
+               (SELECT rowid FROM refresh_tokens WHERE family = ?1 AND used != 0
+                ORDER BY rowid DESC LIMIT 1 OFFSET ?2)",
+            vec![family.into(), used_kept.max(0).into()],
+        )?;
+        self.sql.exec(
+            "DELETE FROM family_badges WHERE family = ? AND exp < ?",
+            vec![family.into(), now.into()],
+        )?;
+        Ok(())
     }
 
     pub fn revoke(&self, family: &str) -> Result<()> {
@@ -322,13 +414,36 @@ mod tests {
 
     #[test]
     fn a_token_is_consumed_once_then_its_reuse_revokes() {
-        assert_eq!(rotation(false, false, 100, 50), Rotation::Rotate);
-        assert_eq!(rotation(true, false, 100, 50), Rotation::Reused);
+        assert_eq!(rotation(false, false, 100, None, 50), Rotation::Rotate);
+        assert_eq!(rotation(true, false, 100, None, 50), Rotation::Reused);
         // Expired or already revoked: refused, with nothing left to revoke.
-        assert_eq!(rotation(false, false, 100, 100), Rotation::Invalid);
-        assert_eq!(rotation(true, false, 100, 101), Rotation::Invalid);
-        assert_eq!(rotation(false, true, 100, 50), Rotation::Invalid);
-        assert_eq!(rotation(true, true, 100, 50), Rotation::Invalid);
+        assert_eq!(rotation(false, false, 100, None, 100), Rotation::Invalid);
+        assert_eq!(rotation(true, false, 100, None, 101), Rotation::Invalid);
+        assert_eq!(rotation(false, true, 100, None, 50), Rotation::Invalid);
+        assert_eq!(rotation(true, true, 100, None, 50), Rotation::Invalid);
+    }
+
+    #[test]
+    fn a_full_family_refuses_a_valid_token_until_its_oldest_counted_badge_expires() {
+        // Full until 80 (that badge's row counts through second 80): free at 81.
+        assert_eq!(
+            rotation(false, false, 100, Some(80), 50),
+            Rotation::Throttled { retry_after: 31 }
+        );
+        assert_eq!(
+            rotation(false, false, 100, Some(80), 80),
+            Rotation::Throttled { retry_after: 1 }
+        );
+        // A row past its expiry is no longer counted (the query leaves it out; so does the rule).
+        assert_eq!(rotation(false, false, 100, Some(80), 81), Rotation::Rotate);
+        // The limit never hides a reuse, nor revives a dead token.
+        assert_eq!(
+            rotation(true, false, 100, Some(80), 50),
+            Rotation::Reused,
+            "a consumed token still revokes its family"
+        );
+        assert_eq!(rotation(false, true, 100, Some(80), 50), Rotation::Invalid);
+        assert_eq!(rotation(false, false, 40, Some(80), 50), Rotation::Invalid);
     }
 
     fn standing(family: Option<&str>, revoked: Option<i64>) -> FamilyStanding {

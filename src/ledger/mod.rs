@@ -26,13 +26,14 @@ use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
+use crate::config::Config;
 use crate::defer::Deferred;
 use crate::http::{self, ApiError};
 use crate::log;
 
 use client::Verdict;
 pub use client::{shard_of, BadgeSockets, FamilyStart, Ledger, Refreshed, BINDING, SHARDS};
-use families::{Families, FamilyStanding, NewFamily, Rotation};
+use families::{Families, FamilyStanding, NewFamily, Presentation, RefreshLimits, Rotation};
 
 /// How often a shard drops rows of expired badges (seconds).
 const PRUNE_EVERY_SECS: i64 = 60;
@@ -51,10 +52,12 @@ pub struct Sessions {
     sql: worker::SqlStorage,
     /// Admitted sockets whose records are not written yet.
     writes: Rc<SocketWrites>,
+    /// How far one refresh family may grow (`families.rs`).
+    refresh_limits: RefreshLimits,
 }
 
 impl DurableObject for Sessions {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
         for ddl in [
             // Logouts everywhere, in milliseconds (`revoked_before`), and from before badges
@@ -73,7 +76,12 @@ impl DurableObject for Sessions {
         {
             sql.exec(ddl, None).expect("creating the ledger tables");
         }
+        let config = Config::from_env(&env);
         Self {
+            refresh_limits: RefreshLimits {
+                max_badges: config.max_badges_per_login,
+                used_kept: config.used_refresh_tokens_kept,
+            },
             writes: Rc::new(SocketWrites {
                 sql: sql.clone(),
                 unwritten: RefCell::new(Unwritten::default()),
@@ -96,7 +104,8 @@ impl DurableObject for Sessions {
     /// - `/family/start?user&name&family&hash&jti&exp&badge_exp`: a login's refresh
     ///   family with its first token (hash) and badge; 403 for a closed account.
     /// - `/family/rotate?user&hash&new_hash&jti&badge_exp`: `{"outcome", "name",
-    ///   "expires_at", "sockets"}` ([`Rotation`]; `sockets` of a family revoked for reuse).
+    ///   "expires_at", "sockets", "retry_after"}` ([`Rotation`]; `sockets` of a family revoked
+    ///   for reuse; `retry_after`, seconds, of a family at its limit of badges).
     /// - `/revoke_others?user&jti&at_ms&exp`: a password change; `{"sockets"}`.
     /// - `/close?user`: the account is deleted: every badge and family, now and later;
     ///   `{"rooms"}`.
@@ -197,11 +206,14 @@ impl DurableObject for Sessions {
             "/family/rotate" => {
                 let families = self.families();
                 let presented = families.rotate(
-                    &user,
-                    &text("hash"),
-                    &text("new_hash"),
-                    &jti,
-                    number("badge_exp"),
+                    &Presentation {
+                        user: &user,
+                        hash: &text("hash"),
+                        new_hash: &text("new_hash"),
+                        jti: &jti,
+                        badge_keep_until: number("badge_exp"),
+                    },
+                    self.refresh_limits,
                     now,
                 )?;
                 let sockets = match (presented.rotation, &presented.family) {
@@ -211,15 +223,18 @@ impl DurableObject for Sessions {
                     }
                     _ => Vec::new(),
                 };
+                let (outcome, retry_after) = match presented.rotation {
+                    Rotation::Invalid => ("invalid", 0),
+                    Rotation::Reused => ("reused", 0),
+                    Rotation::Throttled { retry_after } => ("throttled", retry_after),
+                    Rotation::Rotate => ("rotated", 0),
+                };
                 serde_json::json!({
-                    "outcome": match presented.rotation {
-                        Rotation::Invalid => "invalid",
-                        Rotation::Reused => "reused",
-                        Rotation::Rotate => "rotated",
-                    },
+                    "outcome": outcome,
                     "name": presented.name,
                     "expires_at": presented.expires_at,
                     "sockets": sockets,
+                    "retry_after": retry_after,
                 })
             }
             "/ping" => serde_json::json!({ "ok": true }),

@@ -1,6 +1,7 @@
 //! Refresh tokens (`POST /token` with `grant_type=refresh_token`): rotation, reuse detection
 //! (a consumed token presented again revokes its family and closes its sockets), expiry, logout,
-//! the browser's cookie, and the refusals with their OAuth2 error codes.
+//! the browser's cookie, the refusals with their OAuth2 error codes, and the bounds on one
+//! family (`MAX_BADGES_PER_LOGIN`, `USED_REFRESH_TOKENS_KEPT`).
 
 use std::time::Duration;
 
@@ -423,4 +424,205 @@ async fn refresh_tokens_expire_refresh_ttl_after_the_login() {
         "expired cookie",
     )
     .await;
+}
+
+// The bounds on one family
+// ---------------------------------------------------------------------------------------------
+
+/// [`CAPPED`]'s `MAX_BADGES_PER_LOGIN`: the login's badge and four refreshes fill a family.
+const CAPPED_BADGES: usize = 5;
+/// [`CAPPED`]'s `USED_REFRESH_TOKENS_KEPT`.
+const CAPPED_USED_KEPT: usize = 2;
+
+/// A server whose families hold at most [`CAPPED_BADGES`] unexpired badges and keep their
+/// newest [`CAPPED_USED_KEPT`] consumed tokens; badges live the default hour.
+static CAPPED: LazyServer = LazyServer::new(|| {
+    ServerOptions::relaxed_limits()
+        .var("MAX_BADGES_PER_LOGIN", &CAPPED_BADGES.to_string())
+        .var("USED_REFRESH_TOKENS_KEPT", &CAPPED_USED_KEPT.to_string())
+});
+
+/// A login filled to the limit: its badges and refresh tokens in order (the last token is the
+/// live one; every other was consumed by the refresh that made the next).
+async fn full_family(c: &Client, user: &str) -> (Vec<String>, Vec<String>) {
+    let v = login_full(c, user).await;
+    let (mut badges, mut tokens) = (
+        vec![text(&v, "access_token")],
+        vec![text(&v, "refresh_token")],
+    );
+    for _ in 1..CAPPED_BADGES {
+        let (badge, token) = refreshed(c, tokens.last().unwrap()).await;
+        badges.push(badge);
+        tokens.push(token);
+    }
+    (badges, tokens)
+}
+
+/// Asserts a 429 `{"detail"}` with `Retry-After` for a family whose oldest counted badge is its
+/// login's, made moments ago: it counts for TOKEN_TTL_SECS (3600) plus the 30 s of leeway.
+async fn expect_family_full(resp: reqwest::Response, what: &str) {
+    let retry_after = header(&resp, "retry-after");
+    let set_cookie = header(&resp, "set-cookie");
+    let v = expect_json_error(resp, 429, what).await;
+    assert!(
+        v["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("too many refreshes")),
+        "{what}: {v}"
+    );
+    assert!(
+        v.get("error").is_none(),
+        "{what}: not an OAuth2 refusal: {v}"
+    );
+    let secs: i64 = retry_after
+        .parse()
+        .unwrap_or_else(|_| panic!("{what}: Retry-After {retry_after:?}"));
+    assert!(
+        (3600..=3631).contains(&secs),
+        "{what}: Retry-After {secs}, the login's badge expiring"
+    );
+    assert_eq!(set_cookie, "", "{what}: the refresh cookie is kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_past_the_badge_limit_is_429_and_leaves_the_token_and_family_as_they_were() {
+    let c = CAPPED.client();
+    let (user, _) = c.new_user("cap").await;
+    let room = unique_name("cap");
+    let (badges, tokens) = full_family(&c, &user).await;
+    let live = tokens.last().unwrap();
+
+    expect_family_full(refresh(&c, live).await, "refresh past the limit").await;
+    // Not consumed: presented again it is the same 429. A consumed token would now be a reuse
+    // (400 invalid_grant), which would have revoked the family.
+    expect_family_full(refresh(&c, live).await, "the refused token again").await;
+    for badge in &badges {
+        expect_badge_works(&c, badge, &room).await;
+    }
+    let mut ws = c.ws(&room, badges.last().unwrap()).await;
+    ws.history_and_presence().await;
+    ws.send_message(&room, "still logged in").await;
+    assert_eq!(ws.next_message().await["content"], "still logged in");
+    // The limit is per login: the same user's next login refreshes freely.
+    let other = text(&login_full(&c, &user).await, "refresh_token");
+    let (badge, _) = refreshed(&c, &other).await;
+    expect_badge_works(&c, &badge, &room).await;
+    // A consumed token of the full family is still a reuse: the limit never hides one.
+    expect_oauth_error(
+        refresh(&c, &tokens[CAPPED_BADGES - 2]).await,
+        "invalid_grant",
+        "reuse in a full family",
+    )
+    .await;
+    ws.expect_policy_close("the family revoked for the reuse")
+        .await;
+    expect_oauth_error(refresh(&c, live).await, "invalid_grant", "revoked family").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_refreshing_past_the_limit_gets_429_and_keeps_its_cookie() {
+    let c = CAPPED.client();
+    let (user, _) = c.new_user("capck").await;
+    let form = form_encode(&[("username", &user), ("password", DEFAULT_PASSWORD)]);
+    let resp = c
+        .post("/token")
+        .header("content-type", FORM)
+        .header("X-Refresh-Cookie", "1")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (mut cookie, _) = refresh_cookie(&resp);
+    for _ in 1..CAPPED_BADGES {
+        let resp = refresh_by_cookie(&c, &cookie, true).await;
+        assert_eq!(resp.status(), 200);
+        cookie = refresh_cookie(&resp).0;
+    }
+    expect_family_full(refresh_by_cookie(&c, &cookie, true).await, "cookie refresh").await;
+    expect_family_full(
+        refresh_by_cookie(&c, &cookie, true).await,
+        "the same cookie",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_used_token_is_refused_without_revoking_and_a_kept_one_still_revokes() {
+    let c = CAPPED.client();
+    let (user, _) = c.new_user("forgot").await;
+    let (room, room2) = (unique_name("forgot"), unique_name("forgot2"));
+    let (badges, tokens) = full_family(&c, &user).await;
+    // Four consumed tokens, the newest two kept: tokens[0] and tokens[1] were deleted.
+    let mut oldest = c.ws(&room, &badges[0]).await;
+    let mut newest = c.ws(&room2, badges.last().unwrap()).await;
+    for ws in [&mut oldest, &mut newest] {
+        ws.history_and_presence().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for forgotten in &tokens[..CAPPED_BADGES - 1 - CAPPED_USED_KEPT] {
+        expect_oauth_error(
+            refresh(&c, forgotten).await,
+            "invalid_grant",
+            "a forgotten token",
+        )
+        .await;
+    }
+    // Unknown now, so no reuse: the family and its sockets stand.
+    oldest.roundtrip_ping().await;
+    newest.roundtrip_ping().await;
+    for badge in &badges {
+        expect_badge_works(&c, badge, &room).await;
+    }
+    // The oldest consumed token still kept is a reuse: every badge goes, the oldest included.
+    let kept = &tokens[CAPPED_BADGES - 1 - CAPPED_USED_KEPT];
+    expect_oauth_error(refresh(&c, kept).await, "invalid_grant", "a kept token").await;
+    oldest
+        .expect_policy_close("socket of the family's first badge")
+        .await;
+    newest
+        .expect_policy_close("socket of the family's newest badge")
+        .await;
+    for (i, badge) in badges.iter().enumerate() {
+        expect_badge_refused(&c, badge, &room, &format!("badge {i}")).await;
+    }
+    expect_oauth_error(
+        refresh(&c, tokens.last().unwrap()).await,
+        "invalid_grant",
+        "the live token of the revoked family",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_revokes_every_badge_of_a_family_whose_old_tokens_were_forgotten() {
+    let c = CAPPED.client();
+    let (user, _) = c.new_user("lofgt").await;
+    let room = unique_name("lofgt");
+    let (badges, tokens) = full_family(&c, &user).await;
+    let mut first = c.ws(&room, &badges[0]).await;
+    let mut second = c.ws(&room, &badges[1]).await;
+    for ws in [&mut first, &mut second] {
+        ws.history_and_presence().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Forgotten, not reused: nothing is revoked by it.
+    expect_oauth_error(refresh(&c, &tokens[0]).await, "invalid_grant", "forgotten").await;
+    expect_badge_works(&c, &badges[0], &room).await;
+
+    let resp = c.logout(badges.last().unwrap(), false).await;
+    assert_eq!(resp.status(), 200);
+    first
+        .expect_policy_close("socket of the family's first badge")
+        .await;
+    second
+        .expect_policy_close("socket of the family's second badge")
+        .await;
+    for (i, badge) in badges.iter().enumerate() {
+        expect_badge_refused(&c, badge, &room, &format!("badge {i} after logout")).await;
+    }
+    for token in [&tokens[CAPPED_BADGES - 2], tokens.last().unwrap()] {
+        expect_oauth_error(refresh(&c, token).await, "invalid_grant", "after logout").await;
+    }
 }
