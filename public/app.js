@@ -19,6 +19,7 @@ const TOKEN_KEY = 'clubhouse.token';
 const USERNAME_RE = /^[A-Za-z0-9_.-]{3,32}$/;
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const DM_RE = /^dm\.[0-9a-f]{32}$/; // a direct-message room: the server derives it from the two names
+const BLOCKED_DETAIL = 'this user does not accept your messages'; // the 403 of a DM whose other member blocked us
 const MY_ROOMS_REFRESH_MS = 10000; // how often the sidebar asks GET /me/rooms for other rooms' unread counts
 const MY_ROOMS_HIDDEN_REFRESH_MS = 30000; // the same while the tab is hidden (the title still counts unread)
 const READ_SEND_EVERY_MS = 1000; // at most one read marker a second: read frames share the message rate limit
@@ -879,7 +880,7 @@ async function loadRoomInfo() {
   const res = await api('GET', `/rooms/${room}`);
   if (room !== state.room) return null;
   if (res.status === 403) {
-    roomForbidden();
+    roomForbidden(res.detail);
     return 'forbidden';
   }
   if (!res.ok || !res.data) return null;
@@ -903,11 +904,17 @@ async function loadRoomInfo() {
 }
 
 /** A private room we are not in: said here, and kept in the list marked as refused, so that the
- *  list can tell when the owner adds us (refreshMyRooms). */
-function roomForbidden() {
+ *  list can tell when the owner adds us (refreshMyRooms). A DM whose other member blocked us says
+ *  that instead (the server's `detail`). */
+function roomForbidden(detail) {
   state.stopped = true;
   setStatus('closed');
   setComposerEnabled(false);
+  if (DM_RE.test(state.room || '') && detail === BLOCKED_DETAIL) {
+    // Still on our list (we remain a member), so not tracked as refused: that would read as added.
+    banner(`${state.dmWith.get(state.room) || 'This person'} does not accept your messages.`, 'error');
+    return;
+  }
   banner(`#${state.room} is a private room and you are not a member.`, 'error');
   notice('This room is private. Ask its owner to add you.', 'error');
   state.added.delete(state.room);
@@ -1093,7 +1100,8 @@ function onClosed({ code, reason, error }) {
     return;
   }
   if (error && error.status === 403) {
-    if (error.body && error.body.banned) roomBanned(error.body.banned);
+    if (error.detail === BLOCKED_DETAIL) roomForbidden(error.detail);
+    else if (error.body && error.body.banned) roomBanned(error.body.banned);
     else if (/banned/.test(why)) roomBanned();
     else if (/removed|member|kick/.test(reason || '')) {
       state.stopped = true;
@@ -1101,7 +1109,7 @@ function onClosed({ code, reason, error }) {
       banner(`You were removed from #${state.room}.`, 'error');
       notice(`You were removed from #${state.room} by its owner.`, 'error');
       forgetRoom(state.room);
-    } else roomForbidden();
+    } else roomForbidden(error.detail);
     return;
   }
   state.stopped = true;

@@ -8,20 +8,21 @@
 //! DMs (`rooms.rs`).
 //!
 //! A blocked user cannot open a DM with the blocker (403), nor connect to it (403 before the
-//! upgrade, `ws.rs`); blocking someone closes their sockets in the DM at once (1008), so they
-//! cannot post in it either. The blocker keeps the DM.
+//! upgrade, `ws.rs`), nor read it over HTTP (`guard::room_access`); blocking someone closes
+//! their sockets in the DM at once (1008), so they cannot post in it either. The blocker keeps
+//! the DM.
 
 use worker::{Env, Method, Request, Response};
 
 use super::guard;
 use crate::auth::badge::Badge;
 use crate::config::Config;
-use crate::directory::{dm_room, Blocked, Directory, DmAccess};
+use crate::directory::{dm_room, Blocked, Directory};
 use crate::http::{self, ApiError, ApiResult};
 use crate::log;
-use crate::protocol::{RoomId, Username};
+use crate::protocol::Username;
 use crate::room::client::RoomStub;
-use crate::store::{RoomAccess, Store};
+use crate::store::Store;
 
 /// The registered spelling of the other user named in the path: 422 for a bad name or
 /// yourself, 404 for nobody.
@@ -68,30 +69,6 @@ pub async fn open(req: Request, env: &Env, raw_user: &str) -> ApiResult<Response
         200,
         &serde_json::json!({ "room_id": room, "with": other }),
     ))
-}
-
-/// A socket's access to the DM `room`: a member (as a private room's member), or 403 for
-/// anyone else and for a member the other one blocked.
-pub async fn socket_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<RoomAccess> {
-    let user = badge.username.as_str();
-    let refused = |reason: &str, detail: &'static str| {
-        log::info(
-            "ws_refused",
-            &[
-                ("reason", reason),
-                ("username", user),
-                ("room", room.as_str()),
-            ],
-        );
-        Err(ApiError::new(403, detail))
-    };
-    match Directory::from_env(env)?.dm_access(room, user).await? {
-        DmAccess::Member => Ok(RoomAccess::Member {
-            owner: String::new(),
-        }),
-        DmAccess::Blocked => refused("blocked", "this user does not accept your messages"),
-        DmAccess::NotMember => refused("not_a_member", "this room is private"),
-    }
 }
 
 /// `PUT` / `DELETE /users/me/blocks/{username}`.

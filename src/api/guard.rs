@@ -9,6 +9,7 @@ use worker::{Env, Request};
 
 use crate::auth::badge::{Badge, BadgeKeys};
 use crate::config;
+use crate::directory::{Directory, DmAccess};
 use crate::http;
 use crate::http::{ApiError, ApiResult};
 use crate::ledger::Ledger;
@@ -79,8 +80,12 @@ pub async fn bearer(req: &Request, env: &Env) -> ApiResult<Badge> {
     authenticate(env, http::bearer_token(req)?.as_deref()).await
 }
 
-/// What `badge` may do in `room`: 403 for a private room it is not a member of.
+/// What `badge` may do in `room`: 403 for a private room or DM it is not a member of, and for a
+/// DM whose other member blocked it.
 pub async fn room_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<RoomAccess> {
+    if room.is_dm() {
+        return dm_access(env, room, badge).await;
+    }
     if knows(&KNOWN_PUBLIC, room) {
         return Ok(RoomAccess::Public);
     }
@@ -89,13 +94,30 @@ pub async fn room_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<R
         .await?;
     match access {
         RoomAccess::Denied => Err(ApiError::new(403, "this room is private")),
-        // A DM id is never a public room: without its record nobody is a member.
-        RoomAccess::Public if room.is_dm() => Err(ApiError::new(403, "this room is private")),
         RoomAccess::Public => {
             remember(&KNOWN_PUBLIC, room);
             Ok(access)
         }
         RoomAccess::Member { .. } => Ok(access),
+    }
+}
+
+/// Why a member of a DM is refused: the other member blocked them.
+pub const BLOCKED_IN_DM: &str = "this user does not accept your messages";
+
+/// A DM's two members, but not one whom the other blocked: the same rule for its sockets and
+/// its HTTP routes (history, info), so a blocked person reads nothing written after the block.
+/// A DM id is never a public room: without its record nobody is a member.
+async fn dm_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<RoomAccess> {
+    match Directory::from_env(env)?
+        .dm_access(room, badge.username.as_str())
+        .await?
+    {
+        DmAccess::Member => Ok(RoomAccess::Member {
+            owner: String::new(),
+        }),
+        DmAccess::Blocked => Err(ApiError::new(403, BLOCKED_IN_DM)),
+        DmAccess::NotMember => Err(ApiError::new(403, "this room is private")),
     }
 }
 

@@ -14,7 +14,7 @@
 
 use worker::{worker_sys::web_sys, Env};
 
-use super::{dm, guard, rooms};
+use super::{guard, rooms};
 use crate::auth::badge::Badge;
 use crate::config::Config;
 use crate::http::{self, ApiError, ApiResult};
@@ -77,10 +77,8 @@ pub async fn connect(
     // Public rooms, the common case, need no D1 query: the room is the authority on privacy
     // and answers a socket checked only as public with a marked 403 when it is private. Only
     // then, or for a room this isolate already knows to be private, are memberships read.
-    let mut access = if room.is_dm() {
-        // Membership and blocks, from D1, before any upgrade.
-        dm::socket_access(env, &room, &badge).await?
-    } else if guard::known_private(&room) {
+    let mut access = if room.is_dm() || guard::known_private(&room) {
+        // Membership (and for a DM, blocks), from D1, before any upgrade.
         member_access(env, &room, &badge).await?
     } else {
         RoomAccess::Public
@@ -105,13 +103,19 @@ pub async fn connect(
     }
 }
 
-/// The user's standing in a private room, from D1; a 403 (logged) when not a member.
+/// The user's standing in a private room or DM, from D1; a 403 (logged) when not a member or
+/// blocked by the DM's other member.
 async fn member_access(env: &Env, room: &RoomId, badge: &Badge) -> ApiResult<RoomAccess> {
-    guard::room_access(env, room, badge).await.inspect_err(|_| {
+    guard::room_access(env, room, badge).await.inspect_err(|e| {
+        let reason = if e.detail == guard::BLOCKED_IN_DM {
+            "blocked"
+        } else {
+            "not_a_member"
+        };
         log::info(
             "ws_refused",
             &[
-                ("reason", "not_a_member"),
+                ("reason", reason),
                 ("username", badge.username.as_str()),
                 ("room", room.as_str()),
             ],

@@ -14,6 +14,7 @@ import {
   send,
   sidebarEntry,
   signUp,
+  tokenOf,
   uniqueName,
   waitConnected,
   waitForMessage,
@@ -92,6 +93,23 @@ test('DMs: the same room from both sides, sidebar unread counts, read receipt', 
     // A new message from Alice hides her "Seen" until Bob reads again.
     await send(alice, 'one more');
     await alice.page.locator('#receipt').waitFor({ state: 'hidden' });
+
+    // Bob blocks Alice: her socket in the DM closes, and the DM, opened again, says why instead
+    // of showing its history.
+    const bobsToken = await tokenOf(bob.page);
+    const blocked = await bob.page.evaluate(
+      async ([name, token]) => (await fetch(`/users/me/blocks/${name}`, { method: 'PUT', headers: { authorization: `Bearer ${token}` } })).status,
+      [alice.username, bobsToken],
+    );
+    assert.equal(blocked, 200);
+    await alice.page.locator('#banner-text').getByText(`${bob.username} does not accept your messages.`).waitFor({ timeout: 15_000 });
+    await alice.page.reload();
+    await alice.page.locator('#banner-text').getByText(`${bob.username} does not accept your messages.`).waitFor({ timeout: 15_000 });
+    assert.equal(await alice.page.locator('#messages li').count(), 0, 'no history for a blocked member');
+    assert.equal(await alice.page.isDisabled('#message-input'), true);
+    // The sidebar's refresh (every 10 s) still lists the DM, and must not take it for an invitation.
+    await alice.page.waitForTimeout(11_000);
+    await alice.page.locator('#banner-text').getByText(`${bob.username} does not accept your messages.`).waitFor({ timeout: 1_000 });
 
     assertClean(alice);
     assertClean(bob);

@@ -179,7 +179,7 @@ async fn opening_a_dm_refuses_nobody_yourself_bad_names_and_no_badge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocked_user_cannot_open_connect_to_or_post_in_the_dm() {
+async fn a_blocked_user_cannot_open_connect_to_read_or_post_in_the_dm() {
     let c = client();
     let [(alice, ta), (bob, tb)] = c.new_users("blk", 2).await.try_into().expect("two users");
     let room = dm_room(&c, &ta, &bob).await;
@@ -212,11 +212,36 @@ async fn a_blocked_user_cannot_open_connect_to_or_post_in_the_dm() {
     );
     c.expect_upgrade_refused(&room, &ta, &[], 403, "the blocked user connects")
         .await;
-    // Bob keeps the DM, and may still open it.
+    // Bob keeps the DM, and may still open it and write in it.
     assert_eq!(dm_room(&c, &tb, &alice).await, room);
     let mut wb2 = c.ws(&room, &tb).await;
     wb2.history_and_presence().await;
+    wb2.send_message(&room, "written after the block").await;
     wb2.close().await;
+    assert_message(
+        &wb.next_message().await,
+        &room,
+        &bob,
+        "written after the block",
+    );
+    // Nor can she read it over HTTP: nothing Bob writes after the block reaches her.
+    for what in ["", "/messages", "/members"] {
+        let path = format!("/rooms/{room}{what}");
+        let resp = c.get_bearer(&path, &ta).await;
+        let body = expect_json_error(resp, 403, &path).await;
+        assert_eq!(
+            body["detail"], "this user does not accept your messages",
+            "{path}: {body}"
+        );
+    }
+    let history = c.get_ok(&format!("/rooms/{room}/messages"), &tb).await;
+    let contents: Vec<&str> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents, ["written after the block"], "{history}");
 
     // Blocking twice is the same block; the list names it once.
     let resp = block(&c, Method::PUT, &tb, &alice).await;
@@ -239,6 +264,11 @@ async fn a_blocked_user_cannot_open_connect_to_or_post_in_the_dm() {
         "unblocking someone not blocked",
     )
     .await;
+    let history = c.get_ok(&format!("/rooms/{room}/messages"), &ta).await;
+    assert_eq!(
+        history["messages"][0]["content"], "written after the block",
+        "unblocked, she reads the DM again: {history}"
+    );
     let mut wa = c.ws(&room, &ta).await;
     wa.history_and_presence().await;
     wa.send_message(&room, "thanks").await;
