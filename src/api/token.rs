@@ -162,9 +162,23 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
         ip_throttle.release(),
     )
     .await;
-    if !started? {
+    let Some(started) = started? else {
         // The account was deleted between the password check and now.
         return Err(login_failed(&username));
+    };
+    if started.ended > 0 {
+        // The user holds MAX_LOGINS_PER_USER live logins: the oldest ended, as a logout
+        // would end it, so this one works.
+        log::event_with_numbers(
+            log::Level::Warn,
+            "login_evicted_oldest",
+            &[("username", name.as_str())],
+            &[
+                ("ended", started.ended as i64),
+                ("sockets_closed", started.sockets.len() as i64),
+            ],
+        );
+        closing::close_badges(env, &started.sockets).await;
     }
     if password::needs_rehash(&record.password_hash, config.hash_cost) {
         if let Ok(phc) = password::hash(password.as_bytes(), config.hash_cost) {
