@@ -1,6 +1,8 @@
 //! `POST /token`: the OAuth2 token endpoint. The password grant (form-encoded `username` and
 //! `password`) gives a badge and a refresh token; the refresh grant (RFC 6749 §6) trades a
-//! refresh token for a new badge and a new refresh token. `POST /logout` revokes.
+//! refresh token for a new badge and a new refresh token. `POST /logout` revokes. A user holds
+//! at most `MAX_LOGINS_PER_USER` live logins: a password login beyond ends the oldest one in
+//! the ledger (`ledger/families.rs`), and this closes its sockets as a logout does.
 //!
 //! Browsers keep the refresh token in a cookie scripts cannot read: a request with the
 //! `X-Refresh-Cookie: 1` header gets it as `HttpOnly; SameSite=Strict; Path=/token` (and
