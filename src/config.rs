@@ -50,6 +50,9 @@ pub struct Config {
     /// Live logins (refresh families neither revoked nor expired) one user may hold
     /// (`MAX_LOGINS_PER_USER`, default 100): every password login starts one, kept for
     /// REFRESH_TTL_SECS. A login beyond it ends the user's oldest live login, as a logout would.
+    /// 100 is far above the browsers and apps one person keeps logged in, so only a client
+    /// logging in on every run meets it (and then ends its own forgotten logins); it keeps a
+    /// user's ledger rows at 100 families.
     pub max_logins_per_user: i64,
 }
 
