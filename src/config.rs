@@ -47,6 +47,13 @@ pub struct Config {
     /// default 1,000, above the ~730 refreshes of one app over the default REFRESH_TTL_SECS);
     /// older ones are deleted, and presenting one is a plain `invalid_grant`.
     pub used_refresh_tokens_kept: i64,
+    /// Live logins (refresh families neither revoked nor expired) one user may hold
+    /// (`MAX_LOGINS_PER_USER`, default 100): every password login starts one, kept for
+    /// REFRESH_TTL_SECS. A login beyond it ends the user's oldest live login, as a logout would.
+    /// 100 is far above the browsers and apps one person keeps logged in, so only a client
+    /// logging in on every run meets it (and then ends its own forgotten logins); it keeps a
+    /// user's ledger rows at 100 families.
+    pub max_logins_per_user: i64,
 }
 
 /// Settings of one room Durable Object.
@@ -216,6 +223,14 @@ impl Config {
                 1..=100_000,
                 &mut problems,
             ),
+            // 1 allows a single session per user: every login ends the one before.
+            max_logins_per_user: int_setting(
+                lookup,
+                "MAX_LOGINS_PER_USER",
+                100,
+                1..=10_000,
+                &mut problems,
+            ),
         };
         (config, problems)
     }
@@ -382,6 +397,7 @@ mod tests {
         assert_eq!(c.hash_cost, HashCost::default());
         assert_eq!(c.max_badges_per_login, 100);
         assert_eq!(c.used_refresh_tokens_kept, 1_000);
+        assert_eq!(c.max_logins_per_user, 100);
         let room = RoomConfig::from_lookup(&lookup(&[])).0;
         assert_eq!(room.history_cap, 10_000);
         assert_eq!(room.presence_broadcast_max, 500);
@@ -427,21 +443,26 @@ mod tests {
     }
 
     #[test]
-    fn refresh_family_limits_keep_a_refresh_possible_and_a_reuse_detectable() {
+    fn refresh_family_limits_keep_a_refresh_possible_a_reuse_detectable_and_a_login_possible() {
         let parse = |name: &str, v: &str| Config::from_lookup(&lookup(&[(name, v)]));
         let (c, problems) = parse("MAX_BADGES_PER_LOGIN", "3");
         assert_eq!((c.max_badges_per_login, problems.len()), (3, 0));
         let (c, problems) = parse("USED_REFRESH_TOKENS_KEPT", "1");
         assert_eq!((c.used_refresh_tokens_kept, problems.len()), (1, 0));
+        let (c, problems) = parse("MAX_LOGINS_PER_USER", "1");
+        assert_eq!((c.max_logins_per_user, problems.len()), (1, 0));
         for (name, bad, default) in [
             ("MAX_BADGES_PER_LOGIN", "1", 100),
             ("MAX_BADGES_PER_LOGIN", "10001", 100),
             ("USED_REFRESH_TOKENS_KEPT", "0", 1_000),
             ("USED_REFRESH_TOKENS_KEPT", "lots", 1_000),
+            ("MAX_LOGINS_PER_USER", "0", 100),
+            ("MAX_LOGINS_PER_USER", "10001", 100),
         ] {
             let (c, problems) = parse(name, bad);
             let read = match name {
                 "MAX_BADGES_PER_LOGIN" => c.max_badges_per_login,
+                "MAX_LOGINS_PER_USER" => c.max_logins_per_user,
                 _ => c.used_refresh_tokens_kept,
             };
             assert_eq!(read, default, "{name}={bad}");

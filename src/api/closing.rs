@@ -1,6 +1,7 @@
 //! After the session ledger revoked badges: the rooms where they have sockets forget them and
 //! close those sockets (1008), through each room's `/revoke`. One place for logout, refresh
-//! reuse, password change and account deletion.
+//! reuse, password change, account deletion and a login that ended the user's oldest one
+//! (`MAX_LOGINS_PER_USER`).
 
 use worker::Env;
 

@@ -1,6 +1,8 @@
 //! `POST /token`: the OAuth2 token endpoint. The password grant (form-encoded `username` and
 //! `password`) gives a badge and a refresh token; the refresh grant (RFC 6749 §6) trades a
-//! refresh token for a new badge and a new refresh token. `POST /logout` revokes.
+//! refresh token for a new badge and a new refresh token. `POST /logout` revokes. A user holds
+//! at most `MAX_LOGINS_PER_USER` live logins: a password login beyond ends the oldest one in
+//! the ledger (`ledger/families.rs`), and this closes its sockets as a logout does.
 //!
 //! Browsers keep the refresh token in a cookie scripts cannot read: a request with the
 //! `X-Refresh-Cookie: 1` header gets it as `HttpOnly; SameSite=Strict; Path=/token` (and
@@ -162,9 +164,23 @@ pub async fn login(mut req: Request, env: &Env) -> ApiResult<Response> {
         ip_throttle.release(),
     )
     .await;
-    if !started? {
+    let Some(started) = started? else {
         // The account was deleted between the password check and now.
         return Err(login_failed(&username));
+    };
+    if started.ended > 0 {
+        // The user holds MAX_LOGINS_PER_USER live logins: the oldest ended, as a logout
+        // would end it, so this one works.
+        log::event_with_numbers(
+            log::Level::Warn,
+            "login_evicted_oldest",
+            &[("username", name.as_str())],
+            &[
+                ("ended", started.ended as i64),
+                ("sockets_closed", started.sockets.len() as i64),
+            ],
+        );
+        closing::close_badges(env, &started.sockets).await;
     }
     if password::needs_rehash(&record.password_hash, config.hash_cost) {
         if let Ok(phc) = password::hash(password.as_bytes(), config.hash_cost) {

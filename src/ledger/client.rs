@@ -107,6 +107,14 @@ struct Rotation {
     retry_after: i64,
 }
 
+/// A login's family started (`Ledger::start_family`): the user's oldest live logins it ended
+/// to stay within `MAX_LOGINS_PER_USER`, and their badges' sockets, for the Worker to close.
+#[derive(Debug, Deserialize)]
+pub struct Started {
+    pub ended: usize,
+    pub sockets: BadgeSockets,
+}
+
 /// A login's refresh family as the Worker made it; every field is hex it generated, a
 /// validated name or a number.
 pub struct FamilyStart<'a> {
@@ -178,8 +186,9 @@ impl Ledger {
         Ok(sockets.sockets)
     }
 
-    /// Starts a login's refresh family; `false` if the account was closed meanwhile.
-    pub async fn start_family(&self, start: &FamilyStart<'_>) -> ApiResult<bool> {
+    /// Starts a login's refresh family, ending the user's oldest live ones past
+    /// `MAX_LOGINS_PER_USER`; `None` if the account was closed meanwhile.
+    pub async fn start_family(&self, start: &FamilyStart<'_>) -> ApiResult<Option<Started>> {
         let query = format!(
             "name={}&family={}&hash={}&jti={}&exp={}&badge_exp={}",
             start.name,
@@ -189,9 +198,10 @@ impl Ledger {
             start.expires_at,
             start.badge_keep_until
         );
-        match self.call("/family/start", &query).await?.status_code() {
-            204 => Ok(true),
-            403 => Ok(false),
+        let mut answer = self.call("/family/start", &query).await?;
+        match answer.status_code() {
+            200 => Ok(Some(answer.json().await?)),
+            403 => Ok(None),
             other => Err(ApiError::internal(format!(
                 "session ledger answered {other} to a family start"
             ))),

@@ -26,6 +26,20 @@
 //!   is NOT revoked. Reuse detection therefore reaches back `used_kept` rotations; with the
 //!   defaults that is more than an app refreshing once per badge lifetime does in a family's
 //!   whole life, so only a family refreshed far faster ever forgets a token.
+//!
+//! A user's families are bounded too, since every password login starts one, kept for
+//! REFRESH_TTL_SECS: at most `max_logins` live ones (neither revoked nor past `expires_at`).
+//! [`Families::start`] counts them and, if the new one would go past the limit, revokes the
+//! oldest (by login: `rowid` order) as a logout would, in the same synchronous run as the
+//! insert, so concurrent logins cannot both squeeze in. The caller closes the evicted badges'
+//! sockets. The newest login always works; the stalest session goes ([`logins_to_end`]).
+//!
+//! A revoked family's rows are kept only while one of its badges can still be presented: the
+//! revocation lowers `keep_until` to its newest badge's expiry (its refresh tokens are refused
+//! either way, revoked or unknown), so logins ended by a logout, a reuse, a password change or
+//! the limit leave nothing behind after about TOKEN_TTL_SECS. Counting reads the user's rows
+//! through `families_by_user`: the live ones (at most `max_logins`) and those revoked within
+//! a badge lifetime.
 
 use std::collections::HashSet;
 
@@ -36,7 +50,8 @@ use worker::{Result, SqlStorage};
 pub(super) const TABLES: [&str; 7] = [
     // `name`: the registered spelling, for the badges the family is given. `expires_at`: the
     // login plus REFRESH_TTL_SECS (seconds). `keep_until`: when neither a refresh token nor a
-    // badge of the family can matter any more, when the rows are dropped.
+    // badge of the family can matter any more, when the rows are dropped (for a revoked family,
+    // when its newest badge expires). Rows keep SQLite's `rowid`: the order of the logins.
     "CREATE TABLE IF NOT EXISTS families (
         family TEXT PRIMARY KEY, username TEXT NOT NULL, name TEXT NOT NULL,
         expires_at INTEGER NOT NULL, keep_until INTEGER NOT NULL,
@@ -58,6 +73,11 @@ pub(super) const TABLES: [&str; 7] = [
         keep_family TEXT, exp INTEGER NOT NULL)",
 ];
 
+/// The SET of an `UPDATE families` that revokes: only its badges' rows can matter from then
+/// on, so the family is kept until the newest of them expires (none left: dropped at once).
+const REVOKED: &str = "revoked = 1, keep_until = COALESCE(
+    (SELECT MAX(b.exp) FROM family_badges b WHERE b.family = families.family), 0)";
+
 /// Tables whose rows carry an `exp` after which they can be dropped.
 pub(super) const EXPIRING: [&str; 3] = ["refresh_tokens", "family_badges", "others_revoked"];
 
@@ -69,6 +89,13 @@ pub(super) struct RefreshLimits {
     pub max_badges: i64,
     /// Consumed refresh tokens kept per family for reuse detection; older ones are deleted.
     pub used_kept: i64,
+}
+
+/// How many of a user's `live` logins (oldest first) a new login ends, so that with it the
+/// user holds at most `max_logins` (at least 1: the new login itself always counts). Usually 0
+/// or 1; more only after the setting was lowered.
+pub(super) fn logins_to_end(live: i64, max_logins: i64) -> i64 {
+    (live + 1 - max_logins.max(1)).max(0)
 }
 
 /// What presenting a refresh token comes to.
@@ -185,6 +212,11 @@ struct TokenRow {
 }
 
 #[derive(Deserialize)]
+struct FamilyRow {
+    family: String,
+}
+
+#[derive(Deserialize)]
 struct JtiRow {
     jti: String,
 }
@@ -198,7 +230,37 @@ pub(super) struct Presented {
 }
 
 impl Families<'_> {
-    pub fn start(&self, new: &NewFamily) -> Result<()> {
+    /// Starts a login's family at `now`, first revoking the user's oldest live families that
+    /// would leave more than `max_logins` with it (module doc): those it revoked.
+    pub fn start(&self, new: &NewFamily, max_logins: i64, now: i64) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Live {
+            live: i64,
+        }
+        const LIVE: &str = "FROM families WHERE username = ?1 AND revoked = 0 AND expires_at > ?2";
+        let live = self
+            .sql
+            .exec(
+                &format!("SELECT COUNT(*) AS live {LIVE}"),
+                vec![new.user.into(), now.into()],
+            )?
+            .one::<Live>()?
+            .live;
+        let ending = logins_to_end(live, max_logins);
+        let mut ended = Vec::new();
+        if ending > 0 {
+            let rows = self
+                .sql
+                .exec(
+                    &format!("SELECT family {LIVE} ORDER BY rowid LIMIT ?3"),
+                    vec![new.user.into(), now.into(), ending.into()],
+                )?
+                .to_array::<FamilyRow>()?;
+            for row in rows {
+                self.revoke(&row.family)?;
+                ended.push(row.family);
+            }
+        }
         self.sql.exec(
             "INSERT INTO families (family, username, name, expires_at, keep_until)
              VALUES (?, ?, ?, ?, ?)",
@@ -211,7 +273,8 @@ impl Families<'_> {
             ],
         )?;
         self.add_token(new.hash, new.family, new.expires_at)?;
-        self.add_badge(new.jti, new.family, new.badge_keep_until)
+        self.add_badge(new.jti, new.family, new.badge_keep_until)?;
+        Ok(ended)
     }
 
     fn add_token(&self, hash: &str, family: &str, exp: i64) -> Result<()> {
@@ -320,18 +383,23 @@ impl Families<'_> {
         Ok(())
     }
 
+    /// Revokes a family: its badges are refused from now on, and its rows are kept until the
+    /// newest of them expires (module doc).
     pub fn revoke(&self, family: &str) -> Result<()> {
         self.sql.exec(
-            "UPDATE families SET revoked = 1 WHERE family = ?",
+            &format!("UPDATE families SET {REVOKED} WHERE family = ?"),
             vec![family.into()],
         )?;
         Ok(())
     }
 
-    /// Revokes every family of `user` but `except`.
+    /// Revokes every family of `user` but `except`, as [`Families::revoke`] does.
     pub fn revoke_all(&self, user: &str, except: Option<&str>) -> Result<()> {
         self.sql.exec(
-            "UPDATE families SET revoked = 1 WHERE username = ? AND family IS NOT ?",
+            &format!(
+                "UPDATE families SET {REVOKED}
+                 WHERE username = ? AND family IS NOT ? AND revoked = 0"
+            ),
             vec![user.into(), except.unwrap_or("").into()],
         )?;
         Ok(())
@@ -444,6 +512,21 @@ mod tests {
         );
         assert_eq!(rotation(false, true, 100, Some(80), 50), Rotation::Invalid);
         assert_eq!(rotation(false, false, 40, Some(80), 50), Rotation::Invalid);
+    }
+
+    #[test]
+    fn a_login_past_the_limit_ends_the_oldest_live_ones_beyond_it() {
+        // Below the limit: nothing ends; at it: the oldest one makes room for the new login.
+        assert_eq!(logins_to_end(0, 3), 0);
+        assert_eq!(logins_to_end(2, 3), 0);
+        assert_eq!(logins_to_end(3, 3), 1);
+        // After the limit was lowered: back down to it in one login.
+        assert_eq!(logins_to_end(10, 3), 8);
+        // One login per user: each ends the one before.
+        assert_eq!(logins_to_end(0, 1), 0);
+        assert_eq!(logins_to_end(1, 1), 1);
+        // A limit below 1 would refuse every login; it is read as 1.
+        assert_eq!(logins_to_end(1, 0), 1);
     }
 
     fn standing(family: Option<&str>, revoked: Option<i64>) -> FamilyStanding {

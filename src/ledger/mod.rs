@@ -20,6 +20,7 @@ mod client;
 mod families;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use serde::Deserialize;
@@ -32,7 +33,9 @@ use crate::http::{self, ApiError};
 use crate::log;
 
 use client::Verdict;
-pub use client::{shard_of, BadgeSockets, FamilyStart, Ledger, Refreshed, BINDING, SHARDS};
+pub use client::{
+    shard_of, BadgeSockets, FamilyStart, Ledger, Refreshed, Started, BINDING, SHARDS,
+};
 use families::{Families, FamilyStanding, NewFamily, Presentation, RefreshLimits, Rotation};
 
 /// How often a shard drops rows of expired badges (seconds).
@@ -54,6 +57,8 @@ pub struct Sessions {
     writes: Rc<SocketWrites>,
     /// How far one refresh family may grow (`families.rs`).
     refresh_limits: RefreshLimits,
+    /// Live logins (families) one user may hold (`MAX_LOGINS_PER_USER`, `families.rs`).
+    max_logins: i64,
 }
 
 impl DurableObject for Sessions {
@@ -82,6 +87,7 @@ impl DurableObject for Sessions {
                 max_badges: config.max_badges_per_login,
                 used_kept: config.used_refresh_tokens_kept,
             },
+            max_logins: config.max_logins_per_user,
             writes: Rc::new(SocketWrites {
                 sql: sql.clone(),
                 unwritten: RefCell::new(Unwritten::default()),
@@ -102,7 +108,9 @@ impl DurableObject for Sessions {
     ///   `{"rooms"}`.
     /// - `/ping`: `{"ok": true}` (health check).
     /// - `/family/start?user&name&family&hash&jti&exp&badge_exp`: a login's refresh
-    ///   family with its first token (hash) and badge; 403 for a closed account.
+    ///   family with its first token (hash) and badge; `{"ended", "sockets"}`: how many of the
+    ///   user's oldest live families it revoked to stay within `MAX_LOGINS_PER_USER`, and
+    ///   the (room, jti) pairs of their badges' sockets; 403 for a closed account.
     /// - `/family/rotate?user&hash&new_hash&jti&badge_exp`: `{"outcome", "name",
     ///   "expires_at", "sockets", "retry_after"}` ([`Rotation`]; `sockets` of a family revoked
     ///   for reuse; `retry_after`, seconds, of a family at its limit of badges).
@@ -192,16 +200,30 @@ impl DurableObject for Sessions {
                 if self.closed(&user)? {
                     return Response::empty().map(|r| r.with_status(403));
                 }
-                self.families().start(&NewFamily {
-                    user: &user,
-                    name: &text("name"),
-                    family: &text("family"),
-                    hash: &text("hash"),
-                    jti: &jti,
-                    expires_at: number("exp"),
-                    badge_keep_until: number("badge_exp"),
-                })?;
-                return Response::empty().map(|r| r.with_status(204));
+                let families = self.families();
+                let ended = families.start(
+                    &NewFamily {
+                        user: &user,
+                        name: &text("name"),
+                        family: &text("family"),
+                        hash: &text("hash"),
+                        jti: &jti,
+                        expires_at: number("exp"),
+                        badge_keep_until: number("badge_exp"),
+                    },
+                    self.max_logins,
+                    now,
+                )?;
+                let mut badges = HashSet::new();
+                for family in &ended {
+                    badges.extend(families.badges(family)?);
+                }
+                let sockets = if badges.is_empty() {
+                    Vec::new()
+                } else {
+                    self.take_sockets(&user, |j| badges.contains(j))?
+                };
+                serde_json::json!({ "ended": ended.len(), "sockets": sockets })
             }
             "/family/rotate" => {
                 let families = self.families();

@@ -626,3 +626,209 @@ async fn logout_revokes_every_badge_of_a_family_whose_old_tokens_were_forgotten(
         expect_oauth_error(refresh(&c, token).await, "invalid_grant", "after logout").await;
     }
 }
+
+// The bound on one user's logins
+// ---------------------------------------------------------------------------------------------
+
+/// [`LOGINS_CAPPED`]'s `MAX_LOGINS_PER_USER`.
+const CAPPED_LOGINS: usize = 3;
+
+/// A server where one user holds at most [`CAPPED_LOGINS`] live logins.
+static LOGINS_CAPPED: LazyServer = LazyServer::new(|| {
+    ServerOptions::relaxed_limits().var("MAX_LOGINS_PER_USER", &CAPPED_LOGINS.to_string())
+});
+
+/// Signs up a fresh user without logging in (a login would start a family of its own).
+async fn signed_up(c: &Client, prefix: &str) -> String {
+    let name = unique_name(prefix);
+    assert_eq!(c.signup(&name, DEFAULT_PASSWORD).await.status(), 201);
+    name
+}
+
+/// A login's (badge, refresh token).
+async fn log_in(c: &Client, user: &str) -> (String, String) {
+    let v = login_full(c, user).await;
+    (text(&v, "access_token"), text(&v, "refresh_token"))
+}
+
+/// Asserts what logout's closes send: the `closing` frame, then the close, both 1008 "token
+/// revoked".
+async fn expect_revoked_close(ws: &mut WsClient, what: &str) {
+    let closing = ws
+        .try_next_of_types(&["closing"], Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: no closing frame: {e}; seen {}", ws.seen_summary()));
+    assert_eq!(
+        closing,
+        serde_json::json!({"type": "closing", "code": 1008, "reason": "token revoked"}),
+        "{what}"
+    );
+    match ws.wait_close(Duration::from_secs(5)).await {
+        Ok(Some((code, reason))) => {
+            assert_eq!((code, reason.as_str()), (1008, "token revoked"), "{what}")
+        }
+        other => panic!("{what}: no close frame: {other:?}"),
+    }
+}
+
+/// The `login_evicted_oldest` lines of `user` in the server's log, waiting up to 3 s for
+/// `want` of them to get there.
+async fn eviction_lines(server: &Server, user: &str, want: usize) -> Vec<Value> {
+    let mut lines = Vec::new();
+    for _ in 0..30 {
+        lines = server
+            .log()
+            .lines()
+            // Warnings come wrapped in the terminal's colour codes.
+            .filter_map(|l| Some(&l[l.find('{')?..=l.rfind('}')?]))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["event"] == "login_evicted_oldest" && v["username"] == user)
+            .collect();
+        if lines.len() >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_past_the_limit_ends_the_oldest_login_and_closes_its_sockets() {
+    let c = LOGINS_CAPPED.client();
+    let user = signed_up(&c, "lcap").await;
+    let (room, room2) = (unique_name("lcap"), unique_name("lcap2"));
+    let (first, first_token) = log_in(&c, &user).await;
+    // The first login refreshed once: the refresh does not make it newer, and both of its
+    // badges go with it.
+    let (first_refreshed, first_live_token) = refreshed(&c, &first_token).await;
+    let (second, second_token) = log_in(&c, &user).await;
+    let (third, third_token) = log_in(&c, &user).await;
+    let mut first_ws = c.ws(&room, &first).await;
+    let mut first_refreshed_ws = c.ws(&room2, &first_refreshed).await;
+    let mut second_ws = c.ws(&room, &second).await;
+    for ws in [&mut first_ws, &mut first_refreshed_ws, &mut second_ws] {
+        ws.history_and_presence().await;
+    }
+    // A moment for the ledger to note where the badges have sockets (written behind).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The fourth login works, and ends the first as a logout would.
+    let (fourth, fourth_token) = log_in(&c, &user).await;
+    expect_revoked_close(&mut first_ws, "socket of the oldest login's badge").await;
+    expect_revoked_close(&mut first_refreshed_ws, "socket of its refreshed badge").await;
+    expect_badge_refused(&c, &first, &room, "the oldest login's badge").await;
+    expect_badge_refused(&c, &first_refreshed, &room, "its refreshed badge").await;
+    expect_oauth_error(
+        refresh(&c, &first_live_token).await,
+        "invalid_grant",
+        "the oldest login's refresh token",
+    )
+    .await;
+    let lines = eviction_lines(LOGINS_CAPPED.get(), &user, 1).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["ended"], 1, "{}", lines[0]);
+    assert_eq!(lines[0]["sockets_closed"], 2, "{}", lines[0]);
+    assert_eq!(lines[0]["level"], "warn", "{}", lines[0]);
+    for secret in [&first, &first_live_token, &fourth, &fourth_token] {
+        assert!(
+            !lines[0].to_string().contains(secret.as_str()),
+            "{}",
+            lines[0]
+        );
+    }
+
+    // The other three stand: their sockets, badges and refresh tokens.
+    second_ws.expect_none_of_types(&["closing"], QUIET).await;
+    second_ws.roundtrip_ping().await;
+    let mut newest = Vec::new();
+    for (badge, token) in [
+        (&second, &second_token),
+        (&third, &third_token),
+        (&fourth, &fourth_token),
+    ] {
+        expect_badge_works(&c, badge, &room).await;
+        newest.push(refreshed(&c, token).await);
+    }
+    // Refreshing made none of them a new login: a fifth login ends the second, the oldest now.
+    let (fifth, _) = log_in(&c, &user).await;
+    expect_revoked_close(&mut second_ws, "socket of the second login").await;
+    expect_badge_refused(&c, &newest[0].0, &room, "the second login's new badge").await;
+    expect_oauth_error(
+        refresh(&c, &newest[0].1).await,
+        "invalid_grant",
+        "the second login's refresh token",
+    )
+    .await;
+    for badge in [&newest[1].0, &newest[2].0, &fifth] {
+        expect_badge_works(&c, badge, &room).await;
+    }
+    assert_eq!(eviction_lines(LOGINS_CAPPED.get(), &user, 2).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_frees_a_place_for_the_next_login() {
+    let c = LOGINS_CAPPED.client();
+    let user = signed_up(&c, "lfree").await;
+    let room = unique_name("lfree");
+    let logins = [
+        log_in(&c, &user).await,
+        log_in(&c, &user).await,
+        log_in(&c, &user).await,
+    ];
+    let mut first_ws = c.ws(&room, &logins[0].0).await;
+    first_ws.history_and_presence().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.logout(&logins[1].0, false).await.status(), 200);
+
+    // Two live logins left: the next one ends none.
+    let (fourth, fourth_token) = log_in(&c, &user).await;
+    first_ws.expect_none_of_types(&["closing"], QUIET).await;
+    first_ws.roundtrip_ping().await;
+    for badge in [&logins[0].0, &logins[2].0, &fourth] {
+        expect_badge_works(&c, badge, &room).await;
+    }
+    for token in [&logins[0].1, &logins[2].1, &fourth_token] {
+        refreshed(&c, token).await;
+    }
+    assert_eq!(eviction_lines(LOGINS_CAPPED.get(), &user, 0).await.len(), 0);
+    // Full again: the next login ends the oldest live one, the first.
+    log_in(&c, &user).await;
+    expect_revoked_close(&mut first_ws, "socket of the first login").await;
+    expect_badge_refused(&c, &logins[0].0, &room, "the first login's badge").await;
+    expect_badge_works(&c, &logins[2].0, &room).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_past_the_limit_leave_exactly_the_limit_live() {
+    let c = LOGINS_CAPPED.client();
+    let user = signed_up(&c, "lrace").await;
+    let room = unique_name("lrace");
+    let logins =
+        futures_util::future::join_all((0..2 * CAPPED_LOGINS).map(|_| log_in(&c, &user))).await;
+    let mut live = 0;
+    for (badge, _) in &logins {
+        let status = c
+            .get_bearer(&format!("/rooms/{room}/members"), badge)
+            .await
+            .status()
+            .as_u16();
+        match status {
+            200 => live += 1,
+            401 => {}
+            other => panic!("status {other}"),
+        }
+    }
+    assert_eq!(
+        live, CAPPED_LOGINS,
+        "every login answered 200; the limit holds"
+    );
+    let ended = eviction_lines(LOGINS_CAPPED.get(), &user, CAPPED_LOGINS).await;
+    assert_eq!(
+        ended
+            .iter()
+            .map(|l| l["ended"].as_i64().unwrap())
+            .sum::<i64>(),
+        CAPPED_LOGINS as i64,
+        "{ended:?}"
+    );
+}
