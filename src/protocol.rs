@@ -850,7 +850,7 @@ mod tests {
         );
         let named = [
             (long.as_str(), "too long"),
-            (r#"{"content":" ​ ","client_id":"c-1"}"#, "empty"),
+            (r#"{"content":" \u200b ","client_id":"c-1"}"#, "empty"),
             (
                 r#"{"content":"hi","room_id":"other","client_id":"c-1"}"#,
                 "does not match",
