@@ -235,27 +235,58 @@ pub enum ClientFrame<'a> {
     Read { id: i64 },
 }
 
+/// A client frame refused by [`parse_client_frame`]: why, and the `client_id` of the message it
+/// carried when that could be read and is valid, so that the error frame names the message it
+/// answers (a message refused for its room or its content, say).
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadFrame<'a> {
+    pub why: Invalid,
+    pub client_id: Option<Cow<'a, str>>,
+}
+
+impl From<Invalid> for BadFrame<'_> {
+    fn from(why: Invalid) -> Self {
+        Self {
+            why,
+            client_id: None,
+        }
+    }
+}
+
 /// Parses and validates one text frame for the room `room`.
-pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ClientFrame<'a>, Invalid> {
+pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ClientFrame<'a>, BadFrame<'a>> {
     if frame.len() > MAX_FRAME_BYTES {
-        return Err(invalid("frame too large (limit 65536 bytes)"));
+        return Err(invalid("frame too large (limit 65536 bytes)").into());
     }
     if !looks_like_object(frame.as_bytes()) {
-        return Err(invalid(
-            "invalid message: expected a JSON object {\"content\": string}",
-        ));
+        return Err(
+            invalid("invalid message: expected a JSON object {\"content\": string}").into(),
+        );
     }
-    let raw: RawClientFrame<'a> = serde_json::from_str(frame).map_err(|e| {
+    let mut raw: RawClientFrame<'a> = serde_json::from_str(frame).map_err(|e| {
         invalid(format!(
             "invalid message: expected {{\"content\": string, \"room_id\"?: string}} or {{\"type\": \"edit\"|\"delete\"|\"react\"|\"unreact\"|\"typing\"|\"read\", ...}} ({e})"
         ))
     })?;
+    let kind = raw.kind.unwrap_or(FrameType::Message);
+    // Only a message has a client_id. It is read before the other checks so that their refusal
+    // can name it; an invalid one is refused after them (the order of the details stays), and
+    // never repeated back.
+    let client_id = match kind {
+        FrameType::Message => client_id(raw.client_id.take()),
+        _ => Ok(None),
+    };
+    let refused = |why: Invalid| BadFrame {
+        why,
+        client_id: client_id.as_ref().ok().cloned().flatten(),
+    };
     if let Some(claimed) = &raw.room_id {
         if claimed != room {
-            return Err(invalid("room_id does not match this connection's room"));
+            return Err(refused(invalid(
+                "room_id does not match this connection's room",
+            )));
         }
     }
-    let kind = raw.kind.unwrap_or(FrameType::Message);
     let id = || match raw.id {
         Some(id) if id > 0 => Ok(id),
         _ => Err(invalid("id must be a positive integer: the message's id")),
@@ -265,10 +296,13 @@ pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ClientFrame<
         None => Err(invalid("missing field `emoji`")),
     };
     Ok(match kind {
-        FrameType::Message => ClientFrame::Message(ClientMessage {
-            content: content(raw.content)?,
-            client_id: client_id(raw.client_id)?,
-        }),
+        FrameType::Message => {
+            let text = content(raw.content).map_err(refused)?;
+            ClientFrame::Message(ClientMessage {
+                content: text,
+                client_id: client_id?,
+            })
+        }
         FrameType::Edit => ClientFrame::Edit {
             id: id()?,
             content: content(raw.content)?,
@@ -473,11 +507,7 @@ pub enum ServerFrame<'a> {
         joined: &'a [String],
         left: &'a [String],
     },
-    Error {
-        detail: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        retry_after_ms: Option<u64>,
-    },
+    Error(ErrorFrame<'a>),
     /// The last frame before the server closes the socket, with the close's code and reason:
     /// a client that never sees the close frame itself still learns that and why.
     Closing {
@@ -547,12 +577,68 @@ impl ServerFrame<'_> {
     }
 }
 
-pub fn error_frame(detail: &str) -> String {
-    ServerFrame::Error {
-        detail,
-        retry_after_ms: None,
+/// An `error` frame: to the sender only, the connection keeps working. Built with
+/// [`ErrorFrame::new`] and the fields that apply; every error frame the server sends is one.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ErrorFrame<'a> {
+    /// Which refusal, for clients to branch on: `muted` or `slow_mode` (moderation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    detail: &'a str,
+    /// When the refused frame may be sent again (rate limit, slow mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+    /// With `muted`: when the mute ends (`Some(None)` is `null`: until lifted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    until: Option<Option<i64>>,
+    /// The `client_id` of the message frame this answers, when it carried one: a client with
+    /// several frames out tells its message's error from the others' by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+}
+
+impl<'a> ErrorFrame<'a> {
+    pub fn new(detail: &'a str) -> Self {
+        Self {
+            detail,
+            ..Self::default()
+        }
     }
-    .to_json()
+
+    pub fn code(self, code: &'a str) -> Self {
+        Self {
+            code: Some(code),
+            ..self
+        }
+    }
+
+    pub fn retry_after_ms(self, ms: u64) -> Self {
+        Self {
+            retry_after_ms: Some(ms),
+            ..self
+        }
+    }
+
+    pub fn until(self, until: Option<i64>) -> Self {
+        Self {
+            until: Some(until),
+            ..self
+        }
+    }
+
+    /// Names the message this error answers: the `client_id` of the client's frame, if any.
+    pub fn answering(self, client_id: Option<&'a str>) -> Self {
+        Self { client_id, ..self }
+    }
+
+    pub fn to_json(self) -> String {
+        ServerFrame::Error(self).to_json()
+    }
+}
+
+/// An error frame with only a detail.
+pub fn error_frame(detail: &str) -> String {
+    ErrorFrame::new(detail).to_json()
 }
 
 /// Most bytes of frames one `batch` frame carries (a single larger frame still goes, alone): a
@@ -607,7 +693,7 @@ mod tests {
 
     /// The message a frame carries, or why it is refused.
     fn parse_client_message<'a>(frame: &'a str, room: &str) -> Result<ClientMessage<'a>, Invalid> {
-        match parse_client_frame(frame, room)? {
+        match parse_client_frame(frame, room).map_err(|bad| bad.why)? {
             ClientFrame::Message(m) => Ok(m),
             other => panic!("{frame} parsed as {other:?}"),
         }
@@ -650,7 +736,7 @@ mod tests {
                     prop_assert!(!is_blank(&content) && content.chars().count() <= MAX_CONTENT_CHARS)
                 }
                 Ok(_) => {}
-                Err(e) => prop_assert!(!e.0.is_empty()),
+                Err(e) => prop_assert!(!e.why.0.is_empty()),
             }
         }
 
@@ -754,6 +840,94 @@ mod tests {
         }
         let err = parse_client_message(r#"{"content":"hi","client_id":7}"#, "r").unwrap_err();
         assert!(err.0.contains("invalid message"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_message_names_its_valid_client_id() {
+        let long = format!(
+            r#"{{"content":"{}","client_id":"c-1"}}"#,
+            "a".repeat(MAX_CONTENT_CHARS + 1)
+        );
+        let named = [
+            (long.as_str(), "too long"),
+            (r#"{"content":" \u200b ","client_id":"c-1"}"#, "empty"),
+            (
+                r#"{"content":"hi","room_id":"other","client_id":"c-1"}"#,
+                "does not match",
+            ),
+            (r#"{"client_id":"c-1"}"#, "missing field `content`"),
+            (
+                r#"{"type":"message","content":"","client_id":"c-1"}"#,
+                "empty",
+            ),
+        ];
+        for (frame, want) in named {
+            let bad = parse_client_frame(frame, "lobby").unwrap_err();
+            assert!(bad.why.0.contains(want), "{frame}: {}", bad.why);
+            assert_eq!(bad.client_id.as_deref(), Some("c-1"), "{frame}");
+        }
+        let escaped = parse_client_frame(r#"{"content":"","client_id":"a\"b\n"}"#, "r");
+        assert_eq!(escaped.unwrap_err().client_id.as_deref(), Some("a\"b\n"));
+
+        let unnamed = [
+            // The client_id itself is invalid: never repeated back.
+            r#"{"content":"","client_id":""}"#.to_owned(),
+            format!(r#"{{"content":"","client_id":"{}"}}"#, "x".repeat(65)),
+            r#"{"content":"hi","client_id":7}"#.to_owned(),
+            // Unreadable, or not a message: nothing to name.
+            format!(
+                r#"{{"content":"{}","client_id":"c-1"}}"#,
+                "a".repeat(MAX_FRAME_BYTES)
+            ),
+            r#"{"content":5,"client_id":"c-1"}"#.to_owned(),
+            r#"{"type":"edit","id":1,"content":"","client_id":"c-1"}"#.to_owned(),
+            r#"{"type":"read","client_id":"c-1"}"#.to_owned(),
+        ];
+        for frame in unnamed {
+            let bad = parse_client_frame(&frame, "lobby").unwrap_err();
+            assert_eq!(bad.client_id, None, "{frame}: {}", bad.why);
+        }
+        // Which fault is reported first stays: the room, then the content, then the client_id.
+        let both = r#"{"content":"","room_id":"other","client_id":""}"#;
+        let bad = parse_client_frame(both, "lobby").unwrap_err();
+        assert!(bad.why.0.contains("does not match"), "{}", bad.why);
+        assert_eq!(bad.client_id, None);
+    }
+
+    #[test]
+    fn error_frames_have_only_the_fields_given_and_escape_the_client_id() {
+        let frame =
+            |e: ErrorFrame| serde_json::from_str::<serde_json::Value>(&e.to_json()).unwrap();
+        assert_eq!(
+            frame(ErrorFrame::new("rate limited").retry_after_ms(250)),
+            serde_json::json!({"type":"error","detail":"rate limited","retry_after_ms":250})
+        );
+        assert_eq!(
+            frame(
+                ErrorFrame::new("rate limited")
+                    .retry_after_ms(250)
+                    .answering(Some("c-1"))
+            ),
+            serde_json::json!({"type":"error","detail":"rate limited","retry_after_ms":250,"client_id":"c-1"})
+        );
+        assert_eq!(
+            frame(ErrorFrame::new("no").answering(None)),
+            serde_json::json!({"type":"error","detail":"no"})
+        );
+        assert_eq!(
+            frame(ErrorFrame::new("muted").code("muted").until(None)),
+            serde_json::json!({"type":"error","code":"muted","detail":"muted","until":null})
+        );
+        assert_eq!(
+            frame(ErrorFrame::new("muted").code("muted").until(Some(9))),
+            serde_json::json!({"type":"error","code":"muted","detail":"muted","until":9})
+        );
+        let tricky = "\"},\"type\":\"message\u{2028}\n\\";
+        let text = ErrorFrame::new("x").answering(Some(tricky)).to_json();
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed["client_id"], tricky, "{text}");
+        assert_eq!(parsed["type"], "error", "{text}");
+        assert_eq!(parsed.as_object().unwrap().len(), 3, "{text}");
     }
 
     #[test]
@@ -894,7 +1068,7 @@ mod tests {
             ),
         ];
         for (frame, want) in cases {
-            let err = parse_client_frame(frame, "r").unwrap_err();
+            let err = parse_client_frame(frame, "r").unwrap_err().why;
             assert!(err.0.contains(want), "{frame}: {err}");
         }
         let long = "😀".repeat(9); // 36 bytes

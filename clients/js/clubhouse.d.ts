@@ -232,6 +232,8 @@ export interface ErrorFrame {
   retry_after_ms?: number;
   /** When a mute ends (ms since the epoch); null until lifted. */
   until?: number | null;
+  /** The `client_id` of the message this answers, when it carried one (never for edits and the like). */
+  client_id?: string;
 }
 /** Someone's read marker moved (read receipts). */
 export interface ReadFrame {
@@ -262,7 +264,10 @@ export interface RoomEvents {
   join: JoinFrame;
   leave: LeaveFrame;
   presence_changes: PresenceChangesFrame;
-  /** Error frames that are not the answer to a `send()` (which rejects instead). */
+  /**
+   * Error frames: about edits, reactions, reads and the like, and a `send()`'s refusal (which
+   * rejects it too). A send's `rate limited` or `message not stored` is not one: it is resent.
+   */
   error: ErrorFrame;
   read: ReadFrame;
   /** The server is closing the socket: a kick (4001) ends the room; otherwise as a drop. */

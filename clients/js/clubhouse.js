@@ -24,12 +24,6 @@ const FRAME_TYPES = new Set([
   'presence_changes', 'error', 'read', 'closing',
 ]);
 
-/** Error frames about edits, deletions and reactions: never the answer to a `send()`. */
-const CHANGE_ERRORS = [
-  'unknown message id', 'not your message', 'message already deleted', 'emoji', 'too many reactions',
-  'id must be', '`emoji`',
-];
-
 /** Message ids remembered for de-duplication (the newest are kept). */
 const SEEN_IDS_KEPT = 10_000;
 /** Messages per HTTP page when a cut-short catch-up is completed (the API's largest page). */
@@ -355,7 +349,7 @@ export class Room extends Emitter {
   #seen = new Set();
   /** Sends waiting for their echo, by client_id, in the order they were made. */
   #pending = new Map();
-  /** The send whose frame went out last and whose answer is not in: error frames are its. */
+  /** The send whose frame went out last and whose answer is not in: the next goes after it. */
   #inFlight = null;
   #attempt = 0;
   #timer = null;
@@ -503,8 +497,8 @@ export class Room extends Emitter {
   }
 
   /**
-   * Sends the oldest unsent message, one at a time: its echo or its error frame comes back
-   * before the next goes out, so an error frame always belongs to the message in flight.
+   * Sends the oldest unsent message, one at a time: the next goes out once its echo, or an error
+   * frame naming its client_id, came back.
    */
   #flush() {
     if (this.state !== 'open' || this.#inFlight) return;
@@ -816,23 +810,27 @@ export class Room extends Emitter {
     this.emit(frame.type, frame);
   }
 
+  /**
+   * An error frame is a send's answer only when it names that send's client_id (the server names
+   * the message it answers); any other (an edit, a reaction or a read refused, or a send we no
+   * longer hold) is an `error` event and leaves the message in flight alone.
+   */
   #error(frame) {
-    const detail = String(frame.detail ?? '');
-    const ours = this.#inFlight;
-    const aboutChange = CHANGE_ERRORS.some((d) => detail.includes(d));
-    if (!ours || aboutChange) {
+    const mine = typeof frame.client_id === 'string' ? this.#pending.get(frame.client_id) : undefined;
+    if (!mine) {
       this.emit('error', frame);
       return;
     }
-    this.#inFlight = null;
+    if (this.#inFlight === mine) this.#inFlight = null;
+    const detail = String(frame.detail ?? '');
     if (detail === 'rate limited' || detail.startsWith('message not stored')) {
       // Not applied: the same frame (same client_id) goes again after the server's pause.
       const wait = Math.max(Number(frame.retry_after_ms) || 0, 50);
       setTimeout(() => this.#flush(), wait);
       return;
     }
-    this.#pending.delete(ours.clientId);
-    ours.reject(new ClubhouseError(detail, { frame }));
+    this.#pending.delete(mine.clientId);
+    mine.reject(new ClubhouseError(detail, { frame }));
     this.emit('error', frame);
     this.#flush();
   }

@@ -46,8 +46,8 @@ use crate::http::{self, ApiError, ApiResult, Boxed};
 use crate::ledger::Ledger;
 use crate::log::{self, SocketLog};
 use crate::protocol::{
-    self, error_frame, ChatMessage, ClientFrame, ClientMessage, CloseReason, HistoryItems, LogItem,
-    ServerFrame,
+    self, error_frame, ChatMessage, ClientFrame, ClientMessage, CloseReason, ErrorFrame,
+    HistoryItems, LogItem, ServerFrame,
 };
 use activity::Activity;
 use admissions::{AdmittedBadges, Revoked};
@@ -330,13 +330,21 @@ impl ChatRoom {
             send_quietly(ws, "pong");
             return Ok(());
         }
+        let parsed = protocol::parse_client_frame(&text, &self.name);
+        // The message this frame is (or was meant to be), named in every error frame answering
+        // it: a client with several frames out tells its message's errors from the others'.
+        let answering = match &parsed {
+            Ok(ClientFrame::Message(message)) => message.client_id.as_deref(),
+            Ok(_) => None,
+            Err(bad) => bad.client_id.as_deref(),
+        };
+        let refuse = |error: ErrorFrame| send_quietly(ws, &error.answering(answering).to_json());
         let Some(member) = Member::of(ws) else {
-            send_quietly(ws, &error_frame("connection has no identity"));
+            refuse(ErrorFrame::new("connection has no identity"));
             return Ok(());
         };
         let now = worker::Date::now().as_millis();
-        let frame = protocol::parse_client_frame(&text, &self.name);
-        if let Ok(ClientFrame::Typing) = frame {
+        if let Ok(ClientFrame::Typing) = parsed {
             if self.moderation.muted(&member.user, now as i64).is_some() {
                 return Ok(());
             }
@@ -355,11 +363,7 @@ impl ChatRoom {
         match self.rate_limits.check(&member.user, now as f64) {
             Verdict::Allow => {}
             Verdict::Refuse { retry_after_ms } => {
-                let frame = ServerFrame::Error {
-                    detail: "rate limited",
-                    retry_after_ms: Some(retry_after_ms),
-                };
-                send_quietly(ws, &frame.to_json());
+                refuse(ErrorFrame::new("rate limited").retry_after_ms(retry_after_ms));
                 return Ok(());
             }
             Verdict::Disconnect => {
@@ -367,21 +371,21 @@ impl ChatRoom {
                 return Ok(());
             }
         }
-        let frame = match frame {
+        let frame = match &parsed {
             Ok(frame) => frame,
-            Err(invalid) => {
-                send_quietly(ws, &error_frame(&invalid.0));
+            Err(bad) => {
+                refuse(ErrorFrame::new(&bad.why.0));
                 return Ok(());
             }
         };
         let owner = self.meta.borrow().owner.clone();
-        let change = match &frame {
+        let change = match frame {
             ClientFrame::Message(message) => {
                 if let Err(refusal) =
                     self.moderation
                         .may_post(&member.user, owner.as_deref(), now as i64)
                 {
-                    send_quietly(ws, &post_refusal_frame(refusal));
+                    refuse(post_refusal(refusal));
                     return Ok(());
                 }
                 return self.post(ws, member, message, now as i64);
@@ -397,7 +401,7 @@ impl ChatRoom {
                     self.sockets.count(),
                 )?;
                 if let Err(detail) = verdict {
-                    send_quietly(ws, &error_frame(detail));
+                    refuse(ErrorFrame::new(detail));
                 }
                 return Ok(());
             }
@@ -417,7 +421,7 @@ impl ChatRoom {
         let is_delete = matches!(change, Change::Delete { .. });
         if !is_delete {
             if let Some(until) = self.moderation.muted(&member.user, now as i64) {
-                send_quietly(ws, &post_refusal_frame(PostRefusal::Muted { until }));
+                refuse(post_refusal(PostRefusal::Muted { until }));
                 return Ok(());
             }
         }
@@ -430,7 +434,7 @@ impl ChatRoom {
             .apply(&member.user, &may_remove, change, now as i64)?
         {
             Err(refusal) => {
-                send_quietly(ws, &error_frame(refusal.detail()));
+                refuse(ErrorFrame::new(refusal.detail()));
                 return Ok(());
             }
             Ok(author) if is_delete && !author.eq_ignore_ascii_case(&member.user) => {
@@ -438,7 +442,7 @@ impl ChatRoom {
                     self.moderation.record_delete(
                         &member.user,
                         &author,
-                        id,
+                        *id,
                         now as i64,
                         |k, v| self.storage.set_meta(k, v),
                     )?;
@@ -525,7 +529,9 @@ impl ChatRoom {
             }
             .to_json(),
             // A resend of a message deleted since: said apart from a refused deletion.
-            None => error_frame("the message with this client_id was deleted"),
+            None => ErrorFrame::new("the message with this client_id was deleted")
+                .answering(Some(client_id))
+                .to_json(),
         };
         send_quietly(ws, &echo);
         Ok(true)
@@ -959,22 +965,17 @@ fn banned() -> ApiError {
 }
 
 /// The error frame for a post that moderation refused; `code` tells clients which.
-fn post_refusal_frame(refusal: PostRefusal) -> String {
+fn post_refusal(refusal: PostRefusal) -> ErrorFrame<'static> {
     match refusal {
-        PostRefusal::Muted { until } => serde_json::json!({
-            "type": "error",
-            "code": "muted",
-            "detail": "you are muted in this room",
-            "until": until,
-        }),
-        PostRefusal::SlowMode { retry_after_ms } => serde_json::json!({
-            "type": "error",
-            "code": "slow_mode",
-            "detail": "slow mode: wait before sending another message",
-            "retry_after_ms": retry_after_ms,
-        }),
+        PostRefusal::Muted { until } => ErrorFrame::new("you are muted in this room")
+            .code("muted")
+            .until(until),
+        PostRefusal::SlowMode { retry_after_ms } => {
+            ErrorFrame::new("slow mode: wait before sending another message")
+                .code("slow_mode")
+                .retry_after_ms(retry_after_ms)
+        }
     }
-    .to_string()
 }
 
 fn missing_identity() -> ApiError {

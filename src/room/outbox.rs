@@ -46,7 +46,7 @@ use super::sockets::{send_quietly, Fanout};
 use super::storage::RoomStorage;
 use crate::defer::{weak_callback, Deferred};
 use crate::log;
-use crate::protocol::error_frame;
+use crate::protocol::ErrorFrame;
 
 /// One accepted message, serialised once for all its recipients.
 pub struct Outgoing {
@@ -347,10 +347,9 @@ impl Outbox {
                 .newest(newest.id, &newest.username, &newest.content, newest.ts);
         }
         for message in &group[stored..] {
-            send_quietly(
-                &message.sender,
-                &error_frame("message not stored; send it again"),
-            );
+            let error = ErrorFrame::new("message not stored; send it again")
+                .answering(message.client_id.as_deref());
+            send_quietly(&message.sender, &error.to_json());
         }
         stored
     }

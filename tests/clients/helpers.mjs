@@ -82,3 +82,26 @@ export async function allMessages(club, room) {
     before = `&before=${page.messages[0].id}`;
   }
 }
+
+/**
+ * A WebSocket class that holds each message frame (one with a `client_id`) for `holdMs` before it
+ * goes out, in order, and sends every other frame at once: what the app does right after a send
+ * reaches the server first, so its answers come back while the message is in flight.
+ */
+export function slowMessagesWebSocket(holdMs) {
+  return class SlowMessagesWebSocket extends WebSocketImpl {
+    #held = Promise.resolve();
+
+    send(data) {
+      if (typeof data !== 'string' || !data.includes('"client_id"')) {
+        super.send(data);
+        return;
+      }
+      this.#held = this.#held
+        .then(() => new Promise((resolve) => setTimeout(resolve, holdMs)))
+        .then(() => {
+          if (this.readyState === WebSocketImpl.OPEN) super.send(data);
+        });
+    }
+  };
+}

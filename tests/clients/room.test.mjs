@@ -3,7 +3,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Clubhouse, WebSocketImpl, allMessages, expiredBadge, newClient, nextEvent, start, uniqueName, until,
+  Clubhouse, WebSocketImpl, allMessages, expiredBadge, newClient, nextEvent, slowMessagesWebSocket, start, uniqueName,
+  until,
 } from './helpers.mjs';
 
 const FAST = { minDelayMs: 10, maxDelayMs: 200 };
@@ -208,6 +209,66 @@ describe('clients/js', () => {
     assert.deepEqual(stored.map((m) => m.content), echoes.slice().sort((a, b) => a.id - b.id).map((e) => e.content));
     ra.close();
     rb.close();
+  });
+
+  test('refused edits and reads while a message is in flight are error events; the message is delivered', async () => {
+    const [alice, bob] = [await newClient(server, 'alice'), await newClient(server, 'bob')];
+    const room = uniqueName('room');
+    const rb = await joined(bob, room);
+    const bobs = await rb.send('bob speaks');
+    const slow = new Clubhouse({ baseUrl: server.baseUrl, token: alice.token, WebSocket: slowMessagesWebSocket(300) });
+    const ra = await joined(slow, room);
+    const errors = [];
+    let settled = false;
+    const beforeEcho = [];
+    ra.on('error', (e) => {
+      errors.push(e);
+      if (!settled) beforeEcho.push(e.detail);
+    });
+    // The message is in flight (its frame held on the way) while the server refuses the read
+    // (past the newest message) and the edit (not hers).
+    const sent = ra.send('alice speaks').finally(() => {
+      settled = true;
+    });
+    assert.equal(ra.read(bobs.id + 1000), true);
+    assert.equal(ra.edit(bobs.id, 'not mine'), true);
+    await until(() => errors.length === 2, 'both refusals as error events');
+    const echo = await sent;
+    assert.equal(echo.content, 'alice speaks');
+    assert.equal(echo.username, alice.username);
+    assert.deepEqual(errors, [
+      { type: 'error', detail: 'no message with that id in this room yet' },
+      { type: 'error', detail: 'not your message' },
+    ]);
+    assert.equal(beforeEcho.length, 2, 'both refusals came while the message was in flight');
+    const stored = await allMessages(bob, room);
+    assert.deepEqual(stored.map((m) => m.content), ['bob speaks', 'alice speaks']);
+    ra.close();
+    rb.close();
+  });
+
+  test("a send's own refusal names its client_id and rejects it; the next send goes out", async () => {
+    const alice = await newClient(server, 'alice');
+    const room = uniqueName('room');
+    const ra = await joined(alice, room);
+    const errors = [];
+    ra.on('error', (e) => errors.push(e));
+    const first = await ra.send('to be deleted', { clientId: 'gone-1' });
+    const deleted = nextEvent(ra, 'deleted');
+    assert.equal(ra.delete(first.id), true);
+    assert.equal((await deleted).id, first.id);
+    // The server remembers the client_id of a deleted message: a resend of it is refused.
+    const gone = await ra.send('to be deleted', { clientId: 'gone-1' }).then(() => null, (e) => e);
+    assert.equal(gone?.name, 'ClubhouseError', String(gone));
+    assert.deepEqual(gone.frame, {
+      type: 'error', detail: 'the message with this client_id was deleted', client_id: 'gone-1',
+    });
+    // Invisible content passes the library's own check; the server refuses it, naming the send.
+    const blank = await ra.send('\u200b', { clientId: 'blank-1' }).then(() => null, (e) => e);
+    assert.deepEqual(blank?.frame, { type: 'error', detail: 'content must not be empty', client_id: 'blank-1' });
+    assert.deepEqual(errors.map((e) => e.client_id), ['gone-1', 'blank-1']);
+    assert.equal((await ra.send('after the refusals')).content, 'after the refusals');
+    ra.close();
   });
 
   test('a connection that goes silent is given up after a missed heartbeat and replaced', async () => {

@@ -159,6 +159,63 @@ async fn bad_client_ids_are_refused_and_the_socket_keeps_working() {
 }
 
 #[tokio::test]
+async fn an_error_frame_about_a_message_names_its_client_id() {
+    let c = client();
+    let room = unique_name("idem");
+    let ann = c.new_user("ann").await;
+    let mut wa = c.ws(&room, &ann.1).await;
+    wa.history_and_presence().await;
+    // A client_id that JSON has to escape comes back as sent.
+    let tricky = "q\"},\"type\":\"message\\\u{2028}é";
+    let too_long = "x".repeat(4001);
+    let cases = [
+        (
+            json!({"content": too_long, "room_id": room, "client_id": "c-long"}),
+            json!({"type": "error", "detail": "content too long (limit 4000 characters)", "client_id": "c-long"}),
+        ),
+        (
+            json!({"content": " \u{200b} ", "client_id": tricky}),
+            json!({"type": "error", "detail": "content must not be empty", "client_id": tricky}),
+        ),
+        (
+            json!({"content": "hi", "room_id": "elsewhere", "client_id": "c-room"}),
+            json!({"type": "error", "detail": "room_id does not match this connection's room", "client_id": "c-room"}),
+        ),
+        // No client_id, an invalid one, or a frame that is not a message: none named.
+        (
+            json!({"content": "", "room_id": room}),
+            json!({"type": "error", "detail": "content must not be empty"}),
+        ),
+        (
+            json!({"content": "", "client_id": "x".repeat(65)}),
+            json!({"type": "error", "detail": "content must not be empty"}),
+        ),
+        (
+            json!({"type": "edit", "id": 1, "content": " ", "client_id": "c-edit"}),
+            json!({"type": "error", "detail": "content must not be empty"}),
+        ),
+    ];
+    for (frame, want) in cases {
+        wa.send_json(&frame).await;
+        let e = wa.next_of_types(&["error", "message"]).await;
+        assert_eq!(e, want, "the answer to {frame}");
+    }
+
+    // A resend of a message deleted since is refused by its client_id.
+    wa.send_json(&with_client_id(&room, "short-lived", "c-del"))
+        .await;
+    let id = wa.next_message_with("short-lived").await["id"].clone();
+    wa.send_json(&json!({"type": "delete", "id": id})).await;
+    assert_eq!(wa.next_of_type("deleted").await["id"], id);
+    wa.send_json(&with_client_id(&room, "short-lived", "c-del"))
+        .await;
+    assert_eq!(
+        wa.next_of_types(&["error", "message"]).await,
+        json!({"type": "error", "detail": "the message with this client_id was deleted", "client_id": "c-del"})
+    );
+}
+
+#[tokio::test]
 async fn duplicates_sent_back_to_back_are_stored_once() {
     let c = client();
     let room = unique_name("idem");

@@ -75,6 +75,83 @@ async fn sending_too_fast_is_refused_and_not_broadcast_while_a_calm_client_is_un
     fast.next_message_with("after the pause").await;
 }
 
+/// What one frame of [`a_rate_limited_message_is_named_by_its_client_id_and_other_frames_are_not`]
+/// was: its content, and the client_id of a message that carried one.
+struct Sent {
+    content: String,
+    named: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_message_is_named_by_its_client_id_and_other_frames_are_not() {
+    let c = LIMITS.client();
+    let (room, [(_, _, mut ws)]) = c.room_with_members("named", ["sender"]).await;
+    ws.send_message(&room, "target").await;
+    let target = ws.next_message_with("target").await["id"].as_i64().unwrap();
+
+    // Rounds of three frames at once: a message with a client_id, one without, and an edit with a
+    // client_id field (only a message has one). The burst (20) passes the first rounds, and the
+    // rest are refused: 60 frames in far less than the 4 s that would refill the 40.
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let frames = [
+            (
+                json!({"content": format!("named {i}"), "room_id": room, "client_id": format!("c-{i}")}),
+                Some(format!("c-{i}")),
+            ),
+            (
+                json!({"content": format!("plain {i}"), "room_id": room}),
+                None,
+            ),
+            (
+                json!({"type": "edit", "id": target, "content": format!("edit {i}"), "client_id": format!("e-{i}")}),
+                None,
+            ),
+        ];
+        for (frame, named) in frames {
+            ws.send_json(&frame).await;
+            let content = frame["content"].as_str().unwrap().to_owned();
+            sent.push(Sent { content, named });
+        }
+    }
+    // Each frame is answered once: its message or edit to the room, or an error frame to the
+    // sender, sent as the frame is handled, so the errors come in the order of their frames.
+    let (mut applied, mut errors) = (std::collections::HashSet::new(), Vec::new());
+    while applied.len() + errors.len() < sent.len() {
+        let f = ws.next_of_types(&["message", "edited", "error"]).await;
+        if f["type"] == "error" {
+            errors.push(f);
+        } else {
+            assert!(
+                applied.insert(f["content"].as_str().unwrap().to_owned()),
+                "twice: {f}"
+            );
+        }
+    }
+    let refused: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| !applied.contains(&s.content))
+        .collect();
+    assert_eq!(refused.len(), errors.len(), "applied: {applied:?}");
+    for kind in ["named", "plain", "edit"] {
+        assert!(
+            refused.iter().any(|s| s.content.starts_with(kind)),
+            "no {kind} frame was refused"
+        );
+    }
+    for (frame, error) in refused.iter().zip(&errors) {
+        let wait = error["retry_after_ms"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{}: {error}", frame.content));
+        assert!(wait > 0 && wait <= 1000, "{error}");
+        let mut want = json!({"type": "error", "detail": "rate limited", "retry_after_ms": wait});
+        if let Some(client_id) = &frame.named {
+            want["client_id"] = json!(client_id);
+        }
+        assert_eq!(error, &want, "the answer to {:?}", frame.content);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooding_past_five_times_the_limit_closes_the_socket_with_1008() {
     let c = LIMITS.client();

@@ -428,14 +428,34 @@ async fn a_muted_user_reads_but_cannot_post_edit_or_react() {
         c.get_ok(&format!("/rooms/{room}"), &tu).await["muted"],
         true
     );
-    for frame in [
-        json!({"content": "muted words", "room_id": room}),
-        json!({"type": "edit", "id": id, "content": "sneaky"}),
-        json!({"type": "react", "id": id, "emoji": "👍"}),
+    let muted = |client_id: Option<&str>| {
+        let mut e = json!({"type": "error", "code": "muted", "detail": "you are muted in this room", "until": null});
+        if let Some(client_id) = client_id {
+            e["client_id"] = json!(client_id);
+        }
+        e
+    };
+    for (frame, want) in [
+        (
+            json!({"content": "muted words", "room_id": room, "client_id": "m-1"}),
+            muted(Some("m-1")),
+        ),
+        (
+            json!({"content": "muted words", "room_id": room}),
+            muted(None),
+        ),
+        (
+            json!({"type": "edit", "id": id, "content": "sneaky"}),
+            muted(None),
+        ),
+        (
+            json!({"type": "react", "id": id, "emoji": "👍"}),
+            muted(None),
+        ),
     ] {
         wu.send_json(&frame).await;
         let e = wu.next_of_type("error").await;
-        assert_eq!(e["code"], "muted", "{frame}: {e}");
+        assert_eq!(e, want, "{frame}");
     }
     wo.expect_none_of_types(&["message", "edited", "reactions"], QUIET)
         .await;
@@ -503,11 +523,16 @@ async fn slow_mode_spaces_a_members_posts_but_not_the_owners() {
     let mut wo = c.ws_ready(&room, &to).await;
     wu.send_message(&room, "one").await;
     wu.next_message_with("one").await;
-    wu.send_message(&room, "two too soon").await;
+    wu.send_json(&json!({"content": "two too soon", "room_id": room, "client_id": "s-2"}))
+        .await;
     let e = wu.next_of_type("error").await;
-    assert_eq!(e["code"], "slow_mode", "{e}");
     let wait = e["retry_after_ms"].as_u64().expect("retry_after_ms");
     assert!(wait > 0 && wait <= 3000, "{e}");
+    assert_eq!(
+        e,
+        json!({"type": "error", "code": "slow_mode", "detail": "slow mode: wait before sending another message",
+            "retry_after_ms": wait, "client_id": "s-2"})
+    );
     // The owner is not slowed.
     for text in ["o1", "o2", "o3"] {
         wo.send_message(&room, text).await;
