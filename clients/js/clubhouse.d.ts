@@ -50,7 +50,8 @@ export interface ClubhouseOptions {
   cookie?: boolean;
   /**
    * Refresh the badge a minute before it expires (or at half its life), before a connect with an
-   * expired badge, and when a room's badge is refused with 401. Default false.
+   * expired badge, and when a room's badge is refused with 401; a refresh that could not reach the
+   * server is tried again in 10 s, one refused with 429 after its `Retry-After`. Default false.
    */
   autoRefresh?: boolean;
   /**

@@ -159,7 +159,8 @@ export class Clubhouse extends Emitter {
    * `logIn()`, or the browser's HttpOnly cookie in cookie mode). Browser tabs share the cookie and
    * a refresh token presented twice ends the session, so tabs take turns (Web Locks): each sends
    * the cookie the previous one got back. A refresh that could not reach the server is tried again
-   * in 10 s when `autoRefresh` is on.
+   * in 10 s when `autoRefresh` is on; one the server asked to wait (429, `Retry-After`) when it
+   * says.
    */
   async refresh() {
     if (this.#refreshing) return this.#refreshing;
@@ -176,7 +177,9 @@ export class Clubhouse extends Emitter {
     const locks = this.#cookie ? globalThis.navigator?.locks : undefined;
     this.#refreshing = (locks ? locks.request('clubhouse-refresh', run) : run())
       .catch((e) => {
-        if (this.#autoRefresh && transient(e)) this.#schedule(REFRESH_RETRY_MS);
+        if (this.#autoRefresh && transient(e)) {
+          this.#schedule(Math.max(REFRESH_RETRY_MS, (Number(e?.retryAfter) || 0) * 1000));
+        }
         throw e;
       })
       .finally(() => {
