@@ -68,7 +68,7 @@ const state = {
   fetches: 0, // HTTP pages of messages on their way
   changeLog: [], // edited/deleted/reactions items applied while fetches > 0, in rev order
   historyEpoch: 0, // history frames applied so far in this view
-  lastAction: 'message', // what the last frame we sent was, to word an error frame
+  lastAction: null, // the last change we sent (edit, delete, react, read), to word an error frame without a client_id
   online: new Set(),
   olderSupported: true,
   noOlder: false,
@@ -1253,9 +1253,11 @@ const ACTION_WORDS = {
 
 function onErrorFrame(frame) {
   const detail = typeof frame.detail === 'string' ? frame.detail : 'error';
-  if (state.lastAction === 'read') {
+  // An error naming a client_id answers one of our messages; any other, the last change we sent.
+  const action = typeof frame.client_id === 'string' ? 'message' : state.lastAction;
+  if (action === 'read') {
     // Our read marker was refused (most likely rate limited): nothing to show, send it again later.
-    state.lastAction = 'message';
+    state.lastAction = null;
     state.readSent = 0;
     scheduleRead(typeof frame.retry_after_ms === 'number' ? frame.retry_after_ms : READ_SEND_EVERY_MS);
     return;
@@ -1269,7 +1271,7 @@ function onErrorFrame(frame) {
     const secs = Math.max(1, Math.ceil(frame.retry_after_ms / 1000));
     sendError(`Slow mode is on: you can send again in ${plural(secs, 'second')}.`);
     const input = $('message-input');
-    if (state.lastAction === 'message' && state.lastSent && !input.value) {
+    if (action === 'message' && state.lastSent && !input.value) {
       input.value = state.lastSent;
       autosize();
     }
@@ -1281,13 +1283,13 @@ function onErrorFrame(frame) {
     sendError(`You are sending too fast. Wait ${plural(secs, 'second')} and try again.`);
     // The refused message was not delivered: give it back if the box is empty.
     const input = $('message-input');
-    if (state.lastAction === 'message' && state.lastSent && !input.value) {
+    if (action === 'message' && state.lastSent && !input.value) {
       input.value = state.lastSent;
       autosize();
     }
     return;
   }
-  sendError(`${ACTION_WORDS[state.lastAction] || ACTION_WORDS.message}: ${detail}`);
+  sendError(`${ACTION_WORDS[action] || ACTION_WORDS.message}: ${detail}`);
 }
 
 function sendError(text) {
@@ -2312,11 +2314,9 @@ function sendMessage() {
   // comes back with the server's error frame.
   conn.send(content).catch((e) => {
     if (state.conn !== conn || !e || !e.frame) return; // left the room, or it closed (said apart)
-    state.lastAction = 'message';
     state.lastSent = content;
     onErrorFrame(e.frame);
   });
-  state.lastAction = 'message';
   state.lastTypingSent = 0; // the next keystroke says "typing" again at once
   state.lastSent = content;
   input.value = '';

@@ -119,7 +119,10 @@ export async function twoUsersInRoom(browser, baseUrl, room) {
 export async function joinRoom(client, room) {
   const { page } = client;
   await page.fill('#room-input', room);
-  await page.click('#join-btn');
+  // Enter submits with the form's first button (Join). A pointer click would aim at coordinates,
+  // and right after a login the page is still laying out its first room: a shift between aiming
+  // and clicking can land the click elsewhere.
+  await page.press('#room-input', 'Enter');
   await page.waitForFunction((r) => window.__clubhouse.room() === r, room);
   await waitConnected(page);
 }
