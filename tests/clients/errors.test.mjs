@@ -4,10 +4,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Clubhouse, WebSocketImpl, allMessages, newClient, nextEvent, slowMessagesWebSocket, start, uniqueName, until,
+  Clubhouse, WebSocketImpl, allMessages, joined, newClient, slowMessagesWebSocket, start, uniqueName, until,
 } from './helpers.mjs';
-
-const FAST = { minDelayMs: 10, maxDelayMs: 200 };
 
 let server;
 before(async () => {
@@ -17,13 +15,6 @@ after(async () => {
   await server?.stop();
   server?.cleanup();
 });
-
-/** Connects and waits for the room's history. */
-async function joined(club, room, options = {}) {
-  const r = club.connect(room, { ...FAST, ...options });
-  await nextEvent(r, 'open');
-  return r;
-}
 
 describe('error frames and the message in flight', () => {
   test('an edit rate limited while a message is in flight is an error event; the message is delivered once', async () => {

@@ -62,6 +62,16 @@ export function nextEvent(room, type, ms = 15_000) {
   });
 }
 
+/** Reconnect delays short enough for tests. */
+export const FAST = { minDelayMs: 10, maxDelayMs: 200 };
+
+/** Connects `club` to `room` (FAST reconnects, plus `options`) and waits for the room's history. */
+export async function joined(club, room, options = {}) {
+  const r = club.connect(room, { ...FAST, ...options });
+  await nextEvent(r, 'open');
+  return r;
+}
+
 /** Waits until `check()` is true (polling), or fails with `what`. */
 export async function until(check, what, ms = 20_000) {
   const deadline = Date.now() + ms;

@@ -3,11 +3,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Clubhouse, WebSocketImpl, allMessages, expiredBadge, newClient, nextEvent, slowMessagesWebSocket, start, uniqueName,
-  until,
+  Clubhouse, FAST, WebSocketImpl, allMessages, expiredBadge, joined, newClient, nextEvent,
+  slowMessagesWebSocket, start, uniqueName, until,
 } from './helpers.mjs';
-
-const FAST = { minDelayMs: 10, maxDelayMs: 200 };
 
 let server;
 before(async () => {
@@ -17,13 +15,6 @@ after(async () => {
   await server?.stop();
   server?.cleanup();
 });
-
-/** Connects and waits for the room's history. */
-async function joined(club, room, options = {}) {
-  const r = club.connect(room, { ...FAST, ...options });
-  await nextEvent(r, 'open');
-  return r;
-}
 
 describe('clients/js', () => {
   test('connects with the badge as a subprotocol, chats, and gets typed frames', async () => {

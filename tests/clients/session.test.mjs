@@ -5,11 +5,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Clubhouse, PASSWORD, WebSocketImpl, allMessages, expiredBadge, newClient, nextEvent, start, uniqueName, until,
+  Clubhouse, FAST, PASSWORD, WebSocketImpl, allMessages, expiredBadge, newClient, nextEvent, start, uniqueName,
+  until,
 } from './helpers.mjs';
 import { badgeClaims } from '../../clients/js/clubhouse.js';
-
-const FAST = { minDelayMs: 10, maxDelayMs: 200 };
 
 let server;
 before(async () => {

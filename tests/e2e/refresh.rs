@@ -291,6 +291,18 @@ fn refresh_cookie(resp: &reqwest::Response) -> (String, Vec<String>) {
     (value, parts.collect())
 }
 
+/// A browser's login: the refresh token comes as a cookie.
+async fn log_in_for_cookie(c: &Client, user: &str) -> reqwest::Response {
+    let form = form_encode(&[("username", user), ("password", DEFAULT_PASSWORD)]);
+    c.post("/token")
+        .header("content-type", FORM)
+        .header("X-Refresh-Cookie", "1")
+        .body(form)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn refresh_by_cookie(c: &Client, cookie: &str, with_header: bool) -> reqwest::Response {
     let mut req = c
         .post("/token")
@@ -307,15 +319,7 @@ async fn refresh_by_cookie(c: &Client, cookie: &str, with_header: bool) -> reqwe
 async fn browsers_get_the_refresh_token_as_a_strict_http_only_cookie() {
     let c = client();
     let (user, _) = c.new_user("cookie").await;
-    let form = form_encode(&[("username", &user), ("password", DEFAULT_PASSWORD)]);
-    let resp = c
-        .post("/token")
-        .header("content-type", FORM)
-        .header("X-Refresh-Cookie", "1")
-        .body(form)
-        .send()
-        .await
-        .unwrap();
+    let resp = log_in_for_cookie(&c, &user).await;
     assert_eq!(resp.status(), 200);
     let (cookie, attributes) = refresh_cookie(&resp);
     for wanted in ["HttpOnly", "SameSite=Strict", "Path=/token"] {
@@ -387,15 +391,7 @@ async fn refresh_tokens_expire_refresh_ttl_after_the_login() {
     let v = login_full(&c, &user).await;
     let started = std::time::Instant::now();
     let (status, cookie_login) = {
-        let form = form_encode(&[("username", &user), ("password", DEFAULT_PASSWORD)]);
-        let resp = c
-            .post("/token")
-            .header("content-type", FORM)
-            .header("X-Refresh-Cookie", "1")
-            .body(form)
-            .send()
-            .await
-            .unwrap();
+        let resp = log_in_for_cookie(&c, &user).await;
         (resp.status(), refresh_cookie(&resp))
     };
     assert_eq!(status, 200);
@@ -523,15 +519,7 @@ async fn a_refresh_past_the_badge_limit_is_429_and_leaves_the_token_and_family_a
 async fn a_browser_refreshing_past_the_limit_gets_429_and_keeps_its_cookie() {
     let c = CAPPED.client();
     let (user, _) = c.new_user("capck").await;
-    let form = form_encode(&[("username", &user), ("password", DEFAULT_PASSWORD)]);
-    let resp = c
-        .post("/token")
-        .header("content-type", FORM)
-        .header("X-Refresh-Cookie", "1")
-        .body(form)
-        .send()
-        .await
-        .unwrap();
+    let resp = log_in_for_cookie(&c, &user).await;
     assert_eq!(resp.status(), 200);
     let (mut cookie, _) = refresh_cookie(&resp);
     for _ in 1..CAPPED_BADGES {
