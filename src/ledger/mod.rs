@@ -148,8 +148,7 @@ impl DurableObject for Sessions {
                     rooms.iter().map(|r| (r.clone(), jti.clone())).collect();
                 if let Some(family) = families.of_badge(&jti)? {
                     families.revoke(&family)?;
-                    let badges = families.badges(&family)?;
-                    sockets.extend(self.take_sockets(&user, |j| badges.contains(j))?);
+                    sockets.extend(self.take_family_sockets(&user, &[family])?);
                 }
                 serde_json::json!({ "sockets": sockets })
             }
@@ -214,15 +213,7 @@ impl DurableObject for Sessions {
                     self.max_logins,
                     now,
                 )?;
-                let mut badges = HashSet::new();
-                for family in &ended {
-                    badges.extend(families.badges(family)?);
-                }
-                let sockets = if badges.is_empty() {
-                    Vec::new()
-                } else {
-                    self.take_sockets(&user, |j| badges.contains(j))?
-                };
+                let sockets = self.take_family_sockets(&user, &ended)?;
                 serde_json::json!({ "ended": ended.len(), "sockets": sockets })
             }
             "/family/rotate" => {
@@ -240,8 +231,7 @@ impl DurableObject for Sessions {
                 )?;
                 let sockets = match (presented.rotation, &presented.family) {
                     (Rotation::Reused, Some(family)) => {
-                        let badges = families.badges(family)?;
-                        self.take_sockets(&user, |j| badges.contains(j))?
+                        self.take_family_sockets(&user, std::slice::from_ref(family))?
                     }
                     _ => Vec::new(),
                 };
@@ -414,6 +404,23 @@ impl Sessions {
             )?
             .to_array::<Row>()?;
         Ok(rows.iter().any(|r| r.at_ms >= CLOSED_ACCOUNT))
+    }
+
+    /// [`Self::take_sockets`] of every badge of `families` (revoked ones: their sockets close).
+    fn take_family_sockets(
+        &self,
+        user: &str,
+        families: &[String],
+    ) -> Result<Vec<(String, String)>> {
+        let store = self.families();
+        let mut badges = HashSet::new();
+        for family in families {
+            badges.extend(store.badges(family)?);
+        }
+        if badges.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.take_sockets(user, |j| badges.contains(j))
     }
 
     /// The (room, jti) pairs of the user's badges that `covers`, written or not yet; forgets
