@@ -323,7 +323,7 @@ async function doLogin(username, password) {
     $('auth-password').value = '';
     authError('');
     rememberAccount(state.username);
-    reading.focusComposer = true;
+    wantComposerFocus();
     enterChat();
     return;
   }
@@ -1674,6 +1674,7 @@ const reading = {
   unseen: 0, // messages from others that arrived below the reader's scroll position
   heardFrom: null, // the view (state.view) whose history the room has sent: an empty room is then really empty
   focusComposer: false, // move focus to the message box once it is enabled (after login or a room switch)
+  focusFrom: null, // what had the focus when that was asked: focus moved since is the reader's own choice
 };
 
 /** Consecutive messages of one person (no notice between, same day, minutes apart) form a group:
@@ -1756,12 +1757,18 @@ function jumpToNewest() {
 }
 
 /** After a login or a room switch the message box gets the focus once it can be used, unless the
- *  reader has moved on to something else meanwhile. */
+ *  reader has moved it meanwhile (into the room box to type a name, onto a button): connecting
+ *  takes a moment, and a focus jump in the middle of typing sends the keys elsewhere. */
+function wantComposerFocus() {
+  reading.focusComposer = true;
+  reading.focusFrom = document.activeElement;
+}
+
 function focusComposerIfWanted() {
   if (!reading.focusComposer) return;
   reading.focusComposer = false;
   const active = document.activeElement;
-  const idle = !active || active === document.body || active.closest('.rooms, #auth-view, #room-list');
+  const idle = !active || active === document.body || active === reading.focusFrom || active.closest('#auth-view');
   if (idle) $('message-input').focus();
 }
 
@@ -2393,9 +2400,7 @@ function wire() {
     if (reading.unseen > 0 && atBottom()) paintReading();
   });
   // A room switch (the sidebar, Join, a DM, the address bar) brings the focus to the message box.
-  window.addEventListener('hashchange', () => {
-    reading.focusComposer = true;
-  });
+  window.addEventListener('hashchange', wantComposerFocus);
   $('member-form').addEventListener('submit', (event) => {
     event.preventDefault();
     changeMember('PUT', $('member-input').value.trim());

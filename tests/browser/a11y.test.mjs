@@ -1,7 +1,7 @@
 // WCAG 2.2 AA: axe-core (pinned in package.json) on every screen with zero violations — login,
 // chat between two people, the welcome of an empty room, a private room (owner and refused
 // visitor), settings, the People panel, a phone at 375×812 and the dark colour scheme. Also what
-// axe cannot judge alone: focus after login and room switches, the message log as a focusable,
+// axe cannot judge alone: focus after login and room switches (and not taken from a box being typed in), the message log as a focusable,
 // scrollable live region, and the contrast of the timestamps in your own bubbles.
 
 import assert from 'node:assert/strict';
@@ -71,8 +71,29 @@ test('axe-core finds no WCAG 2.2 AA violation on any screen; focus, log region, 
     await assertAccessible(alice.page, 'the welcome of an empty room');
 
     // Chat between two people, with a group, a link, a notice and a day separator.
+    // Typing a room name while the first room still connects: that box keeps the focus and the
+    // text (the room's details are held back until the typing is done).
     const bob = await openClient(browser, server.baseUrl);
-    await signUp(bob, uniqueName('bob'));
+    let release;
+    const held = new Promise((ok) => {
+      release = ok;
+    });
+    const lobbyInfo = /\/rooms\/lobby$/;
+    await bob.page.route(lobbyInfo, async (route) => {
+      await held;
+      await route.continue();
+    });
+    bob.username = uniqueName('bob');
+    await submitAuth(bob.page, bob.username, PASSWORD, '#signup-btn');
+    await bob.page.locator('#chat-view').waitFor({ state: 'visible' });
+    await bob.page.focus('#room-input');
+    await bob.page.keyboard.type('half-typed');
+    release();
+    await waitConnected(bob.page);
+    await bob.page.unroute(lobbyInfo);
+    assert.equal(await focusedId(bob.page), 'room-input', 'connecting took the focus from the room box');
+    assert.equal(await bob.page.inputValue('#room-input'), 'half-typed');
+    await bob.page.fill('#room-input', '');
     const room = uniqueName('room');
     await joinRoom(alice, room);
     await waitFocus(alice.page, 'message-input');

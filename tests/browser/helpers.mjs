@@ -81,17 +81,20 @@ export async function submitAuth(page, username, password, button) {
   await page.click(button);
 }
 
-/** Signs up through the form; ends in the chat view (connected to the default room). */
+/** Signs up through the form; ends in the chat view, connected to the first room (a test that
+ *  clicks before then aims at a page still laying that room out). */
 export async function signUp(client, username, password = PASSWORD) {
   await submitAuth(client.page, username, password, '#signup-btn');
   await client.page.locator('#chat-view').waitFor({ state: 'visible' });
   client.username = username;
+  await waitConnected(client.page);
 }
 
 export async function logIn(client, username, password = PASSWORD) {
   await submitAuth(client.page, username, password, '#login-btn');
   await client.page.locator('#chat-view').waitFor({ state: 'visible' });
   client.username = username;
+  await waitConnected(client.page);
 }
 
 /** Waits until the auth form shows an error matching `re`; returns its text. */
