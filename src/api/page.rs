@@ -7,9 +7,9 @@
 //!
 //! What a file is answered with comes from the assets layer: its bytes, a `Content-Type` from its
 //! extension, a strong `ETag` of its bytes and a 304 when `If-None-Match` is that tag (or its `W/`
-//! form); `public/_headers` adds the page's Content-Security-Policy and friends (no inline script,
-//! nothing from another origin, no framing) and `Cache-Control: no-cache`, since the files' names
-//! carry no version.
+//! form); `public/headers.conf` adds the page's Content-Security-Policy and friends (no inline
+//! script, nothing from another origin, no framing) and `Cache-Control: no-cache`, since the files'
+//! names carry no version (`scripts/assets` writes them into `_headers`, a rule per file).
 
 use worker::{Request, RequestInit};
 
@@ -55,29 +55,13 @@ mod tests {
 
     const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-    /// The rules of a `_headers` file: each path line with the header lines under it.
-    fn header_rules(file: &str) -> Vec<(String, Vec<String>)> {
-        let text = std::fs::read_to_string(format!("{ROOT}/{file}")).unwrap();
-        let mut rules: Vec<(String, Vec<String>)> = Vec::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            match line.strip_prefix("  ") {
-                Some(header) => rules.last_mut().expect("a rule").1.push(header.to_owned()),
-                None => rules.push((line.to_owned(), Vec::new())),
-            }
-        }
-        rules
-    }
-
     #[test]
     fn every_file_in_public_and_the_library_are_served_and_nothing_else() {
         let mut on_disk: Vec<String> = std::fs::read_dir(format!("{ROOT}/public"))
             .expect("public/ exists")
             .map(|e| format!("/{}", e.unwrap().file_name().to_string_lossy()))
-            // The assets layer reads `_headers` and never serves it.
-            .filter(|p| p != "/_headers")
+            // The headers of the files, not one of them (scripts/assets).
+            .filter(|p| p != "/headers.conf")
             .collect();
         // Of clients/js, the module only (its types and package.json are for npm).
         assert!(std::path::Path::new(&format!("{ROOT}/clients/js/clubhouse.js")).is_file());
@@ -87,40 +71,6 @@ mod tests {
         let mut served: Vec<String> = PATHS.iter().map(|p| (*p).to_owned()).collect();
         served.sort();
         assert_eq!(on_disk, served);
-    }
-
-    #[test]
-    fn every_file_the_binding_is_asked_for_has_one_rule_and_the_same_headers() {
-        let mut asked: Vec<&str> = PATHS.iter().filter_map(|p| asset_path(p)).collect();
-        asked.sort();
-        asked.dedup();
-        let rules = header_rules("public/_headers");
-        let mut ruled: Vec<&str> = rules.iter().map(|(path, _)| path.as_str()).collect();
-        ruled.sort();
-        assert_eq!(ruled, asked);
-        let headers = &rules[0].1;
-        assert!(headers.iter().any(|h| h == "Cache-Control: no-cache"));
-        assert!(headers
-            .iter()
-            .any(|h| h.starts_with("Content-Security-Policy: default-src 'none';")));
-        for (path, theirs) in &rules {
-            assert_eq!(theirs, headers, "{path} has the page's headers");
-        }
-        // The API documents' rules must not match a page file too: a header two rules set is
-        // sent twice.
-        for (rule, _) in header_rules("docs/api/site/_headers") {
-            assert!(
-                !rule.contains(':') && !rule.trim_end_matches('*').contains('*'),
-                "{rule}: this check reads a trailing `*` only"
-            );
-            for path in &asked {
-                let matches = match rule.strip_suffix('*') {
-                    Some(prefix) => path.starts_with(prefix),
-                    None => rule == *path,
-                };
-                assert!(!matches, "{rule} matches the page's {path}");
-            }
-        }
     }
 
     #[test]
@@ -138,6 +88,7 @@ mod tests {
             "",
             "/index",
             "/_headers",
+            "/headers.conf",
             "/docs.html",
         ] {
             assert!(asset_path(path).is_none(), "{path}");

@@ -20,12 +20,14 @@ async fn the_documents_and_docs_are_served_with_a_strict_policy() {
             "{path}"
         );
         assert_eq!(header(&resp, "x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(policies(&resp), 1, "{path}");
         let doc: Value = resp.json().await.unwrap();
         assert_eq!(doc[key], version, "{path}");
     }
     let resp = c.get("/docs").send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(header(&resp, "content-type").starts_with("text/html"));
+    assert_eq!(policies(&resp), 1, "/docs");
     let csp = header(&resp, "content-security-policy");
     for directive in [
         "default-src 'none'",
@@ -45,11 +47,21 @@ async fn the_documents_and_docs_are_served_with_a_strict_policy() {
             header(&resp, "content-type").contains("javascript"),
             "{script}"
         );
+        assert_eq!(policies(&resp), 1, "{script}");
     }
     assert!(
         !page.contains("http://") && !page.contains("https://"),
         "nothing from elsewhere"
     );
+}
+
+/// How many Content-Security-Policy headers `resp` has: two `_headers` rules matching one path
+/// would each add theirs.
+fn policies(resp: &reqwest::Response) -> usize {
+    resp.headers()
+        .get_all("content-security-policy")
+        .iter()
+        .count()
 }
 
 #[tokio::test]

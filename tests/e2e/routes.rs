@@ -3,7 +3,7 @@
 
 use crate::harness::*;
 
-/// The page's Content-Security-Policy (`public/_headers`).
+/// The page's Content-Security-Policy (`public/headers.conf`).
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; \
     frame-ancestors 'none'";
