@@ -6,6 +6,7 @@ built Worker and a state folder with D1 migrated. Everything a Server starts is 
 stopped by that group's id; nothing is ever killed by name.
 """
 
+import argparse
 import http.client
 import json
 import os
@@ -87,9 +88,25 @@ def wasm_kib(pid):
     return total
 
 
+def server_arguments(description):
+    """A parser with the options of a tool that runs its own server (bench/lib.sh prepares them):
+    `Server.from_args` reads them."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--wrangler", required=True)
+    p.add_argument("--cfgdir", required=True)
+    p.add_argument("--state", required=True, help="migrated state folder to start from (copied)")
+    p.add_argument("--work", required=True)
+    p.add_argument("--var", action="append", default=[])
+    return p
+
+
 class Server:
     """`wrangler dev` on the prepared config, with `--persist-to` a folder of its own that survives
     restarts."""
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(args.wrangler, args.cfgdir, args.state, args.work, args.var)
 
     def __init__(self, wrangler, cfgdir, state_from, work, variables):
         self.wrangler, self.cfgdir, self.work = wrangler, cfgdir, work

@@ -10,7 +10,6 @@ messages after that point; every badge whose logout answered 200 is refused (401
 Run by bench/crash.sh, which prepares the server; prints a summary and one JSON line.
 """
 
-import argparse
 import asyncio
 import json
 import os
@@ -148,12 +147,7 @@ async def cycle(n, server, rooms, tokens, args, revoked, findings, stats):
 
 
 async def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--wrangler", required=True)
-    p.add_argument("--cfgdir", required=True)
-    p.add_argument("--state", required=True, help="migrated state folder to start from (copied)")
-    p.add_argument("--work", required=True)
-    p.add_argument("--var", action="append", default=[])
+    p = chat.server_arguments(__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--rooms", type=int, default=3)
     p.add_argument("--senders", type=int, default=3, help="per room")
@@ -165,7 +159,7 @@ async def main():
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     random.seed(seed)
 
-    server = chat.Server(args.wrangler, args.cfgdir, args.state, args.work, args.var)
+    server = chat.Server.from_args(args)
     stats = dict(kills=0, sent=0, acked=0, lost=0, duplicated=0, reused=0, since_mismatch=0, rev_mismatch=0,
                  revocations_lost=0, revocations=0)
     findings, revoked = [], []

@@ -18,7 +18,6 @@ Prints a summary and one JSON line; exit status 1 on any 5xx, lost socket, missi
 anything broadcast.
 """
 
-import argparse
 import asyncio
 import json
 import os
@@ -313,12 +312,7 @@ async def fuzz_http(server, n, rng, stats, token):
 
 
 async def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--wrangler", required=True)
-    p.add_argument("--cfgdir", required=True)
-    p.add_argument("--state", required=True)
-    p.add_argument("--work", required=True)
-    p.add_argument("--var", action="append", default=[])
+    p = chat.server_arguments(__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=2400)
     p.add_argument("--requests", type=int, default=2400)
     p.add_argument("--seed", type=int, default=None)
@@ -327,7 +321,7 @@ async def main():
     rng = random.Random(seed)
     stats = dict(frames=0, error_frames=0, accepted=0, closed_1007=0, utf8_replaced=0, sockets_lost=0, no_answer=0, broadcast=0,
                  requests=0, http_5xx=0, http_5xx_worker=0, http_5xx_runtime=0, runtime_5xx_samples=[], no_status=0, statuses={}, server_exited=False, findings=[])
-    server = chat.Server(args.wrangler, args.cfgdir, args.state, args.work, args.var)
+    server = chat.Server.from_args(args)
     started = time.time()
     try:
         await asyncio.to_thread(server.start)

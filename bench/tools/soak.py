@@ -13,7 +13,6 @@ can be set side by side; a socket's first expected id is then the first one it r
 Run by bench/soak.sh, which prepares the server; prints a summary and one JSON line.
 """
 
-import argparse
 import asyncio
 import json
 import os
@@ -307,12 +306,7 @@ class Soak:
 
 
 async def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--wrangler", required=True)
-    p.add_argument("--cfgdir", required=True)
-    p.add_argument("--state", required=True)
-    p.add_argument("--work", required=True)
-    p.add_argument("--var", action="append", default=[])
+    p = chat.server_arguments(__doc__.splitlines()[0])
     p.add_argument("--sockets", type=int, default=1000)
     p.add_argument("--rooms", type=int, default=20)
     p.add_argument("--minutes", type=int, default=30)
@@ -329,7 +323,7 @@ async def main():
     if args.baseline:
         args.private_rooms = args.logouts_per_min = args.member_changes_per_min = 0
     random.seed(args.seed)
-    server = chat.Server(args.wrangler, args.cfgdir, args.state, args.work, args.var)
+    server = chat.Server.from_args(args)
     try:
         await asyncio.to_thread(server.start, ready_path=None if args.baseline else "/healthz")
         soak = Soak(args, server)
