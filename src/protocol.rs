@@ -16,7 +16,8 @@ pub const MAX_CONTENT_CHARS: usize = 4000;
 pub const USERNAME_CHARS: std::ops::RangeInclusive<usize> = 3..=32;
 pub const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=128;
 pub const ROOM_ID_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
-/// A message's `client_id` (the sender's own id for it, which makes a resend idempotent).
+/// A frame's `client_id`: the sender's own id for it, repeated in the errors answering it (for a
+/// message it also makes a resend idempotent).
 pub const CLIENT_ID_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
 
 /// A client mistake in a value, with a message fit to show the client.
@@ -189,9 +190,6 @@ struct RawClientFrame<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct ClientMessage<'a> {
     pub content: Cow<'a, str>,
-    /// The sender's id for this message: a resend with the same one within
-    /// `room::DEDUPE_WINDOW_MS` is answered with the stored message instead of stored again.
-    pub client_id: Option<Cow<'a, str>>,
 }
 
 /// One reaction: a single emoji, 1–32 bytes of UTF-8 with no ASCII letters or digits, no
@@ -235,9 +233,19 @@ pub enum ClientFrame<'a> {
     Read { id: i64 },
 }
 
-/// A client frame refused by [`parse_client_frame`]: why, and the `client_id` of the message it
-/// carried when that could be read and is valid, so that the error frame names the message it
-/// answers (a message refused for its room or its content, say).
+/// A valid client frame and the `client_id` it carried. Every kind but `typing` may carry one:
+/// error frames answering the frame repeat it, so that a client with several frames out tells
+/// which one was refused. For a message it is also the key that makes a resend idempotent
+/// (`room::DEDUPE_WINDOW_MS`); for a change it is only that tag, neither stored nor broadcast.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParsedFrame<'a> {
+    pub frame: ClientFrame<'a>,
+    pub client_id: Option<Cow<'a, str>>,
+}
+
+/// A client frame refused by [`parse_client_frame`]: why, and the `client_id` it carried when
+/// that could be read and is valid, so that the error frame names the frame it answers (a
+/// message refused for its content, an edit for its room, say).
 #[derive(Debug, PartialEq, Eq)]
 pub struct BadFrame<'a> {
     pub why: Invalid,
@@ -254,7 +262,7 @@ impl From<Invalid> for BadFrame<'_> {
 }
 
 /// Parses and validates one text frame for the room `room`.
-pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ClientFrame<'a>, BadFrame<'a>> {
+pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ParsedFrame<'a>, BadFrame<'a>> {
     if frame.len() > MAX_FRAME_BYTES {
         return Err(invalid("frame too large (limit 65536 bytes)").into());
     }
@@ -269,22 +277,32 @@ pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ClientFrame<
         ))
     })?;
     let kind = raw.kind.unwrap_or(FrameType::Message);
-    // Only a message has a client_id. It is read before the other checks so that their refusal
-    // can name it; an invalid one is refused after them (the order of the details stays), and
-    // never repeated back.
+    // Typing is answered by nothing, so it has nothing to name. The client_id is read before the
+    // other checks so that their refusal can name it; an invalid one is refused after them (the
+    // order of the details stays), and never repeated back.
     let client_id = match kind {
-        FrameType::Message => client_id(raw.client_id.take()),
-        _ => Ok(None),
+        FrameType::Typing => Ok(None),
+        _ => client_id(raw.client_id.take()),
     };
-    let refused = |why: Invalid| BadFrame {
-        why,
-        client_id: client_id.as_ref().ok().cloned().flatten(),
-    };
+    match (frame_of(kind, raw, room), client_id) {
+        (Ok(frame), Ok(client_id)) => Ok(ParsedFrame { frame, client_id }),
+        (Err(why), client_id) => Err(BadFrame {
+            why,
+            client_id: client_id.ok().flatten(),
+        }),
+        (Ok(_), Err(why)) => Err(why.into()),
+    }
+}
+
+/// The checks of each kind of frame but its `client_id`.
+fn frame_of<'a>(
+    kind: FrameType,
+    raw: RawClientFrame<'a>,
+    room: &str,
+) -> Result<ClientFrame<'a>, Invalid> {
     if let Some(claimed) = &raw.room_id {
         if claimed != room {
-            return Err(refused(invalid(
-                "room_id does not match this connection's room",
-            )));
+            return Err(invalid("room_id does not match this connection's room"));
         }
     }
     let id = || match raw.id {
@@ -296,13 +314,9 @@ pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ClientFrame<
         None => Err(invalid("missing field `emoji`")),
     };
     Ok(match kind {
-        FrameType::Message => {
-            let text = content(raw.content).map_err(refused)?;
-            ClientFrame::Message(ClientMessage {
-                content: text,
-                client_id: client_id?,
-            })
-        }
+        FrameType::Message => ClientFrame::Message(ClientMessage {
+            content: content(raw.content)?,
+        }),
         FrameType::Edit => ClientFrame::Edit {
             id: id()?,
             content: content(raw.content)?,
@@ -318,7 +332,7 @@ pub fn parse_client_frame<'a>(frame: &'a str, room: &str) -> Result<ClientFrame<
     })
 }
 
-/// A message's optional `client_id`: 1–64 characters.
+/// A frame's optional `client_id`: 1–64 characters.
 fn client_id(raw: Option<Text<'_>>) -> Result<Option<Cow<'_, str>>, Invalid> {
     match raw {
         None => Ok(None),
@@ -591,8 +605,8 @@ pub struct ErrorFrame<'a> {
     /// With `muted`: when the mute ends (`Some(None)` is `null`: until lifted).
     #[serde(skip_serializing_if = "Option::is_none")]
     until: Option<Option<i64>>,
-    /// The `client_id` of the message frame this answers, when it carried one: a client with
-    /// several frames out tells its message's error from the others' by it.
+    /// The `client_id` of the frame this answers, when it carried one: a client with several
+    /// frames out tells which one was refused by it.
     #[serde(skip_serializing_if = "Option::is_none")]
     client_id: Option<&'a str>,
 }
@@ -626,7 +640,7 @@ impl<'a> ErrorFrame<'a> {
         }
     }
 
-    /// Names the message this error answers: the `client_id` of the client's frame, if any.
+    /// Names the frame this error answers: the `client_id` of the client's frame, if any.
     pub fn answering(self, client_id: Option<&'a str>) -> Self {
         Self { client_id, ..self }
     }
@@ -693,7 +707,7 @@ mod tests {
 
     /// The message a frame carries, or why it is refused.
     fn parse_client_message<'a>(frame: &'a str, room: &str) -> Result<ClientMessage<'a>, Invalid> {
-        match parse_client_frame(frame, room).map_err(|bad| bad.why)? {
+        match parse_client_frame(frame, room).map_err(|bad| bad.why)?.frame {
             ClientFrame::Message(m) => Ok(m),
             other => panic!("{frame} parsed as {other:?}"),
         }
@@ -731,8 +745,8 @@ mod tests {
         /// Any text frame: a valid message or a clean error, never a panic.
         #[test]
         fn any_frame_is_handled(frame in ".{0,300}") {
-            match parse_client_frame(&frame, "lobby") {
-                Ok(ClientFrame::Message(ClientMessage { content, .. }) | ClientFrame::Edit { content, .. }) => {
+            match parse_client_frame(&frame, "lobby").map(|ok| ok.frame) {
+                Ok(ClientFrame::Message(ClientMessage { content }) | ClientFrame::Edit { content, .. }) => {
                     prop_assert!(!is_blank(&content) && content.chars().count() <= MAX_CONTENT_CHARS)
                 }
                 Ok(_) => {}
@@ -815,11 +829,13 @@ mod tests {
 
     #[test]
     fn client_username_is_ignored() {
-        let m = parse_client_message(r#"{"content":"hi","username":"admin"}"#, "r").unwrap();
+        let m = parse_client_frame(r#"{"content":"hi","username":"admin"}"#, "r").unwrap();
         assert_eq!(
             m,
-            ClientMessage {
-                content: "hi".into(),
+            ParsedFrame {
+                frame: ClientFrame::Message(ClientMessage {
+                    content: "hi".into()
+                }),
                 client_id: None,
             }
         );
@@ -827,7 +843,7 @@ mod tests {
 
     #[test]
     fn client_ids_are_one_to_64_characters() {
-        let m = parse_client_message(r#"{"content":"hi","client_id":"a-1"}"#, "r").unwrap();
+        let m = parse_client_frame(r#"{"content":"hi","client_id":"a-1"}"#, "r").unwrap();
         assert_eq!(m.client_id.as_deref(), Some("a-1"));
         let longest = format!(r#"{{"content":"hi","client_id":"{}"}}"#, "é".repeat(64));
         assert!(parse_client_message(&longest, "r").is_ok());
@@ -874,14 +890,13 @@ mod tests {
             r#"{"content":"","client_id":""}"#.to_owned(),
             format!(r#"{{"content":"","client_id":"{}"}}"#, "x".repeat(65)),
             r#"{"content":"hi","client_id":7}"#.to_owned(),
-            // Unreadable, or not a message: nothing to name.
+            // Unreadable: nothing to name.
             format!(
                 r#"{{"content":"{}","client_id":"c-1"}}"#,
                 "a".repeat(MAX_FRAME_BYTES)
             ),
             r#"{"content":5,"client_id":"c-1"}"#.to_owned(),
-            r#"{"type":"edit","id":1,"content":"","client_id":"c-1"}"#.to_owned(),
-            r#"{"type":"read","client_id":"c-1"}"#.to_owned(),
+            r#"{"type":"edit","id":1,"content":"","client_id":7}"#.to_owned(),
         ];
         for frame in unnamed {
             let bad = parse_client_frame(&frame, "lobby").unwrap_err();
@@ -891,6 +906,114 @@ mod tests {
         let both = r#"{"content":"","room_id":"other","client_id":""}"#;
         let bad = parse_client_frame(both, "lobby").unwrap_err();
         assert!(bad.why.0.contains("does not match"), "{}", bad.why);
+        assert_eq!(bad.client_id, None);
+    }
+
+    #[test]
+    fn every_change_may_carry_a_client_id_and_typing_ignores_it() {
+        let cases = [
+            (
+                r#"{"type":"edit","id":3,"content":"fixed""#,
+                ClientFrame::Edit {
+                    id: 3,
+                    content: "fixed".into(),
+                },
+            ),
+            (r#"{"type":"delete","id":3"#, ClientFrame::Delete { id: 3 }),
+            (
+                r#"{"type":"react","id":3,"emoji":"👍""#,
+                ClientFrame::React {
+                    id: 3,
+                    emoji: Emoji::parse("👍").unwrap(),
+                    add: true,
+                },
+            ),
+            (
+                r#"{"type":"unreact","id":3,"emoji":"👍""#,
+                ClientFrame::React {
+                    id: 3,
+                    emoji: Emoji::parse("👍").unwrap(),
+                    add: false,
+                },
+            ),
+            (r#"{"type":"read","id":3"#, ClientFrame::Read { id: 3 }),
+        ];
+        for (head, frame) in cases {
+            let without = format!("{head}}}");
+            let without = parse_client_frame(&without, "r").unwrap();
+            assert_eq!(without.frame, frame, "{head}");
+            assert_eq!(without.client_id, None, "{head}");
+            let with = format!(r#"{head},"client_id":"ch-1"}}"#);
+            let with = parse_client_frame(&with, "r").unwrap();
+            assert_eq!(with.frame, frame, "{head}");
+            assert_eq!(with.client_id.as_deref(), Some("ch-1"), "{head}");
+            for bad in [r#""""#.to_owned(), format!(r#""{}""#, "x".repeat(65))] {
+                let text = format!(r#"{head},"client_id":{bad}}}"#);
+                let refused = parse_client_frame(&text, "r").unwrap_err();
+                assert!(refused.why.0.contains("client_id"), "{text}: {}", refused.why);
+                assert_eq!(refused.client_id, None, "{text}");
+            }
+            let text = format!(r#"{head},"client_id":7}}"#);
+            let refused = parse_client_frame(&text, "r").unwrap_err();
+            assert!(refused.why.0.contains("invalid message"), "{text}");
+            assert_eq!(refused.client_id, None, "{text}");
+        }
+        for text in [
+            r#"{"type":"typing","client_id":"ch-1"}"#.to_owned(),
+            r#"{"type":"typing","client_id":""}"#.to_owned(),
+            format!(r#"{{"type":"typing","client_id":"{}"}}"#, "x".repeat(65)),
+        ] {
+            let typing = parse_client_frame(&text, "r").unwrap();
+            assert_eq!(
+                typing,
+                ParsedFrame {
+                    frame: ClientFrame::Typing,
+                    client_id: None
+                },
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_change_names_its_valid_client_id() {
+        let long = format!(
+            r#"{{"type":"edit","id":1,"content":"{}","client_id":"ch-1"}}"#,
+            "a".repeat(MAX_CONTENT_CHARS + 1)
+        );
+        let named = [
+            (long.as_str(), "too long"),
+            (
+                r#"{"type":"edit","id":1,"content":" ","client_id":"ch-1"}"#,
+                "empty",
+            ),
+            (
+                r#"{"type":"edit","content":"x","client_id":"ch-1"}"#,
+                "id must be",
+            ),
+            (
+                r#"{"type":"delete","id":1,"room_id":"other","client_id":"ch-1"}"#,
+                "does not match",
+            ),
+            (
+                r#"{"type":"react","id":1,"emoji":"ok","client_id":"ch-1"}"#,
+                "emoji must be",
+            ),
+            (
+                r#"{"type":"unreact","id":1,"client_id":"ch-1"}"#,
+                "missing field `emoji`",
+            ),
+            (r#"{"type":"read","id":0,"client_id":"ch-1"}"#, "id must be"),
+        ];
+        for (frame, want) in named {
+            let bad = parse_client_frame(frame, "r").unwrap_err();
+            assert!(bad.why.0.contains(want), "{frame}: {}", bad.why);
+            assert_eq!(bad.client_id.as_deref(), Some("ch-1"), "{frame}");
+        }
+        // The change's own fault is reported before an invalid client_id, which is not named.
+        let both = r#"{"type":"react","id":1,"emoji":"ok","client_id":""}"#;
+        let bad = parse_client_frame(both, "r").unwrap_err();
+        assert!(bad.why.0.contains("emoji must be"), "{}", bad.why);
         assert_eq!(bad.client_id, None);
     }
 
@@ -1008,6 +1131,7 @@ mod tests {
 
     #[test]
     fn change_frames_parse() {
+        let parse_client_frame = |text, room| parse_client_frame(text, room).map(|ok| ok.frame);
         assert_eq!(
             parse_client_frame(r#"{"type":"edit","id":3,"content":"fixed"}"#, "r"),
             Ok(ClientFrame::Edit {
@@ -1166,7 +1290,7 @@ mod tests {
     #[test]
     fn read_frames() {
         assert_eq!(
-            parse_client_frame(r#"{"type":"read","id":7}"#, "r"),
+            parse_client_frame(r#"{"type":"read","id":7}"#, "r").map(|ok| ok.frame),
             Ok(ClientFrame::Read { id: 7 })
         );
         for bad in [

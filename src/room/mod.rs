@@ -330,14 +330,13 @@ impl ChatRoom {
             send_quietly(ws, "pong");
             return Ok(());
         }
-        let parsed = protocol::parse_client_frame(&text, &self.name);
-        // The message this frame is (or was meant to be), named in every error frame answering
-        // it: a client with several frames out tells its message's errors from the others'.
-        let answering = match &parsed {
-            Ok(ClientFrame::Message(message)) => message.client_id.as_deref(),
-            Ok(_) => None,
-            Err(bad) => bad.client_id.as_deref(),
+        // The frame's own id, named in every error frame answering it: a client with several
+        // frames out (messages, edits, reactions, ...) tells which one was refused.
+        let (parsed, answering) = match protocol::parse_client_frame(&text, &self.name) {
+            Ok(ok) => (Ok(ok.frame), ok.client_id),
+            Err(bad) => (Err(bad.why), bad.client_id),
         };
+        let answering = answering.as_deref();
         let refuse = |error: ErrorFrame| send_quietly(ws, &error.answering(answering).to_json());
         let Some(member) = Member::of(ws) else {
             refuse(ErrorFrame::new("connection has no identity"));
@@ -373,8 +372,8 @@ impl ChatRoom {
         }
         let frame = match &parsed {
             Ok(frame) => frame,
-            Err(bad) => {
-                refuse(ErrorFrame::new(&bad.why.0));
+            Err(why) => {
+                refuse(ErrorFrame::new(&why.0));
                 return Ok(());
             }
         };
@@ -388,7 +387,7 @@ impl ChatRoom {
                     refuse(post_refusal(refusal));
                     return Ok(());
                 }
-                return self.post(ws, member, message, now as i64);
+                return self.post(ws, member, message, answering, now as i64);
             }
             // Handled above, before the message limit.
             ClientFrame::Typing => return Ok(()),
@@ -468,8 +467,16 @@ impl ChatRoom {
     }
 
     /// A new message from `member`: given its id and revision, and handed to the outbox.
-    fn post(&self, ws: &WebSocket, member: Member, message: &ClientMessage, ts: i64) -> Result<()> {
-        if let Some(client_id) = message.client_id.as_deref() {
+    /// `client_id` makes a resend of it within `DEDUPE_WINDOW_MS` idempotent.
+    fn post(
+        &self,
+        ws: &WebSocket,
+        member: Member,
+        message: &ClientMessage,
+        client_id: Option<&str>,
+        ts: i64,
+    ) -> Result<()> {
+        if let Some(client_id) = client_id {
             if self.answer_resend(ws, &member.user, client_id, ts)? {
                 return Ok(());
             }
@@ -484,7 +491,7 @@ impl ChatRoom {
             content: &message.content,
             ts,
             rev,
-            client_id: message.client_id.as_deref(),
+            client_id,
         }
         .to_json();
         self.outbox.accept(
@@ -494,7 +501,7 @@ impl ChatRoom {
                 username: member.user,
                 content: message.content.to_string(),
                 ts,
-                client_id: message.client_id.as_ref().map(|c| c.to_string()),
+                client_id: client_id.map(str::to_owned),
                 frame,
                 sender: ws.clone(),
             },

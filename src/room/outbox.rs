@@ -55,7 +55,7 @@ pub struct Outgoing {
     pub username: String,
     pub content: String,
     pub ts: i64,
-    /// The sender's id for the message (`protocol::ClientMessage::client_id`).
+    /// The sender's id for the message (`protocol::ParsedFrame::client_id`).
     pub client_id: Option<String>,
     /// The `message` frame every member gets.
     pub frame: String,
