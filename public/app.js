@@ -68,7 +68,7 @@ const state = {
   fetches: 0, // HTTP pages of messages on their way
   changeLog: [], // edited/deleted/reactions items applied while fetches > 0, in rev order
   historyEpoch: 0, // history frames applied so far in this view
-  lastAction: null, // the last change we sent (edit, delete, react, read), to word an error frame without a client_id
+  lastAction: null, // the last change we sent (edit, delete, react, read): a server that does not name changes in its errors
   online: new Set(),
   olderSupported: true,
   noOlder: false,
@@ -1251,10 +1251,32 @@ const ACTION_WORDS = {
   react: 'Could not change the reaction',
 };
 
+/** An edit or a reaction refused says which message it was about, by these words and its start. */
+const QUOTED_ACTION_WORDS = {
+  edit: 'Could not edit',
+  react: 'Could not change the reaction on',
+};
+const QUOTE_CHARS = 40;
+
+/** A message's first characters, quoted ('' when it is not shown or has no text). */
+function quoteOf(id) {
+  const m = state.msgs.get(id);
+  if (!m || m.deleted || typeof m.content !== 'string') return '';
+  const chars = [...m.content.replace(/\s+/g, ' ').trim()];
+  return chars.length ? `“${chars.slice(0, QUOTE_CHARS).join('')}${chars.length > QUOTE_CHARS ? '…' : ''}”` : '';
+}
+
+/** What an error frame answers: the change the library says it refused, else one of our messages
+ *  when it names a client_id, else (a server that does not name changes) the last change we sent. */
+function refusedAction(frame) {
+  const change = frame.change;
+  if (change && typeof change.type === 'string') return change.type === 'unreact' ? 'react' : change.type;
+  return typeof frame.client_id === 'string' ? 'message' : state.lastAction;
+}
+
 function onErrorFrame(frame) {
   const detail = typeof frame.detail === 'string' ? frame.detail : 'error';
-  // An error naming a client_id answers one of our messages; any other, the last change we sent.
-  const action = typeof frame.client_id === 'string' ? 'message' : state.lastAction;
+  const action = refusedAction(frame);
   if (action === 'read') {
     // Our read marker was refused (most likely rate limited): nothing to show, send it again later.
     state.lastAction = null;
@@ -1289,7 +1311,10 @@ function onErrorFrame(frame) {
     }
     return;
   }
-  sendError(`${ACTION_WORDS[action] || ACTION_WORDS.message}: ${detail}`);
+  const quote = frame.change && QUOTED_ACTION_WORDS[action] ? quoteOf(frame.change.id) : '';
+  sendError(quote
+    ? `${QUOTED_ACTION_WORDS[action]} ${quote}: ${detail}`
+    : `${ACTION_WORDS[action] || ACTION_WORDS.message}: ${detail}`);
 }
 
 function sendError(text) {

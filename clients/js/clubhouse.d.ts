@@ -233,8 +233,17 @@ export interface ErrorFrame {
   retry_after_ms?: number;
   /** When a mute ends (ms since the epoch); null until lifted. */
   until?: number | null;
-  /** The `client_id` of the message this answers, when it carried one (never for edits and the like). */
+  /** The `client_id` of the frame this answers, when it carried one (a message's, or a change's). */
   client_id?: string;
+}
+/** A change sent by `edit`, `delete`, `react`, `unreact` or `read` (never the badge). */
+export type Change =
+  | { type: 'edit'; id: number; content: string }
+  | { type: 'delete' | 'read'; id: number }
+  | { type: 'react' | 'unreact'; id: number; emoji: string };
+/** An `error` event: the frame, and the change it refused when it names one this Room sent. */
+export interface ErrorEvent extends ErrorFrame {
+  change?: Change;
 }
 /** Someone's read marker moved (read receipts). */
 export interface ReadFrame {
@@ -266,10 +275,11 @@ export interface RoomEvents {
   leave: LeaveFrame;
   presence_changes: PresenceChangesFrame;
   /**
-   * Error frames: about edits, reactions, reads and the like, and a `send()`'s refusal (which
-   * rejects it too). A send's `rate limited` or `message not stored` is not one: it is resent.
+   * Error frames: a change's refusal (with `change`: which edit, deletion, reaction or read), a
+   * `send()`'s refusal (which rejects it too), and any other. A send's `rate limited` or
+   * `message not stored` is not one: it is resent.
    */
-  error: ErrorFrame;
+  error: ErrorEvent;
   read: ReadFrame;
   /** The server is closing the socket: a kick (4001) ends the room; otherwise as a drop. */
   closing: ClosingFrame;
@@ -299,7 +309,10 @@ export class Room {
    * carrying the error frame, or when the room closes first.
    */
   send(content: string, options?: { clientId?: string }): Promise<MessageFrame>;
-  /** The frames about messages and reading: false when the socket is not open (nothing sent). */
+  /**
+   * The frames about messages and reading: false when the socket is not open (nothing sent). Each
+   * goes with its own `client_id`; its refusal is an `error` event whose `change` is this change.
+   */
   edit(id: number, content: string): boolean;
   delete(id: number): boolean;
   react(id: number, emoji: string): boolean;

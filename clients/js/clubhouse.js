@@ -24,6 +24,8 @@ const FRAME_TYPES = new Set([
   'presence_changes', 'error', 'read', 'closing',
 ]);
 
+/** Changes (edits, deletions, reactions, reads) remembered by client_id for their errors (the newest are kept). */
+const CHANGES_KEPT = 64;
 /** Message ids remembered for de-duplication (the newest are kept). */
 const SEEN_IDS_KEPT = 10_000;
 /** Messages per HTTP page when a cut-short catch-up is completed (the API's largest page). */
@@ -352,6 +354,12 @@ export class Room extends Emitter {
   #seen = new Set();
   /** Sends waiting for their echo, by client_id, in the order they were made. */
   #pending = new Map();
+  /**
+   * Change frames sent lately, by the client_id they carried (the newest CHANGES_KEPT): an error
+   * frame naming one is about that change. Ids are `change-<n>`, apart from sends' ids.
+   */
+  #changes = new Map();
+  #changeCount = 0;
   /** The send whose frame went out last and whose answer is not in: the next goes after it. */
   #inFlight = null;
   #attempt = 0;
@@ -407,22 +415,25 @@ export class Room extends Emitter {
     return promise;
   }
 
-  /** Replaces a message's content (only its author); errors arrive as `error` events. False when not open. */
+  /**
+   * Replaces a message's content (only its author). False when not open. A refusal arrives as an
+   * `error` event whose `change` is this edit (`{type, id, content}`); so for the other changes.
+   */
   edit(id, content) {
-    return this.#sendNow({ type: 'edit', id, content, room_id: this.room });
+    return this.#sendChange({ type: 'edit', id, content });
   }
 
   /** Deletes a message (its author, the room's owner or a moderator). */
   delete(id) {
-    return this.#sendNow({ type: 'delete', id, room_id: this.room });
+    return this.#sendChange({ type: 'delete', id });
   }
 
   react(id, emoji) {
-    return this.#sendNow({ type: 'react', id, emoji, room_id: this.room });
+    return this.#sendChange({ type: 'react', id, emoji });
   }
 
   unreact(id, emoji) {
-    return this.#sendNow({ type: 'unreact', id, emoji, room_id: this.room });
+    return this.#sendChange({ type: 'unreact', id, emoji });
   }
 
   /** "I am typing": dropped when the socket is not open (it is ephemeral). */
@@ -432,7 +443,7 @@ export class Room extends Emitter {
 
   /** Moves my read marker to message `id` (the server keeps forward moves only). */
   read(id) {
-    return this.#sendNow({ type: 'read', id });
+    return this.#sendChange({ type: 'read', id });
   }
 
   /**
@@ -487,6 +498,20 @@ export class Room extends Emitter {
   /** Leaves the room for good: pending sends are rejected. */
   close() {
     this.#finish({ code: 1000, reason: 'closed by the client' });
+  }
+
+  /**
+   * Sends a change with a fresh client_id and remembers it under that id, so that an error frame
+   * naming it says which change was refused. The id only tags errors: a change is not resent.
+   */
+  #sendChange(change) {
+    let clientId;
+    do clientId = `change-${++this.#changeCount}`;
+    while (this.#pending.has(clientId));
+    if (!this.#sendNow({ ...change, room_id: this.room, client_id: clientId })) return false;
+    this.#changes.set(clientId, change);
+    if (this.#changes.size > CHANGES_KEPT) this.#changes.delete(this.#changes.keys().next().value);
+    return true;
   }
 
   #sendNow(frame) {
@@ -815,13 +840,22 @@ export class Room extends Emitter {
 
   /**
    * An error frame is a send's answer only when it names that send's client_id (the server names
-   * the message it answers); any other (an edit, a reaction or a read refused, or a send we no
-   * longer hold) is an `error` event and leaves the message in flight alone.
+   * the frame it answers); any other (a change refused, or a send we no longer hold) is an `error`
+   * event and leaves the message in flight alone. One naming a change we sent carries that change
+   * as `change`.
    */
   #error(frame) {
-    const mine = typeof frame.client_id === 'string' ? this.#pending.get(frame.client_id) : undefined;
+    const named = typeof frame.client_id === 'string' ? frame.client_id : undefined;
+    const mine = named !== undefined ? this.#pending.get(named) : undefined;
     if (!mine) {
-      this.emit('error', frame);
+      const change = named !== undefined ? this.#changes.get(named) : undefined;
+      if (!change) {
+        this.emit('error', frame);
+        return;
+      }
+      // A frame is answered by one error at most.
+      this.#changes.delete(named);
+      this.emit('error', { ...frame, change: { ...change } });
       return;
     }
     if (this.#inFlight === mine) this.#inFlight = null;

@@ -41,8 +41,9 @@ describe('error frames and the message in flight', () => {
     const echo = await sent;
     assert.equal(echo.content, 'first');
     const [refusal] = errors;
-    assert.deepEqual(Object.keys(refusal).sort(), ['detail', 'retry_after_ms', 'type']);
+    assert.deepEqual(Object.keys(refusal).sort(), ['change', 'client_id', 'detail', 'retry_after_ms', 'type']);
     assert.equal(refusal.detail, 'rate limited');
+    assert.deepEqual(refusal.change, { type: 'edit', id: zero.id, content: 'changed' });
     assert.ok(refusal.retry_after_ms > 0 && refusal.retry_after_ms <= 1000, JSON.stringify(refusal));
     assert.equal(beforeEcho.length, 1, 'the refusal came while the message was in flight');
     await new Promise((resolve) => setTimeout(resolve, 200));

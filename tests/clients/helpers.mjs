@@ -94,16 +94,24 @@ export async function allMessages(club, room) {
 }
 
 /**
- * A WebSocket class that holds each message frame (one with a `client_id`) for `holdMs` before it
- * goes out, in order, and sends every other frame at once: what the app does right after a send
- * reaches the server first, so its answers come back while the message is in flight.
+ * A WebSocket class that holds each message frame (JSON with `content` and no `type`) for `holdMs`
+ * before it goes out, in order, and sends every other frame at once: what the app does right after
+ * a send reaches the server first, so its answers come back while the message is in flight.
  */
 export function slowMessagesWebSocket(holdMs) {
+  const isMessage = (data) => {
+    try {
+      const frame = JSON.parse(data);
+      return frame.type === undefined && typeof frame.content === 'string';
+    } catch {
+      return false;
+    }
+  };
   return class SlowMessagesWebSocket extends WebSocketImpl {
     #held = Promise.resolve();
 
     send(data) {
-      if (typeof data !== 'string' || !data.includes('"client_id"')) {
+      if (typeof data !== 'string' || !isMessage(data)) {
         super.send(data);
         return;
       }

@@ -227,13 +227,45 @@ describe('clients/js', () => {
     const echo = await sent;
     assert.equal(echo.content, 'alice speaks');
     assert.equal(echo.username, alice.username);
-    assert.deepEqual(errors, [
-      { type: 'error', detail: 'no message with that id in this room yet' },
-      { type: 'error', detail: 'not your message' },
+    // Each names the change it refused, by a client_id of its own (none of them the message's).
+    assert.deepEqual(errors.map(({ client_id: _, ...error }) => error), [
+      { type: 'error', detail: 'no message with that id in this room yet', change: { type: 'read', id: bobs.id + 1000 } },
+      { type: 'error', detail: 'not your message', change: { type: 'edit', id: bobs.id, content: 'not mine' } },
     ]);
+    const ids = errors.map((e) => e.client_id);
+    assert.ok(ids.every((id) => typeof id === 'string') && ids[0] !== ids[1], JSON.stringify(ids));
+    assert.ok(!ids.includes(echo.client_id), JSON.stringify({ ids, echo }));
     assert.equal(beforeEcho.length, 2, 'both refusals came while the message was in flight');
     const stored = await allMessages(bob, room);
     assert.deepEqual(stored.map((m) => m.content), ['bob speaks', 'alice speaks']);
+    ra.close();
+    rb.close();
+  });
+
+  test("two edits out at once: the error event's change names the refused one, and the other lands", async () => {
+    const [alice, bob] = [await newClient(server, 'alice'), await newClient(server, 'bob')];
+    const room = uniqueName('room');
+    const [ra, rb] = [await joined(alice, room), await joined(bob, room)];
+    const bobs = await rb.send('bob speaks');
+    const alices = await ra.send('alice speaks');
+    const errors = [];
+    const edits = [];
+    ra.on('error', (e) => errors.push(e));
+    ra.on('edited', (e) => edits.push(e));
+    // The refused edit goes first: "the last change sent" would name the wrong one.
+    assert.equal(ra.edit(bobs.id, 'not mine'), true);
+    assert.equal(ra.edit(alices.id, 'alice fixed'), true);
+    await until(() => errors.length === 1 && edits.length === 1, 'one refusal and one edit');
+    assert.equal(errors[0].detail, 'not your message');
+    assert.deepEqual(errors[0].change, { type: 'edit', id: bobs.id, content: 'not mine' });
+    assert.equal(typeof errors[0].client_id, 'string');
+    assert.equal(edits[0].id, alices.id);
+    assert.equal(edits[0].content, 'alice fixed');
+    assert.equal(edits[0].client_id, undefined, 'a change is broadcast without its client_id');
+    const stored = await allMessages(bob, room);
+    assert.deepEqual(stored.map((m) => m.content), ['bob speaks', 'alice fixed']);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(errors.length, 1);
     ra.close();
     rb.close();
   });

@@ -101,6 +101,75 @@ async fn edits_reach_everyone_and_only_the_author_may_edit() {
 }
 
 #[tokio::test]
+async fn an_error_answering_a_change_names_its_client_id_and_nothing_else_carries_it() {
+    let c = client();
+    let (room, [ann, _bob], [mut wa, mut wb]) = two_in_a_room(&c, "chgid").await;
+    wa.send_message(&room, "ann's words").await;
+    let id = wa.next_message_with("ann's words").await["id"]
+        .as_i64()
+        .unwrap();
+    wb.next_message_with("ann's words").await;
+
+    let error = |detail: &str, client_id: Option<&str>| {
+        let mut e = json!({"type": "error", "detail": detail});
+        if let Some(client_id) = client_id {
+            e["client_id"] = json!(client_id);
+        }
+        e
+    };
+    let long_id = "x".repeat(65);
+    let cases = [
+        (
+            json!({"type": "edit", "id": id, "content": "hijacked", "client_id": "b-edit"}),
+            error("not your message", Some("b-edit")),
+        ),
+        (
+            json!({"type": "delete", "id": id + 1000, "room_id": room, "client_id": "b-del"}),
+            error("unknown message id", Some("b-del")),
+        ),
+        (
+            json!({"type": "react", "id": id, "emoji": "ok", "client_id": "b-emoji"}),
+            error(
+                "emoji must be one emoji: 1-32 bytes, no letters, digits, spaces or control characters",
+                Some("b-emoji"),
+            ),
+        ),
+        (
+            json!({"type": "read", "id": id + 1000, "client_id": "b-read"}),
+            error("no message with that id in this room yet", Some("b-read")),
+        ),
+        // Without a client_id, or with an invalid one (refused for it): none named.
+        (
+            json!({"type": "edit", "id": id, "content": "hijacked"}),
+            error("not your message", None),
+        ),
+        (
+            json!({"type": "react", "id": id, "emoji": "👍", "client_id": long_id}),
+            error("client_id must be 1-64 characters", None),
+        ),
+    ];
+    for (frame, want) in cases {
+        wb.send_json(&frame).await;
+        let answer = wb.next_of_types(&["error", "edited", "deleted", "reactions", "read"]);
+        assert_eq!(answer.await, want, "the answer to {frame}");
+    }
+    // The refused reaction (its client_id was invalid) reached nobody.
+    wa.expect_none_of_types(&["reactions", "error"], QUIET).await;
+
+    // A change's client_id tags its errors only: an applied change is broadcast as ever.
+    wa.send_json(&json!({"type": "edit", "id": id, "content": "ann's fixed words", "client_id": "a-edit"}))
+        .await;
+    let edited = wa.next_of_types(&["edited", "error"]).await;
+    let want = json!({
+        "type": "edited", "id": id, "rev": rev(&edited), "content": "ann's fixed words",
+        "edited_ts": edited["edited_ts"].as_i64().expect("an integer edited_ts"),
+        "username": ann.0, "room_id": room,
+    });
+    assert_eq!(edited, want);
+    assert_eq!(wb.next_of_types(&["edited", "error"]).await, want);
+}
+
+#[tokio::test]
 async fn deletes_leave_a_tombstone_and_only_the_author_or_the_owner_may_delete() {
     let c = client();
     let (room, [ann, bob], [mut wa, mut wb]) = two_in_a_room(&c, "delete").await;

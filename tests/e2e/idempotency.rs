@@ -181,17 +181,18 @@ async fn an_error_frame_about_a_message_names_its_client_id() {
             json!({"content": "hi", "room_id": "elsewhere", "client_id": "c-room"}),
             json!({"type": "error", "detail": "room_id does not match this connection's room", "client_id": "c-room"}),
         ),
-        // No client_id, an invalid one, or a frame that is not a message: none named.
+        // A change is named by its client_id as well (changes::).
+        (
+            json!({"type": "edit", "id": 1, "content": " ", "client_id": "c-edit"}),
+            json!({"type": "error", "detail": "content must not be empty", "client_id": "c-edit"}),
+        ),
+        // No client_id, or an invalid one: none named.
         (
             json!({"content": "", "room_id": room}),
             json!({"type": "error", "detail": "content must not be empty"}),
         ),
         (
             json!({"content": "", "client_id": "x".repeat(65)}),
-            json!({"type": "error", "detail": "content must not be empty"}),
-        ),
-        (
-            json!({"type": "edit", "id": 1, "content": " ", "client_id": "c-edit"}),
             json!({"type": "error", "detail": "content must not be empty"}),
         ),
     ];

@@ -75,80 +75,98 @@ async fn sending_too_fast_is_refused_and_not_broadcast_while_a_calm_client_is_un
     fast.next_message_with("after the pause").await;
 }
 
-/// What one frame of [`a_rate_limited_message_is_named_by_its_client_id_and_other_frames_are_not`]
-/// was: its content, and the client_id of a message that carried one.
+/// What one frame of [`a_rate_limited_frame_is_named_by_its_client_id`] was: what tells it applied
+/// (a message's or an edit's content, a reaction's emoji), and the client_id it carried.
 struct Sent {
-    content: String,
+    key: String,
     named: Option<String>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rate_limited_message_is_named_by_its_client_id_and_other_frames_are_not() {
+async fn a_rate_limited_frame_is_named_by_its_client_id() {
     let c = LIMITS.client();
     let (room, [(_, _, mut ws)]) = c.room_with_members("named", ["sender"]).await;
     ws.send_message(&room, "target").await;
     let target = ws.next_message_with("target").await["id"].as_i64().unwrap();
 
-    // Rounds of three frames at once: a message with a client_id, one without, and an edit with a
-    // client_id field (only a message has one). The burst (20) passes the first rounds, and the
-    // rest are refused: 60 frames in far less than the 4 s that would refill the 40.
+    // Rounds of four frames at once: a message with a client_id, one without, an edit and a
+    // reaction (a new emoji each round: 20, the most a message holds) with one. The burst (20)
+    // passes the first rounds, and the rest are refused: 80 frames in far less than the 6 s that
+    // would refill the 60.
     let mut sent = Vec::new();
-    for i in 0..20 {
+    for i in 0..20u32 {
+        let emoji = char::from_u32(0x1F600 + i).unwrap().to_string();
         let frames = [
             (
                 json!({"content": format!("named {i}"), "room_id": room, "client_id": format!("c-{i}")}),
+                format!("named {i}"),
                 Some(format!("c-{i}")),
             ),
             (
                 json!({"content": format!("plain {i}"), "room_id": room}),
+                format!("plain {i}"),
                 None,
             ),
             (
                 json!({"type": "edit", "id": target, "content": format!("edit {i}"), "client_id": format!("e-{i}")}),
-                None,
+                format!("edit {i}"),
+                Some(format!("e-{i}")),
+            ),
+            (
+                json!({"type": "react", "id": target, "emoji": emoji, "client_id": format!("r-{i}")}),
+                emoji.clone(),
+                Some(format!("r-{i}")),
             ),
         ];
-        for (frame, named) in frames {
+        for (frame, key, named) in frames {
             ws.send_json(&frame).await;
-            let content = frame["content"].as_str().unwrap().to_owned();
-            sent.push(Sent { content, named });
+            sent.push(Sent { key, named });
         }
     }
-    // Each frame is answered once: its message or edit to the room, or an error frame to the
-    // sender, sent as the frame is handled, so the errors come in the order of their frames.
+    // Each frame is answered once: its message, edit or reaction to the room, or an error frame
+    // to the sender, sent as the frame is handled, so the errors come in the order of their
+    // frames. A reactions frame holds every emoji so far: the one it adds is the new one.
     let (mut applied, mut errors) = (std::collections::HashSet::new(), Vec::new());
     while applied.len() + errors.len() < sent.len() {
-        let f = ws.next_of_types(&["message", "edited", "error"]).await;
-        if f["type"] == "error" {
-            errors.push(f);
-        } else {
-            assert!(
+        let f = ws
+            .next_of_types(&["message", "edited", "reactions", "error"])
+            .await;
+        match f["type"].as_str() {
+            Some("error") => errors.push(f),
+            Some("reactions") => {
+                let emoji = f["reactions"].as_object().unwrap().keys();
+                let added: Vec<&String> = emoji.filter(|e| !applied.contains(*e)).collect();
+                assert_eq!(added.len(), 1, "one new emoji: {f}");
+                applied.insert(added[0].clone());
+            }
+            _ => assert!(
                 applied.insert(f["content"].as_str().unwrap().to_owned()),
                 "twice: {f}"
-            );
+            ),
         }
     }
-    let refused: Vec<&Sent> = sent
-        .iter()
-        .filter(|s| !applied.contains(&s.content))
-        .collect();
+    let refused: Vec<&Sent> = sent.iter().filter(|s| !applied.contains(&s.key)).collect();
     assert_eq!(refused.len(), errors.len(), "applied: {applied:?}");
     for kind in ["named", "plain", "edit"] {
         assert!(
-            refused.iter().any(|s| s.content.starts_with(kind)),
+            refused.iter().any(|s| s.key.starts_with(kind)),
             "no {kind} frame was refused"
         );
     }
+    assert!(
+        refused.iter().any(|s| s.named.as_deref().is_some_and(|n| n.starts_with("r-"))),
+        "no reaction was refused"
+    );
     for (frame, error) in refused.iter().zip(&errors) {
         let wait = error["retry_after_ms"]
             .as_u64()
-            .unwrap_or_else(|| panic!("{}: {error}", frame.content));
+            .unwrap_or_else(|| panic!("{}: {error}", frame.key));
         assert!(wait > 0 && wait <= 1000, "{error}");
         let mut want = json!({"type": "error", "detail": "rate limited", "retry_after_ms": wait});
         if let Some(client_id) = &frame.named {
             want["client_id"] = json!(client_id);
         }
-        assert_eq!(error, &want, "the answer to {:?}", frame.content);
+        assert_eq!(error, &want, "the answer to {:?}", frame.key);
     }
 }
 

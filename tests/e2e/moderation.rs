@@ -449,6 +449,10 @@ async fn a_muted_user_reads_but_cannot_post_edit_or_react() {
             muted(None),
         ),
         (
+            json!({"type": "edit", "id": id, "content": "sneaky", "client_id": "e-1"}),
+            muted(Some("e-1")),
+        ),
+        (
             json!({"type": "react", "id": id, "emoji": "👍"}),
             muted(None),
         ),
