@@ -707,7 +707,10 @@ mod tests {
 
     /// The message a frame carries, or why it is refused.
     fn parse_client_message<'a>(frame: &'a str, room: &str) -> Result<ClientMessage<'a>, Invalid> {
-        match parse_client_frame(frame, room).map_err(|bad| bad.why)?.frame {
+        match parse_client_frame(frame, room)
+            .map_err(|bad| bad.why)?
+            .frame
+        {
             ClientFrame::Message(m) => Ok(m),
             other => panic!("{frame} parsed as {other:?}"),
         }
@@ -950,7 +953,11 @@ mod tests {
             for bad in [r#""""#.to_owned(), format!(r#""{}""#, "x".repeat(65))] {
                 let text = format!(r#"{head},"client_id":{bad}}}"#);
                 let refused = parse_client_frame(&text, "r").unwrap_err();
-                assert!(refused.why.0.contains("client_id"), "{text}: {}", refused.why);
+                assert!(
+                    refused.why.0.contains("client_id"),
+                    "{text}: {}",
+                    refused.why
+                );
                 assert_eq!(refused.client_id, None, "{text}");
             }
             let text = format!(r#"{head},"client_id":7}}"#);

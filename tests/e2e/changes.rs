@@ -154,11 +154,14 @@ async fn an_error_answering_a_change_names_its_client_id_and_nothing_else_carrie
         assert_eq!(answer.await, want, "the answer to {frame}");
     }
     // The refused reaction (its client_id was invalid) reached nobody.
-    wa.expect_none_of_types(&["reactions", "error"], QUIET).await;
+    wa.expect_none_of_types(&["reactions", "error"], QUIET)
+        .await;
 
     // A change's client_id tags its errors only: an applied change is broadcast as ever.
-    wa.send_json(&json!({"type": "edit", "id": id, "content": "ann's fixed words", "client_id": "a-edit"}))
-        .await;
+    wa.send_json(
+        &json!({"type": "edit", "id": id, "content": "ann's fixed words", "client_id": "a-edit"}),
+    )
+    .await;
     let edited = wa.next_of_types(&["edited", "error"]).await;
     let want = json!({
         "type": "edited", "id": id, "rev": rev(&edited), "content": "ann's fixed words",

@@ -154,7 +154,9 @@ async fn a_rate_limited_frame_is_named_by_its_client_id() {
         );
     }
     assert!(
-        refused.iter().any(|s| s.named.as_deref().is_some_and(|n| n.starts_with("r-"))),
+        refused
+            .iter()
+            .any(|s| s.named.as_deref().is_some_and(|n| n.starts_with("r-"))),
         "no reaction was refused"
     );
     for (frame, error) in refused.iter().zip(&errors) {
