@@ -242,7 +242,7 @@ export type Change =
   | { type: 'delete' | 'read'; id: number }
   | { type: 'react' | 'unreact'; id: number; emoji: string };
 /** An `error` event: the frame, and the change it refused when it names one this Room sent. */
-export interface ErrorEvent extends ErrorFrame {
+export interface RoomErrorEvent extends ErrorFrame {
   change?: Change;
 }
 /** Someone's read marker moved (read receipts). */
@@ -279,7 +279,7 @@ export interface RoomEvents {
    * `send()`'s refusal (which rejects it too), and any other. A send's `rate limited` or
    * `message not stored` is not one: it is resent.
    */
-  error: ErrorEvent;
+  error: RoomErrorEvent;
   read: ReadFrame;
   /** The server is closing the socket: a kick (4001) ends the room; otherwise as a drop. */
   closing: ClosingFrame;
