@@ -12,7 +12,9 @@
 // each reconnect, and the server stores a `client_id` once (per user and room, for 10 minutes), so
 // a message is stored exactly once however often the connection drops. Reconnects catch up with
 // `?rev=` (and `?since=`) and drop messages already seen by id, so every message is delivered once;
-// a catch-up the server cut short is completed over HTTP before live frames go on.
+// a catch-up the server cut short is completed over HTTP before live frames go on. Changes (edits,
+// deletions, reactions, reads) carry a client_id too, only so that the `error` event refusing one
+// says which (`change`); they are not resent.
 //
 // The browser page (public/app.js) uses this module as it is, served by the Worker at /clubhouse.js.
 
