@@ -1284,6 +1284,10 @@ function onErrorFrame(frame) {
     scheduleRead(typeof frame.retry_after_ms === 'number' ? frame.retry_after_ms : READ_SEND_EVERY_MS);
     return;
   }
+  // What was refused is not lost: an edit goes back in its editor, a message refused for now
+  // (muted, slow mode, too fast) back in the message box.
+  if (action === 'edit' && frame.change) reopenRefusedEdit(frame.change);
+  if (action === 'message' && (frame.code === 'muted' || typeof frame.retry_after_ms === 'number')) giveBackDraft();
   if (frame.code === 'muted') {
     const until = typeof frame.until === 'number' ? ` until ${new Date(frame.until).toLocaleTimeString()}` : '';
     sendError(`A moderator muted you in this room${until}: you can read, not post.`);
@@ -1292,29 +1296,36 @@ function onErrorFrame(frame) {
   if (frame.code === 'slow_mode' && typeof frame.retry_after_ms === 'number') {
     const secs = Math.max(1, Math.ceil(frame.retry_after_ms / 1000));
     sendError(`Slow mode is on: you can send again in ${plural(secs, 'second')}.`);
-    const input = $('message-input');
-    if (action === 'message' && state.lastSent && !input.value) {
-      input.value = state.lastSent;
-      autosize();
-    }
     return;
   }
   if (typeof frame.retry_after_ms === 'number') {
     const secs = Math.max(1, Math.ceil(frame.retry_after_ms / 1000));
     state.retryUntil = Date.now() + frame.retry_after_ms;
     sendError(`You are sending too fast. Wait ${plural(secs, 'second')} and try again.`);
-    // The refused message was not delivered: give it back if the box is empty.
-    const input = $('message-input');
-    if (action === 'message' && state.lastSent && !input.value) {
-      input.value = state.lastSent;
-      autosize();
-    }
     return;
   }
   const quote = frame.change && QUOTED_ACTION_WORDS[action] ? quoteOf(frame.change.id) : '';
   sendError(quote
     ? `${QUOTED_ACTION_WORDS[action]} ${quote}: ${detail}`
     : `${ACTION_WORDS[action] || ACTION_WORDS.message}: ${detail}`);
+}
+
+/** The last message we sent goes back in the message box, if that is empty. */
+function giveBackDraft() {
+  const input = $('message-input');
+  if (state.lastSent && !input.value) {
+    input.value = state.lastSent;
+    autosize();
+  }
+}
+
+/** A refused edit is not lost either: its message's editor opens again with the refused text,
+ *  unless an editor is open (the reader has moved on) or the message can no longer be edited. */
+function reopenRefusedEdit(change) {
+  if (state.editing || typeof change.content !== 'string') return;
+  const m = state.msgs.get(change.id);
+  if (!m || !canEdit(m) || m.content === change.content) return;
+  startEdit(m.id, null, change.content);
 }
 
 function sendError(text) {
@@ -1992,8 +2003,8 @@ function toggleReaction(m, emoji) {
   sendAction('react', { type: mine ? 'unreact' : 'react', id: m.id, emoji });
 }
 
-/** Edits a message in place: a box where its text was; Enter saves, Escape cancels. */
-function startEdit(id, returnFocus) {
+/** Edits a message in place: a box where its text was (or `text`); Enter saves, Escape cancels. */
+function startEdit(id, returnFocus, text) {
   const m = state.msgs.get(id);
   const li = state.els.get(id);
   if (!m || !li || !canEdit(m)) return;
@@ -2001,9 +2012,9 @@ function startEdit(id, returnFocus) {
   if (state.editing) closeEditor(false);
   const editor = el('div', 'editor');
   const box = el('textarea');
-  box.value = m.content;
+  box.value = typeof text === 'string' ? text : m.content;
   box.maxLength = MAX_CONTENT_CHARS;
-  box.rows = Math.min(8, Math.max(1, m.content.split('\n').length));
+  box.rows = Math.min(8, Math.max(1, box.value.split('\n').length));
   box.setAttribute('aria-label', 'Edit message');
   const row = el('div', 'row');
   const save = button('small', 'Save');

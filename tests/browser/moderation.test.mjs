@@ -1,6 +1,6 @@
 // Moderation in the page, three people in an owned public room: the owner appoints a moderator
 // from the People menu; the moderator deletes a troll's message, mutes and kicks them (the troll
-// is told, and rejoins with one click); the owner bans them (told, and kept out). A moderator
+// is told, keeps the message and the edit refused while muted, and rejoins with one click); the owner bans them (told, and kept out). A moderator
 // gets no menu on the owner.
 
 import assert from 'node:assert/strict';
@@ -12,6 +12,7 @@ import {
   eventually,
   idOf,
   joinRoom,
+  messageItem,
   messageState,
   openClient,
   openMessageMenu,
@@ -84,12 +85,32 @@ test('owner and moderator: appoint, delete, mute, kick and ban from the People m
       await eventually(async () => (await messageState(c.page, spam)).deleted, true, 'the deletion');
     }
 
-    // Muted: the troll reads but cannot post, and is told.
+    // Muted: the troll reads but cannot post, and is told; what was refused is not lost (the
+    // message is back in the box, the edit in its editor).
+    await send(troll, 'a typo herre');
+    const typo = await idOf(troll.page, 'a typo herre');
     await moderateFromMenu(mod.page, troll.username, 'Mute for 1 hour');
     await waitForNotice(mod.page, `${troll.username} is muted for an hour.`);
     await troll.page.fill('#message-input', 'still here');
     await troll.page.press('#message-input', 'Enter');
     await troll.page.locator('#send-error').getByText(/muted you/).waitFor();
+    assert.equal(await troll.page.inputValue('#message-input'), 'still here');
+    await troll.page.fill('#message-input', '');
+    await troll.page.keyboard.press('ArrowUp');
+    const editor = messageItem(troll.page, typo).locator('.editor textarea');
+    await editor.fill('a typo here');
+    await editor.evaluate((box) => {
+      box.dataset.sent = 'yes';
+    });
+    await troll.page.keyboard.press('Enter');
+    // Saving closes this editor; the refusal opens a new one, with the refused text.
+    const reopened = messageItem(troll.page, typo).locator('.editor textarea:not([data-sent])');
+    await reopened.waitFor({ state: 'visible' });
+    assert.equal(await reopened.inputValue(), 'a typo here');
+    await troll.page.locator('#send-error').getByText(/muted you/).waitFor();
+    const seen = await messageState(owner.page, typo);
+    assert.deepEqual([seen.text, seen.edited], ['a typo herre', false]);
+    await troll.page.keyboard.press('Escape');
     await send(owner, 'can you hear me');
     await waitForMessage(troll.page, 'can you hear me');
 
