@@ -68,7 +68,6 @@ const state = {
   fetches: 0, // HTTP pages of messages on their way
   changeLog: [], // edited/deleted/reactions items applied while fetches > 0, in rev order
   historyEpoch: 0, // history frames applied so far in this view
-  lastAction: null, // the last change we sent (edit, delete, react, read): a server that does not name changes in its errors
   online: new Set(),
   olderSupported: true,
   noOlder: false,
@@ -737,7 +736,7 @@ function sendRead() {
   state.readSent = id;
   const newest = state.msgs.get(id);
   if (newest && sameUser(newest.username, state.username)) return; // marked read when we sent it
-  if (conn.read(id)) state.lastAction = 'read';
+  conn.read(id);
 }
 
 /** Someone's read marker moved: in a DM, the other person's shows as "Seen" under our last
@@ -1267,11 +1266,12 @@ function quoteOf(id) {
 }
 
 /** What an error frame answers: the change the library says it refused, else one of our messages
- *  when it names a client_id, else (a server that does not name changes) the last change we sent. */
+ *  when it names a client_id (the server serving this page names every frame the page sends),
+ *  else nothing we can tell. */
 function refusedAction(frame) {
   const change = frame.change;
   if (change && typeof change.type === 'string') return change.type === 'unreact' ? 'react' : change.type;
-  return typeof frame.client_id === 'string' ? 'message' : state.lastAction;
+  return typeof frame.client_id === 'string' ? 'message' : null;
 }
 
 function onErrorFrame(frame) {
@@ -1279,7 +1279,6 @@ function onErrorFrame(frame) {
   const action = refusedAction(frame);
   if (action === 'read') {
     // Our read marker was refused (most likely rate limited): nothing to show, send it again later.
-    state.lastAction = null;
     state.readSent = 0;
     scheduleRead(typeof frame.retry_after_ms === 'number' ? frame.retry_after_ms : READ_SEND_EVERY_MS);
     return;
@@ -1896,7 +1895,6 @@ function sendAction(kind, frame) {
     sendError('Not connected: try again when the connection is back.');
     return false;
   }
-  state.lastAction = kind;
   sendError('');
   return true;
 }
